@@ -1,0 +1,216 @@
+//! Strategy tables, built once per membership change over the active nodes.
+
+use crate::balance::{BalancerOptions, Strategy};
+use crate::error::Result;
+use crate::hash::ketama::{KetamaRing, KetamaServer};
+use crate::hash::maglev::{self, MaglevNode, MaglevTable};
+use crate::hash::reduce;
+use crate::hash::rendezvous::{node_seed, RendezvousNode};
+use crate::node::Node;
+
+/// The derived table of a strategy. Indexes stored in tables are positions in the snapshot's
+/// active list.
+#[derive(Debug)]
+pub(crate) enum Table {
+    /// Strategies that need no table (round robin, least connections, P2C, uniform random).
+    Plain,
+    /// Smooth weighted round robin schedule: one period of nginx's sequence.
+    Wrr(Vec<u32>),
+    /// Weighted random alias table.
+    Alias(AliasTable),
+    Ketama(KetamaRing),
+    Maglev(MaglevTable),
+    Rendezvous {
+        nodes: Vec<RendezvousNode>,
+        uniform: bool,
+    },
+}
+
+impl Table {
+    /// Builds the table of `options.strategy` over `active` (in order).
+    pub(crate) fn build(options: &BalancerOptions, active: &[&Node]) -> Result<Table> {
+        let uniform = active.windows(2).all(|w| w[0].weight() == w[1].weight());
+        Ok(match options.strategy {
+            Strategy::RoundRobin | Strategy::LeastConnections | Strategy::PowerOfTwoChoices => {
+                Table::Plain
+            }
+            Strategy::Random if uniform => Table::Plain,
+            Strategy::Random => Table::Alias(AliasTable::build(active)),
+            Strategy::WeightedRoundRobin if uniform => Table::Plain,
+            Strategy::WeightedRoundRobin => Table::Wrr(smooth_wrr_schedule(active)),
+            Strategy::Ketama => {
+                let servers: Vec<_> = active
+                    .iter()
+                    .map(|n| KetamaServer {
+                        host: n.host(),
+                        port: n.port(),
+                        weight: n.weight(),
+                    })
+                    .collect();
+                Table::Ketama(KetamaRing::build(&servers))
+            }
+            Strategy::Maglev => {
+                let nodes: Vec<_> = active
+                    .iter()
+                    .map(|n| MaglevNode {
+                        name: n.id(),
+                        weight: n.weight(),
+                    })
+                    .collect();
+                let size = match options.maglev_table_size {
+                    Some(s) => s,
+                    None => maglev::table_size_for(active.len()),
+                };
+                Table::Maglev(MaglevTable::build(&nodes, size)?)
+            }
+            Strategy::Rendezvous => Table::Rendezvous {
+                nodes: active
+                    .iter()
+                    .map(|n| RendezvousNode {
+                        seed: node_seed(n.id()),
+                        weight: n.weight(),
+                    })
+                    .collect(),
+                uniform,
+            },
+        })
+    }
+
+    /// Bytes of heap memory held by the table.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        match self {
+            Table::Plain => 0,
+            Table::Wrr(s) => s.capacity() * 4,
+            Table::Alias(a) => a.memory_bytes(),
+            Table::Ketama(r) => r.memory_bytes(),
+            Table::Maglev(t) => t.memory_bytes(),
+            Table::Rendezvous { nodes, .. } => {
+                nodes.capacity() * std::mem::size_of::<RendezvousNode>()
+            }
+        }
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One period of nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`): every
+/// step each node's current weight grows by its weight, the largest is chosen (first on ties)
+/// and loses the total. The period is `sum(w) / gcd(w)` picks; in any window of that length
+/// each node appears exactly `w / gcd` times.
+pub(crate) fn smooth_wrr_schedule(active: &[&Node]) -> Vec<u32> {
+    let g = active.iter().fold(0, |g, n| gcd(g, n.weight())).max(1);
+    let w: Vec<i64> = active.iter().map(|n| (n.weight() / g) as i64).collect();
+    let total: i64 = w.iter().sum();
+    let mut current = vec![0i64; w.len()];
+    let mut schedule = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for i in 0..w.len() {
+            current[i] += w[i];
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        schedule.push(best as u32);
+    }
+    schedule
+}
+
+/// Vose's alias method: O(1) weighted sampling with one 64-bit random number.
+#[derive(Debug, Default)]
+pub(crate) struct AliasTable {
+    /// Probability (scaled to 2^32) of keeping column `i` rather than taking its alias.
+    keep: Vec<u64>,
+    alias: Vec<u32>,
+}
+
+impl AliasTable {
+    pub(crate) fn build(active: &[&Node]) -> AliasTable {
+        let n = active.len();
+        let total: u64 = active.iter().map(|x| x.weight() as u64).sum();
+        // Scaled probabilities p_i * n, in units of 2^32.
+        let one = 1u64 << 32;
+        let mut scaled: Vec<u64> = active
+            .iter()
+            .map(|x| x.weight() as u64 * n as u64 * one / total.max(1))
+            .collect();
+        let mut keep = vec![one; n];
+        let mut alias: Vec<u32> = (0..n as u32).collect();
+        let mut small: Vec<usize> = (0..n).filter(|&i| scaled[i] < one).collect();
+        let mut large: Vec<usize> = (0..n).filter(|&i| scaled[i] >= one).collect();
+        while let (Some(s), Some(&l)) = (small.pop(), large.last()) {
+            keep[s] = scaled[s];
+            alias[s] = l as u32;
+            scaled[l] = scaled[l] + scaled[s] - one;
+            if scaled[l] < one {
+                large.pop();
+                small.push(l);
+            }
+        }
+        // Leftovers (rounding) keep themselves with probability 1.
+        AliasTable { keep, alias }
+    }
+
+    /// Samples an active index from one random number.
+    #[inline]
+    pub(crate) fn sample(&self, r: u64) -> usize {
+        let col = reduce(r, self.keep.len());
+        if (r & 0xffff_ffff) < self.keep[col] {
+            col
+        } else {
+            self.alias[col] as usize
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.keep.capacity() * 8 + self.alias.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(weights: &[u32]) -> Vec<Node> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Node::new(format!("n{i}"), "127.0.0.1", 1000 + i as u16)
+                    .unwrap()
+                    .with_weight(*w)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn nginx_example_sequence() {
+        // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
+        let ns = nodes(&[5, 1, 1]);
+        let refs: Vec<&Node> = ns.iter().collect();
+        assert_eq!(smooth_wrr_schedule(&refs), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn alias_is_proportional() {
+        let ns = nodes(&[1, 2, 7]);
+        let refs: Vec<&Node> = ns.iter().collect();
+        let t = AliasTable::build(&refs);
+        let mut c = [0u32; 3];
+        for i in 0..100_000u64 {
+            c[t.sample(crate::hash::mix64(i))] += 1;
+        }
+        for (i, w) in [1.0, 2.0, 7.0].iter().enumerate() {
+            let share = c[i] as f64 / 100_000.0;
+            assert!((share - w / 10.0).abs() < 0.01, "node {i}: {share}");
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The blocking facade used by the C, PHP and Python layers: one shared multi-threaded tokio
+//! runtime for the whole process, re-created in a child process after `fork()`.
+//!
+//! PHP-FPM and Python's multiprocessing fork worker processes from a parent that may already
+//! have used the library. A tokio runtime's worker threads do not survive `fork()`, so the
+//! child must not touch the parent's runtime: [`runtime`] notices the fork (a `pthread_atfork`
+//! child handler bumps a generation counter) and builds a fresh runtime for the child. The
+//! parent's runtime object is leaked in the child on purpose: dropping it would try to join
+//! threads that do not exist there.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once};
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+use crate::error::{Error, Result};
+
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+static RUNTIME: Mutex<Option<(u64, Arc<Runtime>)>> = Mutex::new(None);
+
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add, which is
+        // async-signal-safe as required in a forked child.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(after_fork_in_child));
+        }
+    });
+}
+
+/// Number of worker threads of the shared runtime: 2, or the value of the environment
+/// variable `CLUSTERKIT_THREADS` (1..=64) read when the runtime is first built.
+fn worker_threads() -> usize {
+    std::env::var("CLUSTERKIT_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2)
+}
+
+/// The process's shared runtime, built on first use and rebuilt once in a forked child.
+///
+/// Fails with [`Error::Internal`] if the OS refuses to create the runtime's threads.
+pub fn runtime() -> Result<Arc<Runtime>> {
+    register_atfork();
+    let generation = FORK_GENERATION.load(Ordering::SeqCst);
+    let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((g, rt)) = slot.as_ref() {
+        if *g == generation {
+            return Ok(rt.clone());
+        }
+    }
+    if let Some((_, stale)) = slot.take() {
+        // Inherited from the parent across fork(): its threads are gone, never drop it.
+        std::mem::forget(stale);
+    }
+    let rt = Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .thread_name("clusterkit")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the clusterkit runtime: {e}")))?;
+    let rt = Arc::new(rt);
+    *slot = Some((generation, rt.clone()));
+    Ok(rt)
+}
+
+/// Runs `fut` to completion on the shared runtime, blocking the calling thread.
+///
+/// Fails with [`Error::InvalidArgument`] when called from inside an async runtime (blocking
+/// there would stall it; use the async API instead), or as [`runtime`] does.
+pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
+    if Handle::try_current().is_ok() {
+        return Err(Error::invalid(
+            "context",
+            "a blocking clusterkit call was made from inside an async runtime; use the async API",
+        ));
+    }
+    Ok(runtime()?.block_on(fut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_on_runs_futures() {
+        let v = block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            7
+        })
+        .unwrap();
+        assert_eq!(v, 7);
+        assert!(Arc::ptr_eq(&runtime().unwrap(), &runtime().unwrap()));
+    }
+
+    #[test]
+    fn block_on_inside_a_runtime_is_an_error_not_a_panic() {
+        let rt = Builder::new_current_thread().build().unwrap();
+        let e = rt.block_on(async { block_on(async { 1 }) }).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument);
+    }
+}

@@ -1,0 +1,232 @@
+//! The ketama continuum exactly as libmemcached builds it with
+//! `MEMCACHED_BEHAVIOR_KETAMA_COMPAT` (php-memcached's `OPT_LIBKETAMA_COMPATIBLE`), so a key
+//! lands on the same server as it does for php-memcached, pylibmc or twemproxy users.
+//!
+//! The rules, from libmemcached's `update_continuum()` in weighted mode:
+//! - each server gets `floor(weight / total_weight * 160 / 4 * live_servers + 1e-10) * 4`
+//!   points (160 at equal weights), computed in single precision as the C code does;
+//! - points come four per md5 digest of the name `host:port-i` (`host-i` when the port is
+//!   memcached's default 11211), `i` from 0; point `k` of a digest is its bytes `4k..4k+4`
+//!   read little-endian;
+//! - a key hashes to the first four bytes of its md5, little-endian; it belongs to the first
+//!   point whose value is `>=` that hash, wrapping to the first point.
+//!
+//! The test `tests/ketama_libmemcached.rs` checks this against vectors produced by
+//! php-memcached itself.
+
+use md5::{Digest, Md5};
+
+/// Points per server at equal weights (libmemcached's `MEMCACHED_POINTS_PER_SERVER_KETAMA`).
+pub const POINTS_PER_SERVER: u32 = 160;
+/// memcached's default port: libmemcached leaves it out of the point names.
+pub const MEMCACHED_DEFAULT_PORT: u16 = 11211;
+
+/// One server as the continuum sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct KetamaServer<'a> {
+    /// Host name or address, exactly as configured (it is part of the hashed point names).
+    pub host: &'a str,
+    /// Port.
+    pub port: u16,
+    /// Relative weight (> 0).
+    pub weight: u32,
+}
+
+/// A built continuum: sorted point values and the index of the server owning each point.
+#[derive(Debug, Clone, Default)]
+pub struct KetamaRing {
+    values: Vec<u32>,
+    owners: Vec<u32>,
+    servers: u32,
+}
+
+/// The ketama hash of a key: the first four bytes of its md5, little-endian.
+#[inline]
+pub fn hash_key(key: &[u8]) -> u32 {
+    let d = Md5::digest(key);
+    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Number of points libmemcached gives a server of `weight` among `live` servers whose
+/// weights sum to `total`.
+pub fn points_for(weight: u32, total: u64, live: u32) -> u32 {
+    // Mirrors the C expression, including its float (f32) intermediate steps:
+    // floor((float)(pct * 160 / 4 * (float)live + 0.0000000001)) * 4
+    let pct = weight as f32 / total as f32;
+    let v = pct * POINTS_PER_SERVER as f32 / 4.0 * live as f32;
+    let v = (v as f64 + 0.000_000_000_1) as f32;
+    (v.floor() as u32) * 4
+}
+
+impl KetamaRing {
+    /// Builds the continuum for `servers` (index `i` of the slice is the owner id returned by
+    /// lookups). An empty slice gives an empty ring.
+    pub fn build(servers: &[KetamaServer<'_>]) -> KetamaRing {
+        let total: u64 = servers.iter().map(|s| s.weight as u64).sum();
+        let live = servers.len() as u32;
+        let mut points: Vec<u64> = Vec::with_capacity(servers.len() * POINTS_PER_SERVER as usize);
+        let mut name = String::with_capacity(64);
+        for (idx, s) in servers.iter().enumerate() {
+            let count = if total == 0 {
+                0
+            } else {
+                points_for(s.weight, total, live)
+            };
+            for i in 0..count / 4 {
+                name.clear();
+                use std::fmt::Write;
+                // Writing to a String cannot fail.
+                let _ = if s.port == MEMCACHED_DEFAULT_PORT {
+                    write!(name, "{}-{}", s.host, i)
+                } else {
+                    write!(name, "{}:{}-{}", s.host, s.port, i)
+                };
+                let d = Md5::digest(name.as_bytes());
+                for k in 0..4 {
+                    let v =
+                        u32::from_le_bytes([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]);
+                    points.push(((v as u64) << 32) | idx as u64);
+                }
+            }
+        }
+        points.sort_unstable();
+        KetamaRing {
+            values: points.iter().map(|p| (p >> 32) as u32).collect(),
+            owners: points.iter().map(|p| *p as u32).collect(),
+            servers: live,
+        }
+    }
+
+    /// Number of points on the ring.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when the ring has no points.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Position (index into the points) of the first point `>= hash`, wrapping to 0.
+    /// Returns `None` for an empty ring.
+    #[inline]
+    pub fn position(&self, hash: u32) -> Option<usize> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let pos = self.values.partition_point(|&v| v < hash);
+        Some(if pos == self.values.len() { 0 } else { pos })
+    }
+
+    /// Owner of the point at `pos` (as returned by [`KetamaRing::position`], modulo the length).
+    #[inline]
+    pub fn owner_at(&self, pos: usize) -> u32 {
+        self.owners[pos % self.owners.len()]
+    }
+
+    /// The server index owning `hash`, or `None` for an empty ring.
+    #[inline]
+    pub fn lookup(&self, hash: u32) -> Option<u32> {
+        self.position(hash).map(|p| self.owners[p])
+    }
+
+    /// Calls `f` with the distinct owners met walking clockwise from `hash`, in ring order,
+    /// until `f` returns `false` or every server was met. Allocates nothing.
+    pub fn walk(&self, hash: u32, mut f: impl FnMut(u32) -> bool) {
+        let Some(start) = self.position(hash) else {
+            return;
+        };
+        let n = self.owners.len();
+        let mut seen_count = 0u32;
+        // Distinct-owner detection without allocation: an owner is new if it does not appear
+        // earlier in the walk; servers are few relative to points, so scan back over at most
+        // the walked prefix only when the owner changes.
+        let mut prev = u32::MAX;
+        for step in 0..n {
+            let o = self.owners[(start + step) % n];
+            if o == prev {
+                continue;
+            }
+            prev = o;
+            let mut dup = false;
+            for back in 0..step {
+                if self.owners[(start + back) % n] == o {
+                    dup = true;
+                    break;
+                }
+            }
+            if dup {
+                continue;
+            }
+            seen_count += 1;
+            if !f(o) || seen_count >= self.servers {
+                return;
+            }
+        }
+    }
+
+    /// Bytes of heap memory held by the ring.
+    pub fn memory_bytes(&self) -> usize {
+        (self.values.capacity() + self.owners.capacity()) * std::mem::size_of::<u32>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_weights_give_160_points() {
+        assert_eq!(points_for(1, 3, 3), 160);
+        assert_eq!(points_for(5, 50, 10), 160);
+        let s = [
+            KetamaServer {
+                host: "a",
+                port: 1,
+                weight: 1,
+            },
+            KetamaServer {
+                host: "b",
+                port: 2,
+                weight: 1,
+            },
+        ];
+        let r = KetamaRing::build(&s);
+        assert_eq!(r.len(), 320);
+    }
+
+    #[test]
+    fn empty_ring_has_no_owner() {
+        let r = KetamaRing::build(&[]);
+        assert!(r.lookup(42).is_none());
+        let mut called = false;
+        r.walk(1, |_| {
+            called = true;
+            true
+        });
+        assert!(!called);
+    }
+
+    #[test]
+    fn walk_yields_each_server_once() {
+        let s: Vec<_> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|h| KetamaServer {
+                host: h,
+                port: 7000,
+                weight: 1,
+            })
+            .collect();
+        let r = KetamaRing::build(&s);
+        let mut seen = vec![];
+        r.walk(hash_key(b"k"), |o| {
+            seen.push(o);
+            true
+        });
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], r.lookup(hash_key(b"k")).unwrap());
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 4);
+    }
+}

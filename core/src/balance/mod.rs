@@ -261,7 +261,8 @@ impl LoadBalancer {
         }
         let slot = match &snap.table {
             Table::Plain => match snap.options.strategy {
-                Strategy::RoundRobin => self.inner.next_turn() % n,
+                // Weighted round robin over equal weights is plain round robin.
+                Strategy::RoundRobin | Strategy::WeightedRoundRobin => self.inner.next_turn() % n,
                 Strategy::LeastConnections => least_connections(&snap),
                 Strategy::PowerOfTwoChoices => p2c(&snap),
                 _ => rng::below(n),

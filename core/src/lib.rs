@@ -33,6 +33,7 @@ pub mod node;
 mod rng;
 
 pub use balance::{BalancerOptions, LoadBalancer, PanicMode, Pick, Strategy};
+pub use cluster::health::{CheckKind, CheckOptions, HealthMetrics, HealthOptions, OutlierOptions};
 pub use cluster::{Cluster, ClusterEvent, NodeStatus};
 pub use config::{Config, NodeConfig, PoolConfig};
 pub use error::{Error, ErrorKind, Result};

@@ -225,6 +225,24 @@ pub struct NodeStats {
 }
 
 impl NodeStats {
+    /// Records a success: resets the consecutive failures, stores the latency.
+    pub(crate) fn record_success(&self, latency: std::time::Duration) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.last_latency_us.store(
+            latency.as_micros().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Records a failure; returns the consecutive failures including this one.
+    pub(crate) fn record_failure(&self) -> u32 {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1)
+    }
+
     /// Requests picked for this node and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)

@@ -452,20 +452,26 @@ impl Pick {
 
     /// Reports that the request succeeded after `latency`, and finishes the pick.
     pub fn success(self, latency: Duration) {
-        let s = self.stats();
-        s.successes.fetch_add(1, Ordering::Relaxed);
-        s.consecutive_failures.store(0, Ordering::Relaxed);
-        s.last_latency_us.store(
-            latency.as_micros().min(u64::MAX as u128) as u64,
-            Ordering::Relaxed,
-        );
+        self.stats().record_success(latency);
     }
 
-    /// Reports that the request failed, and finishes the pick.
+    /// Reports that the request failed, and finishes the pick. With outlier detection on,
+    /// enough consecutive failures eject the node (the pool's snapshot is rebuilt on this
+    /// thread, once per ejection).
     pub fn failure(self) {
-        let s = self.stats();
-        s.failures.fetch_add(1, Ordering::Relaxed);
-        s.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = self.stats().record_failure();
+        let threshold = self
+            .snap
+            .health
+            .outlier
+            .as_ref()
+            .map(|o| o.consecutive_failures);
+        if threshold.is_some_and(|t| failures >= t) {
+            if let Some(inner) = self.snap.owner.upgrade() {
+                let id = self.node().id().to_string();
+                let _ = crate::cluster::Cluster::from_inner(inner).eject(&id, failures);
+            }
+        }
     }
 }
 

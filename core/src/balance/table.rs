@@ -27,17 +27,22 @@ pub(crate) enum Table {
 }
 
 impl Table {
-    /// Builds the table of `options.strategy` over `active` (in order).
-    pub(crate) fn build(options: &BalancerOptions, active: &[&Node]) -> Result<Table> {
-        let uniform = active.windows(2).all(|w| w[0].weight() == w[1].weight());
+    /// Builds the table of `options.strategy` over `active` (in order) with their effective
+    /// `weights` (the nodes' weights, or less during slow start).
+    pub(crate) fn build(
+        options: &BalancerOptions,
+        active: &[&Node],
+        weights: &[u32],
+    ) -> Result<Table> {
+        let uniform = weights.windows(2).all(|w| w[0] == w[1]);
         Ok(match options.strategy {
             Strategy::RoundRobin | Strategy::LeastConnections | Strategy::PowerOfTwoChoices => {
                 Table::Plain
             }
             Strategy::Random if uniform => Table::Plain,
-            Strategy::Random => Table::Alias(AliasTable::build(active)),
+            Strategy::Random => Table::Alias(AliasTable::build(weights)),
             Strategy::WeightedRoundRobin if uniform => Table::Plain,
-            Strategy::WeightedRoundRobin => Table::Wrr(smooth_wrr_schedule(active)),
+            Strategy::WeightedRoundRobin => Table::Wrr(smooth_wrr_schedule(weights)),
             Strategy::Ketama => {
                 let servers: Vec<_> = active
                     .iter()
@@ -103,9 +108,9 @@ fn gcd(a: u32, b: u32) -> u32 {
 /// step each node's current weight grows by its weight, the largest is chosen (first on ties)
 /// and loses the total. The period is `sum(w) / gcd(w)` picks; in any window of that length
 /// each node appears exactly `w / gcd` times.
-pub(crate) fn smooth_wrr_schedule(active: &[&Node]) -> Vec<u32> {
-    let g = active.iter().fold(0, |g, n| gcd(g, n.weight())).max(1);
-    let w: Vec<i64> = active.iter().map(|n| (n.weight() / g) as i64).collect();
+pub(crate) fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
+    let g = weights.iter().fold(0, |g, w| gcd(g, *w)).max(1);
+    let w: Vec<i64> = weights.iter().map(|x| (x / g) as i64).collect();
     let total: i64 = w.iter().sum();
     let mut current = vec![0i64; w.len()];
     let mut schedule = Vec::with_capacity(total as usize);
@@ -132,14 +137,14 @@ pub(crate) struct AliasTable {
 }
 
 impl AliasTable {
-    pub(crate) fn build(active: &[&Node]) -> AliasTable {
-        let n = active.len();
-        let total: u64 = active.iter().map(|x| x.weight() as u64).sum();
+    pub(crate) fn build(weights: &[u32]) -> AliasTable {
+        let n = weights.len();
+        let total: u64 = weights.iter().map(|x| *x as u64).sum();
         // Scaled probabilities p_i * n, in units of 2^32.
         let one = 1u64 << 32;
-        let mut scaled: Vec<u64> = active
+        let mut scaled: Vec<u64> = weights
             .iter()
-            .map(|x| x.weight() as u64 * n as u64 * one / total.max(1))
+            .map(|x| *x as u64 * n as u64 * one / total.max(1))
             .collect();
         let mut keep = vec![one; n];
         let mut alias: Vec<u32> = (0..n as u32).collect();
@@ -178,32 +183,15 @@ impl AliasTable {
 mod tests {
     use super::*;
 
-    fn nodes(weights: &[u32]) -> Vec<Node> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                Node::new(format!("n{i}"), "127.0.0.1", 1000 + i as u16)
-                    .unwrap()
-                    .with_weight(*w)
-                    .unwrap()
-            })
-            .collect()
-    }
-
     #[test]
     fn nginx_example_sequence() {
         // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
-        let ns = nodes(&[5, 1, 1]);
-        let refs: Vec<&Node> = ns.iter().collect();
-        assert_eq!(smooth_wrr_schedule(&refs), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth_wrr_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
     }
 
     #[test]
     fn alias_is_proportional() {
-        let ns = nodes(&[1, 2, 7]);
-        let refs: Vec<&Node> = ns.iter().collect();
-        let t = AliasTable::build(&refs);
+        let t = AliasTable::build(&[1, 2, 7]);
         let mut c = [0u32; 3];
         for i in 0..100_000u64 {
             c[t.sample(crate::hash::mix64(i))] += 1;

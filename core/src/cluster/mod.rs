@@ -5,14 +5,18 @@
 //! changes) are serialized by a mutex, build the next snapshot with its strategy table once, and
 //! publish it. Subscribers receive a [`ClusterEvent`] for every change.
 
+pub mod health;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Notify};
+
+use health::{Counters, HealthMetrics, HealthOptions};
 
 use crate::balance::{BalancerOptions, LoadBalancer, PanicMode, Strategy, Table};
 use crate::error::{Error, Result};
@@ -70,6 +74,14 @@ pub enum ClusterEvent {
         /// The new strategy.
         strategy: Strategy,
     },
+    /// A discovery source met something it could not use (an unreachable registry, a
+    /// malformed entry) and skipped it.
+    DiscoveryProblem {
+        /// The source (for example `redis-registry`).
+        source: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// A read-only view of one node: the node, its health and its live counters.
@@ -90,10 +102,54 @@ pub struct NodeStatus {
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     pub(crate) node: Arc<Node>,
+    /// The operator's word: `Healthy` means "no override".
+    pub(crate) admin: Health,
+    /// Active checks currently fail.
+    pub(crate) check_failing: bool,
+    /// Ejected by outlier detection until then.
+    pub(crate) ejected_until: Option<Instant>,
+    /// Ejections so far (multiplies the ejection time).
+    pub(crate) ejections: u32,
+    /// When the last ejection ended.
+    pub(crate) returned_at: Option<Instant>,
+    /// Effective health, derived from the three sources above.
     pub(crate) health: Health,
     pub(crate) reason: Arc<str>,
     pub(crate) since: SystemTime,
+    /// When the node last became healthy (slow start ramps from here).
+    pub(crate) healthy_at: Instant,
     pub(crate) stats: Arc<NodeStats>,
+}
+
+impl Member {
+    fn new(node: Arc<Node>, healthy_at: Instant) -> Member {
+        Member {
+            node,
+            admin: Health::Healthy,
+            check_failing: false,
+            ejected_until: None,
+            ejections: 0,
+            returned_at: None,
+            health: Health::Healthy,
+            reason: Arc::from("added"),
+            since: SystemTime::now(),
+            healthy_at,
+            stats: Arc::new(NodeStats::default()),
+        }
+    }
+
+    fn effective(&self) -> Health {
+        if self.admin == Health::Draining {
+            Health::Draining
+        } else if self.admin == Health::Unhealthy
+            || self.check_failing
+            || self.ejected_until.is_some()
+        {
+            Health::Unhealthy
+        } else {
+            Health::Healthy
+        }
+    }
 }
 
 /// One immutable membership state with its derived strategy table.
@@ -107,18 +163,31 @@ pub(crate) struct Snapshot {
     pub(crate) panic: bool,
     pub(crate) healthy: usize,
     pub(crate) options: BalancerOptions,
+    pub(crate) health: Arc<HealthOptions>,
     pub(crate) table: Table,
+    /// Effective weight of each active node (differs from the node's weight in slow start).
+    pub(crate) weights: Vec<u32>,
     pub(crate) total_in_flight: Arc<AtomicU64>,
+    /// When this snapshot must be rebuilt (an ejection ends, a slow-start step).
+    pub(crate) next_refresh: Option<Instant>,
+    /// The cluster, for outcome reports that eject a node.
+    pub(crate) owner: Weak<Inner>,
 }
+
+/// Slow start ramps in this many steps (10% each).
+const SLOW_START_STEPS: u32 = 10;
 
 impl Snapshot {
     fn build(
         version: u64,
         members: Vec<Member>,
         options: BalancerOptions,
+        health: Arc<HealthOptions>,
         total_in_flight: Arc<AtomicU64>,
+        owner: Weak<Inner>,
     ) -> Result<Snapshot> {
         options.validate()?;
+        health.validate()?;
         let healthy: Vec<u32> = members
             .iter()
             .enumerate()
@@ -148,7 +217,36 @@ impl Snapshot {
             (healthy.clone(), false)
         };
         let nodes: Vec<&Node> = active.iter().map(|&i| &*members[i as usize].node).collect();
-        let table = Table::build(&options, &nodes)?;
+        let now = Instant::now();
+        let mut next_refresh = members.iter().filter_map(|m| m.ejected_until).min();
+        // Slow start: nodes that became healthy less than a window ago get 10%..100% of their
+        // weight (all weights scaled by 10 meanwhile). Hashing strategies are exempt.
+        let mut weights: Vec<u32> = nodes.iter().map(|n| n.weight()).collect();
+        if let (Some(window), false) = (health.slow_start, options.strategy.is_hashing()) {
+            let mut ramping = false;
+            let step = window / SLOW_START_STEPS;
+            let fractions: Vec<u32> = active
+                .iter()
+                .map(|&i| {
+                    let age = now.saturating_duration_since(members[i as usize].healthy_at);
+                    if age >= window {
+                        SLOW_START_STEPS
+                    } else {
+                        ramping = true;
+                        let done = (age.as_nanos() / step.as_nanos().max(1)) as u32;
+                        let next = members[i as usize].healthy_at + step * (done + 1);
+                        next_refresh = Some(next_refresh.map_or(next, |r: Instant| r.min(next)));
+                        (done + 1).min(SLOW_START_STEPS)
+                    }
+                })
+                .collect();
+            if ramping {
+                for (w, f) in weights.iter_mut().zip(fractions) {
+                    *w = (*w * f).max(1);
+                }
+            }
+        }
+        let table = Table::build(&options, &nodes, &weights)?;
         let by_id = members
             .iter()
             .enumerate()
@@ -162,8 +260,12 @@ impl Snapshot {
             active,
             panic,
             options,
+            health,
             table,
+            weights,
             total_in_flight,
+            next_refresh,
+            owner,
         })
     }
 
@@ -180,7 +282,10 @@ impl Snapshot {
     #[inline]
     pub(crate) fn load_of(&self, slot: usize) -> (u64, u32) {
         let m = &self.members[self.active[slot] as usize];
-        (m.stats.in_flight.load(Ordering::Relaxed), m.node.weight())
+        (
+            m.stats.in_flight.load(Ordering::Relaxed),
+            self.weights[slot],
+        )
     }
 
     pub(crate) fn no_node_error(&self) -> Error {
@@ -216,6 +321,26 @@ pub(crate) struct Inner {
     /// Round-robin turn counter, on its own cache line so it does not slow snapshot loads.
     turn: CachePadded<AtomicUsize>,
     events: broadcast::Sender<ClusterEvent>,
+    /// Woken on every change (the check supervisor sleeps on it).
+    pub(crate) changed: Arc<Notify>,
+    pub(crate) counters: Counters,
+    /// The active-check supervisor task, while checks are configured.
+    pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
+    /// True while a refresher task (ejection ends, slow start steps) is scheduled.
+    pub(crate) refresher_running: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self
+            .supervisor
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
 }
 
 #[repr(align(128))]
@@ -254,17 +379,69 @@ impl Cluster {
     ///
     /// Fails with [`Error::InvalidArgument`] if an option is out of range.
     pub fn new(name: impl Into<String>, options: BalancerOptions) -> Result<Cluster> {
-        let snapshot = Snapshot::build(0, Vec::new(), options, Arc::new(AtomicU64::new(0)))?;
+        // Validate before building the shared state, so the error comes back unchanged.
+        Snapshot::build(
+            0,
+            Vec::new(),
+            options.clone(),
+            Arc::default(),
+            Arc::default(),
+            Weak::new(),
+        )?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        Ok(Cluster {
-            inner: Arc::new(Inner {
-                name: name.into(),
-                snapshot: ArcSwap::from_pointee(snapshot),
+        let name = name.into();
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let snapshot = Snapshot::build(
+                0,
+                Vec::new(),
+                options,
+                Arc::default(),
+                Arc::new(AtomicU64::new(0)),
+                weak.clone(),
+            );
+            Inner {
+                name,
+                // Built above with the same input: cannot fail here; fall back to an empty
+                // round-robin pool rather than panic if it ever did.
+                snapshot: ArcSwap::from_pointee(snapshot.unwrap_or_else(|_| Snapshot {
+                    version: 0,
+                    members: Vec::new(),
+                    by_id: HashMap::new(),
+                    active: Vec::new(),
+                    panic: false,
+                    healthy: 0,
+                    options: BalancerOptions::new(Strategy::RoundRobin),
+                    health: Arc::default(),
+                    table: Table::Plain,
+                    weights: Vec::new(),
+                    total_in_flight: Arc::new(AtomicU64::new(0)),
+                    next_refresh: None,
+                    owner: weak.clone(),
+                })),
                 write: Mutex::new(()),
                 turn: CachePadded(AtomicUsize::new(0)),
                 events,
-            }),
-        })
+                changed: Arc::new(Notify::new()),
+                counters: Counters::default(),
+                supervisor: Mutex::new(None),
+                refresher_running: AtomicBool::new(false),
+            }
+        });
+        Ok(Cluster { inner })
+    }
+
+    /// Creates a pool with balancing and health options and starts its active checks (if
+    /// any) on the shared runtime.
+    pub fn with_health(
+        name: impl Into<String>,
+        options: BalancerOptions,
+        health: HealthOptions,
+        nodes: impl IntoIterator<Item = Node>,
+    ) -> Result<Cluster> {
+        let c = Cluster::new(name, options)?;
+        c.add_all(nodes)?;
+        c.set_health_options(health)?;
+        Ok(c)
     }
 
     /// Creates a pool and adds `nodes` in one change (one table build).
@@ -278,6 +455,10 @@ impl Cluster {
         let c = Cluster::new(name, options)?;
         c.add_all(nodes)?;
         Ok(c)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Cluster {
+        Cluster { inner }
     }
 
     /// The pool's name.
@@ -304,10 +485,13 @@ impl Cluster {
     }
 
     /// Runs one membership change: `f` edits a copy of the members and returns the events it
-    /// caused; the new snapshot (with its table) is built once and published.
+    /// caused; expired ejections end, effective health is derived again (with an event for
+    /// every node whose health changed), and the new snapshot (with its table) is built once
+    /// and published.
     fn change(
         &self,
         options: Option<BalancerOptions>,
+        health: Option<HealthOptions>,
         f: impl FnOnce(&mut Vec<Member>, &HashMap<Arc<str>, usize>) -> Result<Vec<ClusterEvent>>,
     ) -> Result<()> {
         let _guard = self.lock();
@@ -320,12 +504,42 @@ impl Cluster {
                 format!("a pool holds at most {MAX_NODES} nodes"),
             ));
         }
+        let now = Instant::now();
+        for m in members.iter_mut() {
+            if m.ejected_until.is_some_and(|t| t <= now) {
+                m.ejected_until = None;
+                m.returned_at = Some(now);
+                m.stats.consecutive_failures.store(0, Ordering::Relaxed);
+                m.reason = Arc::from("outlier ejection ended");
+            }
+            let new = m.effective();
+            if new != m.health {
+                let old = m.health;
+                m.health = new;
+                m.since = SystemTime::now();
+                if new == Health::Healthy {
+                    m.healthy_at = now;
+                }
+                events.push(ClusterEvent::HealthChanged {
+                    node: m.node.clone(),
+                    old,
+                    new,
+                    reason: m.reason.to_string(),
+                });
+            }
+        }
         let options = options.unwrap_or_else(|| cur.options.clone());
+        let health = match health {
+            Some(h) => Arc::new(h),
+            None => cur.health.clone(),
+        };
         let next = Snapshot::build(
             cur.version + 1,
             members,
             options,
+            health,
             cur.total_in_flight.clone(),
+            Arc::downgrade(&self.inner),
         )?;
         if next.panic != cur.panic {
             events.push(ClusterEvent::PanicChanged {
@@ -334,12 +548,28 @@ impl Cluster {
                 total: next.members.len(),
             });
         }
+        let scheduled = next.next_refresh.is_some();
         self.inner.snapshot.store(Arc::new(next));
+        self.inner.changed.notify_waiters();
         for e in events {
             // No subscriber is not an error.
             let _ = self.inner.events.send(e);
         }
+        if scheduled && !self.inner.refresher_running.swap(true, Ordering::SeqCst) {
+            match crate::blocking::runtime() {
+                Ok(rt) => {
+                    rt.spawn(health::refresher(Arc::downgrade(&self.inner)));
+                }
+                Err(_) => self.inner.refresher_running.store(false, Ordering::SeqCst),
+            }
+        }
         Ok(())
+    }
+
+    /// Rebuilds the snapshot now: ends expired ejections and advances slow start. Runs by
+    /// itself when something is scheduled; public for callers that drive time themselves.
+    pub fn refresh(&self) -> Result<()> {
+        self.change(None, None, |_, _| Ok(vec![]))
     }
 
     /// Adds a healthy node. Fails with [`Error::Conflict`] if a node with the same id exists.
@@ -351,7 +581,15 @@ impl Cluster {
     /// already present or repeated.
     pub fn add_all(&self, nodes: impl IntoIterator<Item = Node>) -> Result<()> {
         let nodes: Vec<Node> = nodes.into_iter().collect();
-        self.change(None, |members, by_id| {
+        self.change(None, None, |members, by_id| {
+            // Nodes joining a pool that already has members slow-start; the first ones do not.
+            let healthy_at = if members.is_empty() {
+                Instant::now()
+                    .checked_sub(Duration::from_secs(86_400 * 365))
+                    .unwrap_or_else(Instant::now)
+            } else {
+                Instant::now()
+            };
             let mut events = Vec::with_capacity(nodes.len());
             let mut seen = std::collections::HashSet::new();
             for n in nodes {
@@ -363,13 +601,7 @@ impl Cluster {
                     )));
                 }
                 let node = Arc::new(n);
-                members.push(Member {
-                    node: node.clone(),
-                    health: Health::Healthy,
-                    reason: Arc::from("added"),
-                    since: SystemTime::now(),
-                    stats: Arc::new(NodeStats::default()),
-                });
+                members.push(Member::new(node.clone(), healthy_at));
                 events.push(ClusterEvent::Added { node });
             }
             Ok(events)
@@ -380,7 +612,7 @@ impl Cluster {
     /// Fails with [`Error::NotFound`] for an unknown id.
     pub fn remove(&self, id: &str) -> Result<Arc<Node>> {
         let mut removed = None;
-        self.change(None, |members, by_id| {
+        self.change(None, None, |members, by_id| {
             let i = *by_id.get(id).ok_or_else(|| self.not_found(id))?;
             let m = members.remove(i);
             removed = Some(m.node.clone());
@@ -399,7 +631,7 @@ impl Cluster {
     /// Replaces a node's weight, zone and metadata with those of `node` (same id; host and
     /// port may change too). Fails with [`Error::NotFound`] for an unknown id.
     pub fn update(&self, node: Node) -> Result<()> {
-        self.change(None, |members, by_id| {
+        self.change(None, None, |members, by_id| {
             let i = *by_id
                 .get(node.id())
                 .ok_or_else(|| self.not_found(node.id()))?;
@@ -426,26 +658,187 @@ impl Cluster {
         self.update((*node).clone().with_metadata_map(metadata)?)
     }
 
-    /// Sets a node's health, recording `reason`. Setting the current state again is a no-op
-    /// (no event). Fails with [`Error::NotFound`] for an unknown id.
+    /// Sets the operator's word on a node's health, recording `reason`: `Draining` and
+    /// `Unhealthy` override active checks and outlier detection; `Healthy` removes the
+    /// override (the node is then healthy unless checks fail or it is ejected). Setting the
+    /// same word again is a no-op. Fails with [`Error::NotFound`] for an unknown id.
     pub fn set_health(&self, id: &str, health: Health, reason: &str) -> Result<()> {
-        self.change(None, |members, by_id| {
+        self.change(None, None, |members, by_id| {
             let i = *by_id.get(id).ok_or_else(|| self.not_found(id))?;
             let m = &mut members[i];
-            if m.health == health {
+            if m.admin != health {
+                m.admin = health;
+                m.reason = Arc::from(reason);
+            }
+            Ok(vec![])
+        })
+    }
+
+    /// Records the verdict of active checks on a node (used by the check supervisor).
+    pub(crate) fn set_check_failing(&self, id: &str, failing: bool, reason: &str) -> Result<()> {
+        self.change(None, None, |members, by_id| {
+            let i = *by_id.get(id).ok_or_else(|| self.not_found(id))?;
+            let m = &mut members[i];
+            if m.check_failing != failing {
+                m.check_failing = failing;
+                m.reason = Arc::from(reason);
+            }
+            Ok(vec![])
+        })
+    }
+
+    /// Ejects a node after `failures` consecutive reported failures, unless it is already
+    /// ejected or the maximum ejected share is reached.
+    pub(crate) fn eject(&self, id: &str, failures: u32) -> Result<()> {
+        let Some(outlier) = self.inner.snapshot.load().health.outlier.clone() else {
+            return Ok(());
+        };
+        let counters = &self.inner.counters;
+        self.change(None, None, |members, by_id| {
+            let i = *by_id.get(id).ok_or_else(|| self.not_found(id))?;
+            let now = Instant::now();
+            if members[i].ejected_until.is_some_and(|t| t > now) {
                 return Ok(vec![]);
             }
-            let old = m.health;
-            m.health = health;
-            m.reason = Arc::from(reason);
-            m.since = SystemTime::now();
-            Ok(vec![ClusterEvent::HealthChanged {
-                node: m.node.clone(),
-                old,
-                new: health,
-                reason: reason.to_string(),
-            }])
+            let ejected = members
+                .iter()
+                .filter(|m| m.ejected_until.is_some_and(|t| t > now))
+                .count();
+            let allowed =
+                ((members.len() as f64 * outlier.max_ejected_share).floor() as usize).max(1);
+            if ejected + 1 > allowed {
+                counters.ejections_refused.fetch_add(1, Ordering::Relaxed);
+                return Ok(vec![]);
+            }
+            let m = &mut members[i];
+            // A node that stayed in for a full max_ejection_time starts from the base again.
+            if m.returned_at
+                .is_some_and(|r| now.duration_since(r) >= outlier.max_ejection_time)
+            {
+                m.ejections = 0;
+            }
+            m.ejections = m.ejections.saturating_add(1);
+            let time = outlier.ejection_time(m.ejections);
+            m.ejected_until = Some(now + time);
+            m.reason = Arc::from(format!(
+                "ejected for {time:?} after {failures} consecutive failures (ejection #{})",
+                m.ejections
+            ));
+            counters.ejections.fetch_add(1, Ordering::Relaxed);
+            Ok(vec![])
         })
+    }
+
+    /// Reports a successful request to node `id` (for callers that do not hold a [`Pick`](crate::Pick)).
+    /// Fails with [`Error::NotFound`] for an unknown id.
+    pub fn report_success(&self, id: &str, latency: Duration) -> Result<()> {
+        let snap = self.inner.snapshot.load();
+        let i = *snap.by_id.get(id).ok_or_else(|| self.not_found(id))?;
+        snap.members[i].stats.record_success(latency);
+        Ok(())
+    }
+
+    /// Reports a failed request to node `id`; enough consecutive failures eject it when
+    /// outlier detection is on. Fails with [`Error::NotFound`] for an unknown id.
+    pub fn report_failure(&self, id: &str) -> Result<()> {
+        let snap = self.inner.snapshot.load();
+        let i = *snap.by_id.get(id).ok_or_else(|| self.not_found(id))?;
+        let failures = snap.members[i].stats.record_failure();
+        let threshold = snap.health.outlier.as_ref().map(|o| o.consecutive_failures);
+        drop(snap);
+        if threshold.is_some_and(|t| failures >= t) {
+            self.eject(id, failures)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the health options (active checks, outlier detection, slow start) and starts
+    /// or stops the active-check supervisor accordingly. Active checks need the shared runtime
+    /// ([`crate::blocking::runtime`]). Fails on invalid options, keeping the current ones.
+    pub fn set_health_options(&self, health: HealthOptions) -> Result<()> {
+        let checks = health.check.is_some() || !health.per_node.is_empty();
+        self.change(None, Some(health), |_, _| Ok(vec![]))?;
+        let mut sup = self
+            .inner
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if checks && sup.is_none() {
+            let rt = crate::blocking::runtime()?;
+            let handle = rt.spawn(health::supervise(Arc::downgrade(&self.inner)));
+            *sup = Some(handle.abort_handle());
+        }
+        Ok(())
+    }
+
+    /// The health options in force.
+    pub fn health_options(&self) -> HealthOptions {
+        (*self.inner.snapshot.load().health).clone()
+    }
+
+    /// Counters of checks, failures and ejections.
+    pub fn health_metrics(&self) -> HealthMetrics {
+        self.inner.counters.read()
+    }
+
+    /// Makes the membership equal to `nodes` in one change: new ids are added, changed nodes
+    /// updated, missing ones removed (used by discovery sources). Health state and counters
+    /// of nodes that stay are kept. Fails on duplicate ids in `nodes`.
+    pub fn sync(&self, nodes: Vec<Node>) -> Result<()> {
+        let mut seen = std::collections::HashSet::new();
+        for n in &nodes {
+            if !seen.insert(n.id().to_string()) {
+                return Err(Error::Conflict(format!(
+                    "duplicate node id {:?} in sync",
+                    n.id()
+                )));
+            }
+        }
+        self.change(None, None, |members, _| {
+            let mut events = Vec::new();
+            let wanted: HashMap<&str, &Node> = nodes.iter().map(|n| (n.id(), n)).collect();
+            members.retain(|m| {
+                let keep = wanted.contains_key(m.node.id());
+                if !keep {
+                    events.push(ClusterEvent::Removed {
+                        node: m.node.clone(),
+                    });
+                }
+                keep
+            });
+            let now = Instant::now();
+            let first = members.is_empty();
+            for n in &nodes {
+                match members.iter_mut().find(|m| m.node.id() == n.id()) {
+                    Some(m) if *m.node != *n => {
+                        let new = Arc::new(n.clone());
+                        events.push(ClusterEvent::Updated {
+                            old: m.node.clone(),
+                            new: new.clone(),
+                        });
+                        m.node = new;
+                    }
+                    Some(_) => {}
+                    None => {
+                        let node = Arc::new(n.clone());
+                        let at = if first {
+                            now.checked_sub(Duration::from_secs(86_400 * 365))
+                                .unwrap_or(now)
+                        } else {
+                            now
+                        };
+                        members.push(Member::new(node.clone(), at));
+                        events.push(ClusterEvent::Added { node });
+                    }
+                }
+            }
+            Ok(events)
+        })
+    }
+
+    /// Publishes an event to subscribers (used by discovery sources to report problems).
+    pub fn emit(&self, event: ClusterEvent) {
+        let _ = self.inner.events.send(event);
     }
 
     /// Drains a node: no new picks; picks already handed out finish. Same as
@@ -458,7 +851,7 @@ impl Cluster {
     /// once. Fails on invalid options, leaving the current ones in force.
     pub fn set_options(&self, options: BalancerOptions) -> Result<()> {
         let strategy = options.strategy;
-        self.change(Some(options), |_, _| {
+        self.change(Some(options), None, |_, _| {
             Ok(vec![ClusterEvent::StrategyChanged { strategy }])
         })
     }

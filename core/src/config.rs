@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use std::time::Duration;
+
 use crate::balance::{BalancerOptions, PanicMode, Strategy};
+use crate::cluster::health::{CheckKind, CheckOptions, HealthOptions, OutlierOptions};
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -54,6 +57,180 @@ pub struct PoolConfig {
     /// Maglev table size (a prime >= 100 x nodes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maglev_table_size: Option<u32>,
+    /// Active health checks for every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheckConfig>,
+    /// Passive outlier detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierConfig>,
+    /// Slow start window, e.g. `"30s"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<DurationText>,
+}
+
+/// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, and
+/// decimals such as `"1.5s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationText(pub Duration);
+
+/// Parses a duration with a unit (`ms`, `s`, `m`, `h`, `us`); fails naming the expected form.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let bad = || {
+        Error::invalid(
+            "duration",
+            format!("expected a number with a unit like \"1500ms\", \"30s\", \"2m\" or \"12h\", got {text:?}"),
+        )
+    };
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl Serialize for DurationText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(DurationText)
+            .map_err(|e| match e {
+                Error::InvalidArgument { message, .. } => serde::de::Error::custom(message),
+                other => serde::de::Error::custom(other),
+            })
+    }
+}
+
+/// Which probe an active check uses.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckName {
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET.
+    Http,
+    /// Redis PING.
+    Redis,
+}
+
+/// `health = { check = "http", path = "/healthz", interval = "2s", rise = 2, fall = 3 }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// The probe: `tcp`, `http` or `redis`.
+    pub check: CheckName,
+    /// HTTP path (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Accepted HTTP statuses `[low, high]` (default `[200, 299]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_status: Option<[u16; 2]>,
+    /// Time between checks (default 2s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationText>,
+    /// Check timeout (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    /// Successes to become healthy (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rise: Option<u32>,
+    /// Failures to become unhealthy (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fall: Option<u32>,
+    /// Interval jitter share, 0.0..=0.5 (default 0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+}
+
+impl HealthCheckConfig {
+    /// The check options this section describes.
+    pub fn options(&self) -> CheckOptions {
+        let kind = match self.check {
+            CheckName::Tcp => CheckKind::Tcp,
+            CheckName::Redis => CheckKind::RedisPing,
+            CheckName::Http => {
+                let [lo, hi] = self.expected_status.unwrap_or([200, 299]);
+                CheckKind::Http {
+                    path: self.path.clone().unwrap_or_else(|| "/".into()),
+                    expected: lo..=hi,
+                }
+            }
+        };
+        let mut o = CheckOptions::new(kind);
+        if let Some(d) = self.interval {
+            o.interval = d.0;
+        }
+        if let Some(d) = self.timeout {
+            o.timeout = d.0;
+        }
+        if let Some(r) = self.rise {
+            o.rise = r;
+        }
+        if let Some(f) = self.fall {
+            o.fall = f;
+        }
+        if let Some(j) = self.jitter {
+            o.jitter = j;
+        }
+        o
+    }
+}
+
+/// `outlier = { consecutive_failures = 5, base_ejection_time = "30s", max_ejection_time = "300s", max_ejected_percent = 50 }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Consecutive failures that eject (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<DurationText>,
+    /// Longest ejection (default 300s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_time: Option<DurationText>,
+    /// Largest share of the pool ejected at once, in percent (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<f64>,
+}
+
+impl OutlierConfig {
+    /// The outlier options this section describes.
+    pub fn options(&self) -> OutlierOptions {
+        let mut o = OutlierOptions::default();
+        if let Some(n) = self.consecutive_failures {
+            o.consecutive_failures = n;
+        }
+        if let Some(d) = self.base_ejection_time {
+            o.base_ejection_time = d.0;
+        }
+        if let Some(d) = self.max_ejection_time {
+            o.max_ejection_time = d.0;
+        }
+        if let Some(p) = self.max_ejected_percent {
+            o.max_ejected_share = p / 100.0;
+        }
+        o
+    }
 }
 
 /// One node of a pool.
@@ -75,6 +252,9 @@ pub struct NodeConfig {
     /// Free string metadata.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, String>,
+    /// This node's own active check, overriding the pool's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheckConfig>,
 }
 
 impl Config {
@@ -117,6 +297,7 @@ impl Config {
         for (name, pool) in &self.pools {
             pool.nodes()
                 .and_then(|_| pool.options().validate())
+                .and_then(|_| pool.health_options().validate())
                 .map_err(|e| e.in_field(&format!("pools.{name}")))?;
             if let Some(m) = pool.maglev_table_size {
                 crate::hash::maglev::check_table_size(m, pool.nodes.len())
@@ -181,9 +362,23 @@ impl PoolConfig {
             .collect()
     }
 
-    /// Builds the pool as a [`Cluster`] named `name`.
+    /// The pool's health options (active checks, outlier detection, slow start).
+    pub fn health_options(&self) -> HealthOptions {
+        let mut h = HealthOptions::default();
+        h.check = self.health.as_ref().map(|c| c.options());
+        for n in &self.nodes {
+            if let Some(c) = &n.health {
+                h.per_node.insert(n.id.clone(), c.options());
+            }
+        }
+        h.outlier = self.outlier.as_ref().map(|o| o.options());
+        h.slow_start = self.slow_start.map(|d| d.0);
+        h
+    }
+
+    /// Builds the pool as a [`Cluster`] named `name`, with its health checks started.
     pub fn build(&self, name: &str) -> Result<Cluster> {
-        Cluster::with_nodes(name, self.options(), self.nodes()?)
+        Cluster::with_health(name, self.options(), self.health_options(), self.nodes()?)
     }
 }
 
@@ -256,6 +451,51 @@ nodes = [ { id = "r1", host = "127.0.0.1", port = 6379 } ]
     }
 
     #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43200));
+        for bad in ["", "5", "-1s", "1d", "s", "1e400s", "nan s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn health_sections() {
+        let c = Config::parse(
+            r#"
+[pools.app]
+nodes = [ { id = "a", host = "127.0.0.1", port = 1, health = { check = "tcp" } } ]
+health = { check = "http", path = "/healthz", interval = "2s", rise = 2, fall = 3, expected_status = [200, 204] }
+outlier = { consecutive_failures = 4, base_ejection_time = "10s", max_ejected_percent = 30 }
+slow_start = "30s"
+"#,
+        )
+        .unwrap();
+        let h = c.pools["app"].health_options();
+        let check = h.check.unwrap();
+        assert_eq!(check.interval, Duration::from_secs(2));
+        assert_eq!(
+            check.kind,
+            CheckKind::Http {
+                path: "/healthz".into(),
+                expected: 200..=204
+            }
+        );
+        assert_eq!(h.per_node["a"].kind, CheckKind::Tcp);
+        let o = h.outlier.unwrap();
+        assert_eq!(o.consecutive_failures, 4);
+        assert_eq!(o.base_ejection_time, Duration::from_secs(10));
+        assert!((o.max_ejected_share - 0.3).abs() < 1e-9);
+        assert_eq!(h.slow_start, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
     fn empty_document_is_embedded_default() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert_eq!(Config::parse("  \n").unwrap(), Config::default());
@@ -298,6 +538,17 @@ nodes = [ { id = "r1", host = "127.0.0.1", port = 6379 } ]
         assert!(e.contains("pools.app.maglev_table_size"), "{e}");
         let e = err("[pools.app]\npanic_threshold = 1.5\n");
         assert!(e.contains("pools.app.panic_threshold"), "{e}");
+        let e = err("[pools.app]\nhealth = { check = \"http\", interval = \"2 parsecs\" }\n");
+        assert!(
+            e.contains("pools.app.health.interval") && e.contains("1500ms"),
+            "{e}"
+        );
+        let e = err("[pools.app]\nhealth = { check = \"smtp\" }\n");
+        assert!(e.contains("pools.app.health.check"), "{e}");
+        let e = err("[pools.app]\nhealth = { check = \"http\", path = \"no-slash\" }\n");
+        assert!(e.contains("pools.app.health.path"), "{e}");
+        let e = err("[pools.app]\noutlier = { max_ejected_percent = 150 }\n");
+        assert!(e.contains("pools.app.outlier.max_ejected_share"), "{e}");
         let e = err("{ not json");
         assert!(e.contains("document") || e.contains("line"), "{e}");
         let e = err("[pools.app\n");

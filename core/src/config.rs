@@ -364,16 +364,16 @@ impl PoolConfig {
 
     /// The pool's health options (active checks, outlier detection, slow start).
     pub fn health_options(&self) -> HealthOptions {
-        let mut h = HealthOptions::default();
-        h.check = self.health.as_ref().map(|c| c.options());
-        for n in &self.nodes {
-            if let Some(c) = &n.health {
-                h.per_node.insert(n.id.clone(), c.options());
-            }
+        HealthOptions {
+            check: self.health.as_ref().map(|c| c.options()),
+            per_node: self
+                .nodes
+                .iter()
+                .filter_map(|n| n.health.as_ref().map(|c| (n.id.clone(), c.options())))
+                .collect(),
+            outlier: self.outlier.as_ref().map(|o| o.options()),
+            slow_start: self.slow_start.map(|d| d.0),
         }
-        h.outlier = self.outlier.as_ref().map(|o| o.options());
-        h.slow_start = self.slow_start.map(|d| d.0);
-        h
     }
 
     /// Builds the pool as a [`Cluster`] named `name`, with its health checks started.

@@ -379,45 +379,29 @@ impl Cluster {
     ///
     /// Fails with [`Error::InvalidArgument`] if an option is out of range.
     pub fn new(name: impl Into<String>, options: BalancerOptions) -> Result<Cluster> {
-        // Validate before building the shared state, so the error comes back unchanged.
-        Snapshot::build(
-            0,
-            Vec::new(),
-            options.clone(),
-            Arc::default(),
-            Arc::default(),
-            Weak::new(),
-        )?;
+        options.validate()?;
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let name = name.into();
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
-            let snapshot = Snapshot::build(
-                0,
-                Vec::new(),
+            // An empty pool needs no table: picks fail before they would read one.
+            let snapshot = Snapshot {
+                version: 0,
+                members: Vec::new(),
+                by_id: HashMap::new(),
+                active: Vec::new(),
+                panic: false,
+                healthy: 0,
                 options,
-                Arc::default(),
-                Arc::new(AtomicU64::new(0)),
-                weak.clone(),
-            );
+                health: Arc::default(),
+                table: Table::Plain,
+                weights: Vec::new(),
+                total_in_flight: Arc::new(AtomicU64::new(0)),
+                next_refresh: None,
+                owner: weak.clone(),
+            };
             Inner {
                 name,
-                // Built above with the same input: cannot fail here; fall back to an empty
-                // round-robin pool rather than panic if it ever did.
-                snapshot: ArcSwap::from_pointee(snapshot.unwrap_or_else(|_| Snapshot {
-                    version: 0,
-                    members: Vec::new(),
-                    by_id: HashMap::new(),
-                    active: Vec::new(),
-                    panic: false,
-                    healthy: 0,
-                    options: BalancerOptions::new(Strategy::RoundRobin),
-                    health: Arc::default(),
-                    table: Table::Plain,
-                    weights: Vec::new(),
-                    total_in_flight: Arc::new(AtomicU64::new(0)),
-                    next_refresh: None,
-                    owner: weak.clone(),
-                })),
+                snapshot: ArcSwap::from_pointee(snapshot),
                 write: Mutex::new(()),
                 turn: CachePadded(AtomicUsize::new(0)),
                 events,

@@ -27,6 +27,7 @@ pub mod balance;
 pub mod blocking;
 pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod hash;
 pub mod node;
@@ -34,8 +35,9 @@ mod rng;
 
 pub use balance::{BalancerOptions, LoadBalancer, PanicMode, Pick, Strategy};
 pub use cluster::health::{CheckKind, CheckOptions, HealthMetrics, HealthOptions, OutlierOptions};
-pub use cluster::{Cluster, ClusterEvent, NodeStatus};
+pub use cluster::{Cluster, ClusterEvent, NodeStatus, WeakCluster};
 pub use config::{Config, NodeConfig, PoolConfig};
+pub use discovery::{Discovery, DiscoveryHandle, RedisRegistry, RegistryOptions, StaticDiscovery};
 pub use error::{Error, ErrorKind, Result};
 pub use node::{Health, Node, NodeStats};
 

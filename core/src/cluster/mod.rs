@@ -1,6 +1,6 @@
 //! [`Cluster`]: one pool of nodes (the seed's `ClusterManager`).
 //!
-//! Membership is an immutable [`Snapshot`] swapped atomically with `arc-swap`: readers (picks,
+//! Membership is an immutable snapshot swapped atomically with `arc-swap`: readers (picks,
 //! `get`, `nodes`) never take a lock; writers (add, remove, update, health changes, strategy
 //! changes) are serialized by a mutex, build the next snapshot with its strategy table once, and
 //! publish it. Subscribers receive a [`ClusterEvent`] for every change.
@@ -353,6 +353,25 @@ impl Inner {
     }
 }
 
+/// A weak handle on a [`Cluster`]: see [`Cluster::downgrade`].
+#[derive(Clone)]
+pub struct WeakCluster(Weak<Inner>);
+
+impl WeakCluster {
+    /// The cluster, while someone else still holds it; `None` once it was dropped.
+    pub fn upgrade(&self) -> Option<Cluster> {
+        self.0.upgrade().map(Cluster::from_inner)
+    }
+}
+
+impl fmt::Debug for WeakCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakCluster")
+            .field("alive", &(self.0.strong_count() > 0))
+            .finish()
+    }
+}
+
 /// A pool of nodes with health and a balancing strategy.
 ///
 /// Cheap to clone (an `Arc`); all clones share the same state. Thread-safe: any number of
@@ -443,6 +462,12 @@ impl Cluster {
 
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Cluster {
         Cluster { inner }
+    }
+
+    /// A weak handle that does not keep the pool alive (for background tasks that should end
+    /// when the pool is dropped).
+    pub fn downgrade(&self) -> WeakCluster {
+        WeakCluster(Arc::downgrade(&self.inner))
     }
 
     /// The pool's name.

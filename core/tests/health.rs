@@ -14,6 +14,9 @@ use clusterkit::{
 };
 use tokio::sync::broadcast::Receiver;
 
+mod support;
+use support::RedisServer;
+
 /// Polls `f` every 20 ms until it is true or `limit` passes.
 fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -217,6 +220,66 @@ fn http_check_follows_status_codes() {
     drop(pool);
     a.close();
     b.close();
+}
+
+#[test]
+fn redis_ping_check_follows_a_paused_server() {
+    let mut a = RedisServer::start();
+    let b = RedisServer::start();
+    let pool = Cluster::with_health(
+        "cache",
+        BalancerOptions::new(Strategy::Ketama),
+        HealthOptions::default().with_check(
+            CheckOptions::new(CheckKind::RedisPing)
+                .with_interval(Duration::from_millis(100))
+                .with_timeout(Duration::from_millis(300))
+                .with_thresholds(2, 3),
+        ),
+        [
+            Node::new("a", "127.0.0.1", a.port()).unwrap(),
+            Node::new("b", "127.0.0.1", b.port()).unwrap(),
+        ],
+    )
+    .unwrap();
+    let mut rx = pool.subscribe();
+    assert!(wait_for(Duration::from_secs(5), || pool
+        .health_metrics()
+        .checks
+        >= 4));
+    assert_eq!(pool.health_metrics().check_failures, 0);
+    let keys: Vec<Vec<u8>> = (0..200).map(|i| format!("k{i}").into_bytes()).collect();
+    let owned_by_a = |pool: &Cluster| {
+        let lb = pool.balancer();
+        keys.iter()
+            .filter(|k| lb.pick_for(k).unwrap().id() == "a")
+            .count()
+    };
+    assert!(owned_by_a(&pool) > 0);
+
+    // SIGSTOP: connects still succeed (the kernel accepts), PING times out.
+    a.pause();
+    assert!(wait_for(Duration::from_secs(10), || pool
+        .get("a")
+        .unwrap()
+        .health
+        == Health::Unhealthy));
+    let ev = health_events(&mut rx, "a");
+    assert!(
+        ev[0]
+            .2
+            .starts_with("3 consecutive redis ping checks failed"),
+        "{ev:?}"
+    );
+    assert!(ev[0].2.contains("timed out"), "{ev:?}");
+    assert_eq!(owned_by_a(&pool), 0, "keys still go to the paused node");
+
+    a.resume();
+    assert!(wait_for(Duration::from_secs(10), || pool
+        .get("a")
+        .unwrap()
+        .health
+        == Health::Healthy));
+    assert!(owned_by_a(&pool) > 0, "the resumed node gets no keys");
 }
 
 #[test]

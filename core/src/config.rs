@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::balance::{BalancerOptions, PanicMode, Strategy};
 use crate::cluster::health::{CheckKind, CheckOptions, HealthOptions, OutlierOptions};
 use crate::cluster::Cluster;
+use crate::discovery::{RedisRegistry, RegistryOptions};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
@@ -66,6 +67,46 @@ pub struct PoolConfig {
     /// Slow start window, e.g. `"30s"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<DurationText>,
+    /// Discover nodes from a Redis registry (in addition to the static `nodes`, which are
+    /// replaced by the registry's listing once it is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Registry address: `host:port` or a `redis://` URL.
+    pub redis: String,
+    /// Service name under which nodes register.
+    pub service: String,
+    /// Heartbeat TTL (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<DurationText>,
+    /// Heartbeat and full re-listing interval (default ttl / 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationText>,
+    /// Key prefix (default `clusterkit:registry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+}
+
+impl DiscoveryConfig {
+    /// The registry this section describes (no I/O). Fails on a bad address or option.
+    pub fn registry(&self) -> Result<RedisRegistry> {
+        let mut o = RegistryOptions::default();
+        if let Some(t) = self.ttl {
+            o = o.with_ttl(t.0);
+        }
+        if let Some(i) = self.interval {
+            o = o.with_heartbeat_interval(i.0);
+        }
+        if let Some(p) = &self.key_prefix {
+            o = o.with_key_prefix(p.clone());
+        }
+        RedisRegistry::new(&self.redis, &self.service, o)
+    }
 }
 
 /// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, and
@@ -298,6 +339,13 @@ impl Config {
             pool.nodes()
                 .and_then(|_| pool.options().validate())
                 .and_then(|_| pool.health_options().validate())
+                .and_then(|_| match &pool.discovery {
+                    Some(d) => d
+                        .registry()
+                        .map(|_| ())
+                        .map_err(|e| e.in_field("discovery")),
+                    None => Ok(()),
+                })
                 .map_err(|e| e.in_field(&format!("pools.{name}")))?;
             if let Some(m) = pool.maglev_table_size {
                 crate::hash::maglev::check_table_size(m, pool.nodes.len())
@@ -376,9 +424,19 @@ impl PoolConfig {
         }
     }
 
-    /// Builds the pool as a [`Cluster`] named `name`, with its health checks started.
+    /// Builds the pool as a [`Cluster`] named `name`, with its health checks started and its
+    /// registry watched (the watcher lives as long as the cluster).
     pub fn build(&self, name: &str) -> Result<Cluster> {
-        Cluster::with_health(name, self.options(), self.health_options(), self.nodes()?)
+        let cluster =
+            Cluster::with_health(name, self.options(), self.health_options(), self.nodes()?)?;
+        if let Some(d) = &self.discovery {
+            let handle = d
+                .registry()
+                .map_err(|e| e.in_field("discovery"))?
+                .watch(&cluster)?;
+            cluster.attach_discovery(handle);
+        }
+        Ok(cluster)
     }
 }
 

@@ -469,3 +469,36 @@ fn a_watcher_stops_with_its_handle_or_its_cluster() {
         !w2.is_running()
     });
 }
+
+/// A pool described by the config document watches its registry for as long as it lives.
+#[test]
+fn config_document_wires_a_registry_watch() {
+    let redis = RedisServer::start();
+    let doc = format!(
+        r#"
+[pools.web]
+strategy = "round_robin"
+discovery = {{ redis = "{}", service = "web", ttl = "1s", interval = "250ms" }}
+"#,
+        redis.addr()
+    );
+    let pools = clusterkit::Config::parse(&doc)
+        .unwrap()
+        .build_pools()
+        .unwrap();
+    let web = &pools["web"];
+    let reg = registry(&redis.addr(), "web");
+    let r = reg.register_blocking(node("w1", 8001)).unwrap();
+    eventually("the configured pool sees w1", PATIENCE, || {
+        ids(web) == ["w1"]
+    });
+    r.deregister_blocking().unwrap();
+    eventually("the configured pool sees w1 leave", PATIENCE, || {
+        ids(web).is_empty()
+    });
+
+    let bad = "[pools.web]\ndiscovery = { redis = \"\", service = \"web\" }\n";
+    let e = clusterkit::Config::parse(bad).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("pools.web.discovery"), "{e}");
+}

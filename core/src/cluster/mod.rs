@@ -328,6 +328,8 @@ pub(crate) struct Inner {
     pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
     /// True while a refresher task (ejection ends, slow start steps) is scheduled.
     pub(crate) refresher_running: AtomicBool,
+    /// Discovery watchers owned by the pool (stopped when it is dropped).
+    discovery: Mutex<Vec<crate::discovery::DiscoveryHandle>>,
 }
 
 impl Drop for Inner {
@@ -428,6 +430,7 @@ impl Cluster {
                 counters: Counters::default(),
                 supervisor: Mutex::new(None),
                 refresher_running: AtomicBool::new(false),
+                discovery: Mutex::new(Vec::new()),
             }
         });
         Ok(Cluster { inner })
@@ -843,6 +846,16 @@ impl Cluster {
             }
             Ok(events)
         })
+    }
+
+    /// Keeps a discovery watcher alive as long as this pool (it holds only a weak handle on
+    /// the pool, so there is no cycle); it stops when the pool is dropped.
+    pub fn attach_discovery(&self, handle: crate::discovery::DiscoveryHandle) {
+        self.inner
+            .discovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(handle);
     }
 
     /// Publishes an event to subscribers (used by discovery sources to report problems).

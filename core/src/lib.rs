@@ -25,6 +25,7 @@
 
 pub mod balance;
 pub mod blocking;
+pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod discovery;

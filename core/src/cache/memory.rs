@@ -1,0 +1,240 @@
+//! The embedded in-process backend: quick_cache (S3-FIFO-like eviction) bounded by bytes,
+//! with per-entry expiry checked on access.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quick_cache::sync::{Cache as Qc, EntryAction, EntryResult};
+use quick_cache::Weighter;
+
+use crate::cache::Ttl;
+use crate::error::{Error, Result};
+
+/// Bytes counted per entry on top of its key and value (hash table slot, entry header,
+/// `Bytes` handle, expiry). Measured by the memory benchmark; see BENCHMARKS.md.
+pub const ENTRY_OVERHEAD: u64 = 96;
+
+/// Options of the embedded backend.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// Bound on keys + values + [`ENTRY_OVERHEAD`] per entry, in bytes (default 64 MiB).
+    pub max_bytes: u64,
+    /// Expected number of entries, to size the table (default 16384).
+    pub estimated_entries: usize,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            max_bytes: 64 << 20,
+            estimated_entries: 16384,
+        }
+    }
+}
+
+impl MemoryOptions {
+    /// Sets the byte bound.
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+    /// Sets the expected number of entries.
+    pub fn with_estimated_entries(mut self, n: usize) -> Self {
+        self.estimated_entries = n;
+        self
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    value: Bytes,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn live(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|t| t > now)
+    }
+}
+
+#[derive(Clone)]
+struct ByteWeighter;
+
+impl Weighter<Vec<u8>, Entry> for ByteWeighter {
+    fn weight(&self, key: &Vec<u8>, val: &Entry) -> u64 {
+        key.len() as u64 + val.value.len() as u64 + ENTRY_OVERHEAD
+    }
+}
+
+pub(crate) struct MemoryBackend {
+    cache: Qc<Vec<u8>, Entry, ByteWeighter>,
+}
+
+fn deadline(ttl: Option<Duration>) -> Option<Instant> {
+    ttl.and_then(|t| Instant::now().checked_add(t))
+}
+
+impl MemoryBackend {
+    pub(crate) fn new(options: MemoryOptions) -> Result<MemoryBackend> {
+        if options.max_bytes < 1024 {
+            return Err(Error::invalid("max_bytes", "must be at least 1024 bytes"));
+        }
+        let cache = Qc::with_weighter(
+            options.estimated_entries.max(16),
+            options.max_bytes,
+            ByteWeighter,
+        );
+        Ok(MemoryBackend { cache })
+    }
+
+    fn check_fits(&self, key: &[u8], value: &Bytes) -> Result<()> {
+        let w = key.len() as u64 + value.len() as u64 + ENTRY_OVERHEAD;
+        // quick_cache silently drops an item heavier than one shard: refuse it loudly.
+        if w > self.cache.shard_capacity() {
+            return Err(Error::invalid(
+                "value",
+                format!(
+                    "{} bytes do not fit the memory cache (at most {} bytes per entry with max_bytes = {}); raise max_bytes",
+                    value.len(),
+                    self.cache.shard_capacity().saturating_sub(ENTRY_OVERHEAD + key.len() as u64),
+                    self.cache.capacity()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let Some(e) = self.cache.get(key) else {
+            return Ok(None);
+        };
+        if e.live(Instant::now()) {
+            Ok(Some(e.value))
+        } else {
+            self.cache.remove_if(key, |v| !v.live(Instant::now()));
+            Ok(None)
+        }
+    }
+
+    pub(crate) fn set(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        self.check_fits(key, &value)?;
+        self.cache.insert(
+            key.to_vec(),
+            Entry {
+                value,
+                expires: deadline(ttl),
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn add(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        self.check_fits(key, &value)?;
+        let now = Instant::now();
+        let entry = Entry {
+            value,
+            expires: deadline(ttl),
+        };
+        match self.cache.entry(key, None, |_, v| {
+            if v.live(now) {
+                EntryAction::Retain(())
+            } else {
+                EntryAction::ReplaceWithGuard
+            }
+        }) {
+            EntryResult::Retained(()) => Ok(false),
+            EntryResult::Vacant(g) | EntryResult::Replaced(g, _) => Ok(g.insert(entry).is_ok()),
+            EntryResult::Removed(..) | EntryResult::Timeout => Ok(false),
+        }
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
+        Ok(self
+            .cache
+            .remove(key)
+            .is_some_and(|(_, e)| e.live(Instant::now())))
+    }
+
+    pub(crate) fn exists(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    pub(crate) fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let now = Instant::now();
+        let r = self.cache.entry(key, None, |_, v| {
+            if !v.live(now) {
+                return EntryAction::ReplaceWithGuard;
+            }
+            let cur = std::str::from_utf8(&v.value)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok());
+            let next = match cur {
+                None => return EntryAction::Retain(Err(not_integer())),
+                Some(c) => match c.checked_add(delta) {
+                    None => return EntryAction::Retain(Err(overflow())),
+                    Some(n) => n,
+                },
+            };
+            v.value = Bytes::from(next.to_string());
+            EntryAction::Retain(Ok(next))
+        });
+        match r {
+            EntryResult::Retained(r) => r,
+            EntryResult::Vacant(g) | EntryResult::Replaced(g, _) => {
+                let entry = Entry {
+                    value: Bytes::from(delta.to_string()),
+                    expires: None,
+                };
+                g.insert(entry)
+                    .map(|_| delta)
+                    .map_err(|_| Error::Internal("increment could not store its value".into()))
+            }
+            EntryResult::Removed(..) | EntryResult::Timeout => {
+                Err(Error::Internal("increment lost its entry".into()))
+            }
+        }
+    }
+
+    pub(crate) fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        let now = Instant::now();
+        Ok(match self.cache.get(key) {
+            Some(e) if e.live(now) => match e.expires {
+                None => Ttl::Persistent,
+                Some(t) => Ttl::Expires(t.saturating_duration_since(now)),
+            },
+            _ => Ttl::Missing,
+        })
+    }
+
+    pub(crate) fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let now = Instant::now();
+        let removed = AtomicU64::new(0);
+        self.cache.retain(|k, v| {
+            if k.starts_with(prefix) {
+                if v.live(now) {
+                    removed.fetch_add(1, Ordering::Relaxed);
+                }
+                false
+            } else {
+                true
+            }
+        });
+        Ok(removed.load(Ordering::Relaxed))
+    }
+
+    /// Bytes counted against the bound.
+    pub(crate) fn weight(&self) -> u64 {
+        self.cache.weight()
+    }
+}
+
+/// Redis's own wording, so every backend reports the same error.
+fn not_integer() -> Error {
+    Error::Backend("ERR value is not an integer or out of range".into())
+}
+
+fn overflow() -> Error {
+    Error::Backend("ERR increment or decrement would overflow".into())
+}

@@ -1,0 +1,520 @@
+//! Distributed cache: one PSR-16-shaped interface over several backends.
+//!
+//! - [`Cache::memory`]: the embedded in-process backend (default), bounded by bytes, with TTL.
+//! - `Cache::redis`: one Redis server (see the `redis` module).
+//! - `Cache::distributed`: keys sharded over a pool of Redis nodes by consistent hashing,
+//!   replicated, with failover.
+//!
+//! Keys and values are bytes. Every key is stored under the cache's namespace
+//! (`<namespace>:<key>`), so applications sharing servers do not see each other's keys and
+//! [`Cache::clear`] removes only this namespace. Limits: a key is 1..=[`MAX_KEY_LEN`] bytes, a
+//! value at most [`CacheLimits::max_value_len`] bytes (default [`DEFAULT_MAX_VALUE_LEN`]). A TTL
+//! of zero means "expire now" (the key is deleted, as PSR-16 asks for a TTL of 0 or less);
+//! `None` means no expiry.
+
+mod compute;
+mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use bytes::Bytes;
+
+use crate::error::{Error, Result};
+
+pub use memory::{MemoryOptions, ENTRY_OVERHEAD};
+
+/// Longest key, in bytes, not counting the namespace.
+pub const MAX_KEY_LEN: usize = 4096;
+/// Default largest value, in bytes (16 MiB).
+pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
+/// Largest configurable value limit (Redis's own limit is 512 MiB).
+pub const MAX_VALUE_LEN_LIMIT: usize = 512 << 20;
+/// Longest namespace, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 128;
+
+/// The remaining lifetime of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key does not exist.
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key expires after this long.
+    Expires(Duration),
+}
+
+/// Size limits checked before any I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// Largest value in bytes (default [`DEFAULT_MAX_VALUE_LEN`], at most
+    /// [`MAX_VALUE_LEN_LIMIT`]).
+    pub max_value_len: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            max_value_len: DEFAULT_MAX_VALUE_LEN,
+        }
+    }
+}
+
+/// Counters of one cache handle (shared by its clones).
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    errors: AtomicU64,
+    writes: AtomicU64,
+}
+
+/// A copy of the counters.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Keys read and found.
+    pub hits: u64,
+    /// Keys read and not found.
+    pub misses: u64,
+    /// Operations that failed.
+    pub errors: u64,
+    /// Keys written or deleted.
+    pub writes: u64,
+}
+
+impl CacheMetrics {
+    fn read(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a backend stores: full keys (namespace included), values, TTLs.
+pub(crate) enum Backend {
+    Memory(memory::MemoryBackend),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $b:ident => $e:expr) => {
+        match $self {
+            Backend::Memory($b) => $e,
+        }
+    };
+}
+
+impl Backend {
+    async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        dispatch!(self, b => b.get(key))
+    }
+    async fn set(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        dispatch!(self, b => b.set(key, value, ttl))
+    }
+    async fn add(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<bool> {
+        dispatch!(self, b => b.add(key, value, ttl))
+    }
+    async fn delete(&self, key: &[u8]) -> Result<bool> {
+        dispatch!(self, b => b.delete(key))
+    }
+    async fn exists(&self, key: &[u8]) -> Result<bool> {
+        dispatch!(self, b => b.exists(key))
+    }
+    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>> {
+        dispatch!(self, b => Ok(keys.iter().map(|k| b.get(k)).collect::<Result<Vec<_>>>()?))
+    }
+    async fn set_many(&self, items: Vec<(Vec<u8>, Bytes)>, ttl: Option<Duration>) -> Result<()> {
+        dispatch!(self, b => {
+            for (k, v) in items {
+                b.set(&k, v, ttl)?;
+            }
+            Ok(())
+        })
+    }
+    async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<u64> {
+        dispatch!(self, b => {
+            let mut n = 0;
+            for k in keys {
+                n += b.delete(k)? as u64;
+            }
+            Ok(n)
+        })
+    }
+    async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
+        dispatch!(self, b => b.increment(key, delta))
+    }
+    async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        dispatch!(self, b => b.ttl(key))
+    }
+    async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        dispatch!(self, b => b.clear_prefix(prefix))
+    }
+}
+
+/// A cache handle: cheap to clone, thread-safe; all clones share the backend, namespace and
+/// counters.
+#[derive(Clone)]
+pub struct Cache {
+    backend: Arc<Backend>,
+    /// `namespace:` (with the separator), prepended to every key.
+    prefix: Arc<[u8]>,
+    limits: CacheLimits,
+    metrics: Arc<CacheMetrics>,
+    computing: Arc<compute::Flights>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let backend = match &*self.backend {
+            Backend::Memory(_) => "memory",
+        };
+        f.debug_struct("Cache")
+            .field("backend", &backend)
+            .field(
+                "namespace",
+                &String::from_utf8_lossy(&self.prefix[..self.prefix.len() - 1]),
+            )
+            .finish()
+    }
+}
+
+fn check_namespace(ns: &str) -> Result<()> {
+    if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN {
+        return Err(Error::invalid(
+            "namespace",
+            format!("must be 1..={MAX_NAMESPACE_LEN} bytes, got {}", ns.len()),
+        ));
+    }
+    if ns
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '[' | ']' | '\\'))
+    {
+        return Err(Error::invalid(
+            "namespace",
+            format!("must not contain whitespace, control characters or glob characters (*?[]\\), got {ns:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Cache {
+    fn from_backend(backend: Backend, namespace: &str) -> Result<Cache> {
+        check_namespace(namespace)?;
+        let mut prefix = namespace.as_bytes().to_vec();
+        prefix.push(b':');
+        Ok(Cache {
+            backend: Arc::new(backend),
+            prefix: prefix.into(),
+            limits: CacheLimits::default(),
+            metrics: Arc::default(),
+            computing: Arc::default(),
+        })
+    }
+
+    /// The embedded in-process cache (the default when nothing is configured), under
+    /// `namespace`. Fails on an empty or invalid namespace or bad options.
+    pub fn memory(namespace: &str, options: MemoryOptions) -> Result<Cache> {
+        Cache::from_backend(
+            Backend::Memory(memory::MemoryBackend::new(options)?),
+            namespace,
+        )
+    }
+
+    /// The same backend under another namespace (counters are separate).
+    pub fn with_namespace(&self, namespace: &str) -> Result<Cache> {
+        check_namespace(namespace)?;
+        let mut prefix = namespace.as_bytes().to_vec();
+        prefix.push(b':');
+        Ok(Cache {
+            backend: self.backend.clone(),
+            prefix: prefix.into(),
+            limits: self.limits,
+            metrics: Arc::default(),
+            computing: Arc::default(),
+        })
+    }
+
+    /// The same cache with other size limits. Fails if `max_value_len` is 0 or above
+    /// [`MAX_VALUE_LEN_LIMIT`].
+    pub fn with_limits(mut self, limits: CacheLimits) -> Result<Cache> {
+        if limits.max_value_len == 0 || limits.max_value_len > MAX_VALUE_LEN_LIMIT {
+            return Err(Error::invalid(
+                "max_value_len",
+                format!(
+                    "must be 1..={MAX_VALUE_LEN_LIMIT} bytes, got {}",
+                    limits.max_value_len
+                ),
+            ));
+        }
+        self.limits = limits;
+        Ok(self)
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        // Built from a &str plus b':'.
+        std::str::from_utf8(&self.prefix[..self.prefix.len() - 1]).unwrap_or("")
+    }
+
+    /// Bytes the embedded backend counts against its bound (keys, values and
+    /// [`ENTRY_OVERHEAD`] per entry); `None` for the other backends.
+    pub fn memory_weight(&self) -> Option<u64> {
+        match &*self.backend {
+            Backend::Memory(m) => Some(m.weight()),
+        }
+    }
+
+    /// Counters of this handle.
+    pub fn stats(&self) -> CacheStats {
+        self.metrics.read()
+    }
+
+    fn full_key(&self, key: &[u8]) -> Result<Vec<u8>> {
+        if key.is_empty() {
+            return Err(Error::invalid("key", "must not be empty"));
+        }
+        if key.len() > MAX_KEY_LEN {
+            return Err(Error::invalid(
+                "key",
+                format!("is {} bytes long, the maximum is {MAX_KEY_LEN}", key.len()),
+            ));
+        }
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        Ok(k)
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.limits.max_value_len {
+            return Err(Error::invalid(
+                "value",
+                format!(
+                    "is {} bytes long, the maximum is {}",
+                    value.len(),
+                    self.limits.max_value_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn count<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn count_read(&self, found: bool) {
+        if found {
+            self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired.
+    ///
+    /// Fails with [`Error::InvalidArgument`] on a bad key, or with the backend's error
+    /// (`timeout`, `unavailable`, `backend`).
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let k = self.full_key(key)?;
+        let r = self.count(self.backend.get(&k).await)?;
+        self.count_read(r.is_some());
+        Ok(r)
+    }
+
+    /// Stores `value` under `key` for `ttl` (`None`: no expiry; zero: delete the key).
+    ///
+    /// Fails on a bad key, an oversized value, or a backend error.
+    pub async fn set(
+        &self,
+        key: &[u8],
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let k = self.full_key(key)?;
+        let value = value.into();
+        self.check_value(&value)?;
+        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return self.count(self.backend.delete(&k).await).map(|_| ());
+        }
+        self.count(self.backend.set(&k, value, ttl).await)
+    }
+
+    /// Stores `value` only if `key` is absent; returns whether it was stored. Atomic: of
+    /// concurrent `add`s of one key, exactly one succeeds.
+    ///
+    /// Fails on a bad key, an oversized value, a zero TTL, or a backend error.
+    pub async fn add(
+        &self,
+        key: &[u8],
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let k = self.full_key(key)?;
+        let value = value.into();
+        self.check_value(&value)?;
+        if ttl.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("ttl", "must be more than 0 for add"));
+        }
+        let added = self.count(self.backend.add(&k, value, ttl).await)?;
+        if added {
+            self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(added)
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool> {
+        let k = self.full_key(key)?;
+        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        self.count(self.backend.delete(&k).await)
+    }
+
+    /// Whether `key` exists (and has not expired).
+    pub async fn has(&self, key: &[u8]) -> Result<bool> {
+        let k = self.full_key(key)?;
+        self.count(self.backend.exists(&k).await)
+    }
+
+    /// The values of `keys`, in order, `None` for absent ones. Fails on any bad key before
+    /// any I/O.
+    pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Bytes>>> {
+        let ks = keys
+            .iter()
+            .map(|k| self.full_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if ks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let r = self.count(self.backend.get_many(&ks).await)?;
+        for v in &r {
+            self.count_read(v.is_some());
+        }
+        Ok(r)
+    }
+
+    /// Stores every `(key, value)` with one `ttl` (zero: delete them). Fails on any bad key or
+    /// value before any I/O.
+    pub async fn set_many<K: AsRef<[u8]>, V: Into<Bytes>>(
+        &self,
+        items: impl IntoIterator<Item = (K, V)>,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        let mut batch = Vec::new();
+        for (k, v) in items {
+            let k = self.full_key(k.as_ref())?;
+            let v = v.into();
+            self.check_value(&v)?;
+            batch.push((k, v));
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.metrics
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if ttl.is_some_and(|t| t.is_zero()) {
+            let keys: Vec<Vec<u8>> = batch.into_iter().map(|(k, _)| k).collect();
+            return self
+                .count(self.backend.delete_many(&keys).await)
+                .map(|_| ());
+        }
+        self.count(self.backend.set_many(batch, ttl).await)
+    }
+
+    /// Deletes `keys`; returns how many existed.
+    pub async fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
+        let ks = keys
+            .iter()
+            .map(|k| self.full_key(k.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if ks.is_empty() {
+            return Ok(0);
+        }
+        self.metrics
+            .writes
+            .fetch_add(ks.len() as u64, Ordering::Relaxed);
+        self.count(self.backend.delete_many(&ks).await)
+    }
+
+    /// Atomically adds `delta` to the integer stored at `key` (an absent key counts as 0) and
+    /// returns the new value. The value is stored as decimal text, as Redis `INCRBY` does;
+    /// an existing TTL is kept.
+    ///
+    /// Fails with [`Error::Backend`] if the stored value is not a 64-bit integer or the result
+    /// overflows.
+    pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let k = self.full_key(key)?;
+        self.metrics.writes.fetch_add(1, Ordering::Relaxed);
+        self.count(self.backend.increment(&k, delta).await)
+    }
+
+    /// Atomically subtracts `delta`; see [`Cache::increment`].
+    pub async fn decrement(&self, key: &[u8], delta: i64) -> Result<i64> {
+        let d = delta
+            .checked_neg()
+            .ok_or_else(|| Error::invalid("delta", "out of range"))?;
+        self.increment(key, d).await
+    }
+
+    /// The remaining lifetime of `key`.
+    pub async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        let k = self.full_key(key)?;
+        self.count(self.backend.ttl(&k).await)
+    }
+
+    /// Deletes every key of this namespace (and only those: other namespaces on the same
+    /// servers are untouched; never `FLUSHALL`). Returns how many keys were deleted.
+    pub async fn clear(&self) -> Result<u64> {
+        self.count(self.backend.clear_prefix(&self.prefix).await)
+    }
+
+    /// The value of `key`, computing and storing it with `compute` on a miss.
+    ///
+    /// Concurrent callers in this process for the same key wait for one computation. Values
+    /// are stored with their compute time and expiry, and are recomputed early with
+    /// probability growing towards the expiry (XFetch, `beta` = [`compute::DEFAULT_BETA`]), so
+    /// a popular key is refreshed by one caller before it expires instead of by all callers
+    /// after. Keys written by this method hold that small header: read them with this method.
+    ///
+    /// Fails with the compute function's error (not stored) or a backend error.
+    pub async fn get_or_compute<F, Fut>(
+        &self,
+        key: &[u8],
+        ttl: Duration,
+        compute: F,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>>,
+    {
+        self.get_or_compute_with_beta(key, ttl, compute::DEFAULT_BETA, compute)
+            .await
+    }
+
+    /// [`Cache::get_or_compute`] with an explicit XFetch `beta` (> 0; larger refreshes
+    /// earlier; 0 disables early refresh).
+    pub async fn get_or_compute_with_beta<F, Fut>(
+        &self,
+        key: &[u8],
+        ttl: Duration,
+        beta: f64,
+        compute: F,
+    ) -> Result<Bytes>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Bytes>>,
+    {
+        compute::get_or_compute(self, key, ttl, beta, compute).await
+    }
+}

@@ -95,10 +95,10 @@ fn main() -> clusterkit::Result<()> {
     }
     for status in app.nodes() {
         println!(
-            "  {:<6} {:<15} picks={:<5} in-flight={} health={}",
+            "  {:<6} {:<15} served={:<5} in-flight={} health={}",
             status.node.id(),
             status.node.address(),
-            status.stats.picks(),
+            status.stats.successes(),
             status.stats.in_flight(),
             status.health
         );

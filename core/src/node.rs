@@ -217,7 +217,6 @@ impl fmt::Display for Health {
 #[derive(Debug, Default)]
 pub struct NodeStats {
     pub(crate) in_flight: AtomicU64,
-    pub(crate) picks: AtomicU64,
     pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) consecutive_failures: AtomicU32,
@@ -246,10 +245,6 @@ impl NodeStats {
     /// Requests picked for this node and not yet finished.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
-    }
-    /// Total picks of this node.
-    pub fn picks(&self) -> u64 {
-        self.picks.load(Ordering::Relaxed)
     }
     /// Outcomes reported as successes.
     pub fn successes(&self) -> u64 {

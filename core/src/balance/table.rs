@@ -104,26 +104,93 @@ fn gcd(a: u32, b: u32) -> u32 {
     }
 }
 
-/// One period of nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`): every
-/// step each node's current weight grows by its weight, the largest is chosen (first on ties)
-/// and loses the total. The period is `sum(w) / gcd(w)` picks; in any window of that length
-/// each node appears exactly `w / gcd` times.
+/// Above this many steps (`period x nodes`) the nginx simulation gives way to
+/// [`stride_schedule`], so a rebuild stays in milliseconds even for a thousand nodes with
+/// weights up to 256.
+const NGINX_WORK_LIMIT: u64 = 8_000_000;
+
+/// One period of smooth weighted round robin over `weights`: nginx's exact sequence when it is
+/// cheap to simulate, otherwise the equivalent stride schedule (same proportions, equally
+/// free of bursts).
 pub(crate) fn smooth_wrr_schedule(weights: &[u32]) -> Vec<u32> {
     let g = weights.iter().fold(0, |g, w| gcd(g, *w)).max(1);
-    let w: Vec<i64> = weights.iter().map(|x| (x / g) as i64).collect();
-    let total: i64 = w.iter().sum();
+    let reduced: Vec<u32> = weights.iter().map(|w| w / g).collect();
+    let period: u64 = reduced.iter().map(|&w| w as u64).sum();
+    if period * reduced.len() as u64 <= NGINX_WORK_LIMIT {
+        nginx_schedule(&reduced)
+    } else {
+        stride_schedule(&reduced)
+    }
+}
+
+/// nginx's smooth weighted round robin (`ngx_http_upstream_get_peer`): every step each node's
+/// current weight grows by its weight, the largest is chosen (first on ties) and loses the
+/// total. The period is `sum(w)` picks; in any window of that length each node appears
+/// exactly `w` times. Costs `sum(w) x nodes` steps.
+fn nginx_schedule(w: &[u32]) -> Vec<u32> {
+    let total: i64 = w.iter().map(|&x| x as i64).sum();
     let mut current = vec![0i64; w.len()];
     let mut schedule = Vec::with_capacity(total as usize);
     for _ in 0..total {
         let mut best = 0;
         for i in 0..w.len() {
-            current[i] += w[i];
+            current[i] += w[i] as i64;
             if current[i] > current[best] {
                 best = i;
             }
         }
         current[best] -= total;
         schedule.push(best as u32);
+    }
+    schedule
+}
+
+/// Stride scheduling: node `i`'s `k`-th turn of the period falls at `(2k - 1) / (2 w_i)`;
+/// turns are taken in that order (ties by index) from a heap. Each node appears exactly `w`
+/// times per period, evenly spread. Costs `sum(w) x log(nodes)`.
+fn stride_schedule(w: &[u32]) -> Vec<u32> {
+    use std::cmp::{Ordering, Reverse};
+    use std::collections::BinaryHeap;
+    #[derive(PartialEq, Eq)]
+    struct Turn {
+        num: u64,
+        den: u64,
+        node: u32,
+    }
+    impl Ord for Turn {
+        fn cmp(&self, o: &Self) -> Ordering {
+            (self.num * o.den)
+                .cmp(&(o.num * self.den))
+                .then(self.node.cmp(&o.node))
+        }
+    }
+    impl PartialOrd for Turn {
+        fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+            Some(self.cmp(o))
+        }
+    }
+    let total: u64 = w.iter().map(|&x| x as u64).sum();
+    let mut heap: BinaryHeap<Reverse<Turn>> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            Reverse(Turn {
+                num: 1,
+                den: 2 * x as u64,
+                node: i as u32,
+            })
+        })
+        .collect();
+    let mut schedule = Vec::with_capacity(total as usize);
+    while let Some(Reverse(t)) = heap.pop() {
+        schedule.push(t.node);
+        // k-th turn is (2k - 1) / 2w: the next numerator is 2 more, until k = w.
+        if t.num + 2 < t.den {
+            heap.push(Reverse(Turn {
+                num: t.num + 2,
+                ..t
+            }));
+        }
     }
     schedule
 }
@@ -187,6 +254,39 @@ mod tests {
     fn nginx_example_sequence() {
         // nginx's documented example: weights 5, 1, 1 give a a b a c a a.
         assert_eq!(smooth_wrr_schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn stride_schedule_is_exact_and_smooth() {
+        let w = [5u32, 1, 1, 3, 256, 17];
+        let s = stride_schedule(&w);
+        assert_eq!(s.len(), w.iter().sum::<u32>() as usize);
+        for (i, &wi) in w.iter().enumerate() {
+            let idx: Vec<usize> = s
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n == i as u32)
+                .map(|(p, _)| p)
+                .collect();
+            assert_eq!(idx.len(), wi as usize);
+            // Evenly spread: gaps within one of period / w.
+            let ideal = s.len() as f64 / wi as f64;
+            for g in idx.windows(2) {
+                let gap = (g[1] - g[0]) as f64;
+                assert!(
+                    (gap - ideal).abs() <= w.len() as f64 + 1.0,
+                    "node {i}: gap {gap}, ideal {ideal}"
+                );
+            }
+        }
+        // Large pools take the stride path and stay exact.
+        let big: Vec<u32> = (0..1000).map(|i| 1 + (i % 256)).collect();
+        let s = smooth_wrr_schedule(&big);
+        let mut counts = vec![0u32; 1000];
+        for n in s {
+            counts[n as usize] += 1;
+        }
+        assert_eq!(counts, big);
     }
 
     #[test]

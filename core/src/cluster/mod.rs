@@ -328,6 +328,9 @@ pub(crate) struct Inner {
     pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
     /// True while a refresher task (ejection ends, slow start steps) is scheduled.
     pub(crate) refresher_running: AtomicBool,
+    /// Replaced snapshots still read by picks in flight. The writer frees them once no pick
+    /// holds them, so a request thread never pays for freeing a large table.
+    retired: Mutex<Vec<Arc<Snapshot>>>,
     /// Discovery watchers owned by the pool (stopped when it is dropped).
     discovery: Mutex<Vec<crate::discovery::DiscoveryHandle>>,
 }
@@ -430,6 +433,7 @@ impl Cluster {
                 counters: Counters::default(),
                 supervisor: Mutex::new(None),
                 refresher_running: AtomicBool::new(false),
+                retired: Mutex::new(Vec::new()),
                 discovery: Mutex::new(Vec::new()),
             }
         });
@@ -561,7 +565,8 @@ impl Cluster {
             });
         }
         let scheduled = next.next_refresh.is_some();
-        self.inner.snapshot.store(Arc::new(next));
+        let old = self.inner.snapshot.swap(Arc::new(next));
+        self.retire(old);
         self.inner.changed.notify_waiters();
         for e in events {
             // No subscriber is not an error.
@@ -576,6 +581,17 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// Keeps a replaced snapshot until no pick holds it, and frees those no longer held.
+    /// (arc-swap counts outstanding load guards in the strong count once a snapshot is
+    /// replaced.)
+    fn retire(&self, old: Arc<Snapshot>) {
+        let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.retain(|s| Arc::strong_count(s) > 1);
+        if Arc::strong_count(&old) > 1 {
+            retired.push(old);
+        }
     }
 
     /// Rebuilds the snapshot now: ends expired ejections and advances slow start. Runs by

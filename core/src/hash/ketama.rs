@@ -58,6 +58,44 @@ pub fn points_for(weight: u32, total: u64, live: u32) -> u32 {
     (v.floor() as u32) * 4
 }
 
+/// Appends the decimal digits of `n`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Sorts by the upper 32 bits (the point value), stable: equal values keep their order, which
+/// is the servers' order, as an ordinary sort of `(value, index)` would give. LSD radix, four
+/// byte-wide passes.
+fn radix_sort_by_high_word(points: &mut Vec<u64>) {
+    let mut buf = vec![0u64; points.len()];
+    for pass in 0..4 {
+        let shift = 32 + pass * 8;
+        let mut count = [0usize; 257];
+        for &p in points.iter() {
+            count[((p >> shift) & 0xff) as usize + 1] += 1;
+        }
+        for i in 0..256 {
+            count[i + 1] += count[i];
+        }
+        for &p in points.iter() {
+            let b = ((p >> shift) & 0xff) as usize;
+            buf[count[b]] = p;
+            count[b] += 1;
+        }
+        std::mem::swap(points, &mut buf);
+    }
+}
+
 impl KetamaRing {
     /// Builds the continuum for `servers` (index `i` of the slice is the owner id returned by
     /// lookups). An empty slice gives an empty ring.
@@ -65,23 +103,26 @@ impl KetamaRing {
         let total: u64 = servers.iter().map(|s| s.weight as u64).sum();
         let live = servers.len() as u32;
         let mut points: Vec<u64> = Vec::with_capacity(servers.len() * POINTS_PER_SERVER as usize);
-        let mut name = String::with_capacity(64);
+        let mut name: Vec<u8> = Vec::with_capacity(64);
         for (idx, s) in servers.iter().enumerate() {
             let count = if total == 0 {
                 0
             } else {
                 points_for(s.weight, total, live)
             };
+            // "host-" for memcached's default port, "host:port-" otherwise; then the index.
+            name.clear();
+            name.extend_from_slice(s.host.as_bytes());
+            if s.port != MEMCACHED_DEFAULT_PORT {
+                name.push(b':');
+                push_decimal(&mut name, s.port as u32);
+            }
+            name.push(b'-');
+            let prefix = name.len();
             for i in 0..count / 4 {
-                name.clear();
-                use std::fmt::Write;
-                // Writing to a String cannot fail.
-                let _ = if s.port == MEMCACHED_DEFAULT_PORT {
-                    write!(name, "{}-{}", s.host, i)
-                } else {
-                    write!(name, "{}:{}-{}", s.host, s.port, i)
-                };
-                let d = Md5::digest(name.as_bytes());
+                name.truncate(prefix);
+                push_decimal(&mut name, i);
+                let d = Md5::digest(&name);
                 for k in 0..4 {
                     let v =
                         u32::from_le_bytes([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]);
@@ -89,7 +130,7 @@ impl KetamaRing {
                 }
             }
         }
-        points.sort_unstable();
+        radix_sort_by_high_word(&mut points);
         KetamaRing {
             values: points.iter().map(|p| (p >> 32) as u32).collect(),
             owners: points.iter().map(|p| *p as u32).collect(),
@@ -193,6 +234,21 @@ mod tests {
         ];
         let r = KetamaRing::build(&s);
         assert_eq!(r.len(), 320);
+    }
+
+    #[test]
+    fn helpers() {
+        let mut v = b"x-".to_vec();
+        push_decimal(&mut v, 0);
+        push_decimal(&mut v, 4_294_967_295);
+        assert_eq!(v, b"x-04294967295");
+        let mut p: Vec<u64> = (0..5000u64)
+            .map(|i| (crate::hash::mix64(i) & 0xffff_ffff_0000_0000) | (i % 7))
+            .collect();
+        let mut want = p.clone();
+        want.sort();
+        radix_sort_by_high_word(&mut p);
+        assert_eq!(p, want);
     }
 
     #[test]

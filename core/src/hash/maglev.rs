@@ -28,6 +28,20 @@ pub struct MaglevTable {
     table: Vec<u16>,
 }
 
+/// `base^exp mod m` (m < 2^32).
+fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
+    let mut r = 1u64;
+    base %= m;
+    while exp > 0 {
+        if exp & 1 == 1 {
+            r = r * base % m;
+        }
+        base = base * base % m;
+        exp >>= 1;
+    }
+    r
+}
+
 /// True if `n` is prime (trial division; table sizes are at most a few million).
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
@@ -98,45 +112,80 @@ impl MaglevTable {
         check_table_size(size, nodes.len())?;
         let m = size as u64;
         let n = nodes.len();
-        // Per node: current slot of its permutation and its skip.
+        // Canonical turn order (by name), so processes that added the same nodes in another
+        // order build the same table and place keys alike.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| nodes[a].name.cmp(nodes[b].name));
+        // Per turn: current slot of the node's permutation, its skip, its weight.
         let mut pos = Vec::with_capacity(n);
         let mut skip = Vec::with_capacity(n);
-        for node in nodes {
-            let h = key_hash(node.name.as_bytes());
-            let h2 =
-                xxhash_rust::xxh3::xxh3_64_with_seed(node.name.as_bytes(), 0x9e37_79b9_7f4a_7c15);
+        for &i in &order {
+            let name = nodes[i].name.as_bytes();
+            let h = key_hash(name);
+            let h2 = xxhash_rust::xxh3::xxh3_64_with_seed(name, 0x9e37_79b9_7f4a_7c15);
             pos.push(h % m);
             skip.push(h2 % (m - 1) + 1);
         }
-        let max_w = nodes.iter().map(|n| n.weight).max().unwrap_or(1).max(1) as u64;
+        let weights: Vec<u64> = order
+            .iter()
+            .map(|&i| nodes[i].weight.max(1) as u64)
+            .collect();
+        let max_w = weights.iter().copied().max().unwrap_or(1);
         let mut credit = vec![0u64; n];
-        const EMPTY: u16 = u16::MAX;
-        // u16::MAX is never a node index because nodes.len() <= MAX_NODES = u16::MAX, so
-        // indexes stop at MAX_NODES - 1.
-        let mut table = vec![EMPTY; size as usize];
+        // Occupancy as a bitset (8 KiB at M = 65537: stays in L1 while the table fills).
+        let mut taken = vec![0u64; (size as usize).div_ceil(64)];
+        let mut table = vec![0u16; size as usize];
         let mut filled = 0u64;
+        // The last slots cost most of the probes (about M ln M in all). Once at most `tail`
+        // slots are empty, a node's next claim is found directly: the empty slot with the
+        // smallest index in its permutation, ((s - pos) * skip^-1) mod M (M is prime). Same
+        // table as probing, a third fewer steps.
+        let tail = (m / 8).min(128);
+        let mut empties: Vec<u64> = Vec::new();
+        let mut inverse: Vec<u64> = Vec::new();
         'outer: loop {
-            for i in 0..n {
+            for t in 0..n {
                 // Weighted turns: each round a node earns its weight; it claims one slot per
                 // max_w of credit, so the heaviest node claims every round.
-                credit[i] += nodes[i].weight as u64;
-                if credit[i] < max_w {
+                credit[t] += weights[t];
+                if credit[t] < max_w {
                     continue;
                 }
-                credit[i] -= max_w;
-                let mut c = pos[i];
-                while table[c as usize] != EMPTY {
-                    c += skip[i];
-                    if c >= m {
-                        c -= m;
+                credit[t] -= max_w;
+                let step = skip[t];
+                let c = if m - filled > tail {
+                    let mut c = pos[t];
+                    while taken[(c >> 6) as usize] & (1 << (c & 63)) != 0 {
+                        c += step;
+                        if c >= m {
+                            c -= m;
+                        }
                     }
-                }
-                table[c as usize] = i as u16;
-                c += skip[i];
-                if c >= m {
-                    c -= m;
-                }
-                pos[i] = c;
+                    taken[(c >> 6) as usize] |= 1 << (c & 63);
+                    c
+                } else {
+                    if empties.is_empty() {
+                        empties = (0..m)
+                            .filter(|&c| taken[(c >> 6) as usize] & (1 << (c & 63)) == 0)
+                            .collect();
+                        inverse = skip.iter().map(|&k| mod_pow(k, m - 2, m)).collect();
+                    }
+                    let (p, inv) = (pos[t], inverse[t]);
+                    let mut best = 0;
+                    let mut best_rank = u64::MAX;
+                    for (i, &e) in empties.iter().enumerate() {
+                        let rank = ((e + m - p) % m) * inv % m;
+                        if rank < best_rank {
+                            best_rank = rank;
+                            best = i;
+                        }
+                    }
+                    empties.swap_remove(best)
+                };
+                // Node indexes fit u16: nodes.len() <= MAX_NODES = u16::MAX.
+                table[c as usize] = order[t] as u16;
+                let next = c + step;
+                pos[t] = if next >= m { next - m } else { next };
                 filled += 1;
                 if filled == m {
                     break 'outer;
@@ -220,6 +269,92 @@ mod tests {
         let max = *counts.iter().max().unwrap() as f64;
         let mean = DEFAULT_TABLE_SIZE as f64 / 100.0;
         assert!(max / mean <= 1.03, "max/mean = {}", max / mean);
+    }
+
+    /// The plain Maglev fill: every claim probes the node's permutation.
+    fn reference(nodes: &[MaglevNode<'_>], size: u32) -> Vec<u16> {
+        let m = size as u64;
+        let n = nodes.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| nodes[a].name.cmp(nodes[b].name));
+        let mut pos: Vec<u64> = order
+            .iter()
+            .map(|&i| key_hash(nodes[i].name.as_bytes()) % m)
+            .collect();
+        let skip: Vec<u64> = order
+            .iter()
+            .map(|&i| {
+                xxhash_rust::xxh3::xxh3_64_with_seed(
+                    nodes[i].name.as_bytes(),
+                    0x9e37_79b9_7f4a_7c15,
+                ) % (m - 1)
+                    + 1
+            })
+            .collect();
+        let max_w = nodes.iter().map(|x| x.weight).max().unwrap() as u64;
+        let mut credit = vec![0u64; n];
+        let mut table = vec![u16::MAX; size as usize];
+        let mut filled = 0;
+        while filled < m {
+            for t in 0..n {
+                credit[t] += nodes[order[t]].weight as u64;
+                if credit[t] < max_w {
+                    continue;
+                }
+                credit[t] -= max_w;
+                while table[pos[t] as usize] != u16::MAX {
+                    pos[t] = (pos[t] + skip[t]) % m;
+                }
+                table[pos[t] as usize] = order[t] as u16;
+                pos[t] = (pos[t] + skip[t]) % m;
+                filled += 1;
+                if filled == m {
+                    break;
+                }
+            }
+        }
+        table
+    }
+
+    #[test]
+    fn direct_tail_claims_equal_plain_probing() {
+        for (n, size, weighted) in [
+            (1, 101, false),
+            (3, 307, true),
+            (10, 1009, false),
+            (37, 4099, true),
+            (100, 65537, false),
+        ] {
+            let names: Vec<String> = (0..n).map(|i| format!("node-{i}")).collect();
+            let nodes: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(i, x)| MaglevNode {
+                    name: x,
+                    weight: if weighted { 1 + (i as u32 % 5) } else { 1 },
+                })
+                .collect();
+            let t = MaglevTable::build(&nodes, size).unwrap();
+            assert_eq!(t.table, reference(&nodes, size), "n={n} size={size}");
+        }
+    }
+
+    #[test]
+    fn table_does_not_depend_on_node_order() {
+        let names: Vec<String> = (0..20).map(|i| format!("node-{i}")).collect();
+        let fwd: Vec<_> = names
+            .iter()
+            .map(|n| MaglevNode { name: n, weight: 1 })
+            .collect();
+        let rev: Vec<_> = fwd.iter().rev().copied().collect();
+        let a = MaglevTable::build(&fwd, 4099).unwrap();
+        let b = MaglevTable::build(&rev, 4099).unwrap();
+        for slot in 0..4099 {
+            assert_eq!(
+                fwd[a.owner_at(slot) as usize].name,
+                rev[b.owner_at(slot) as usize].name
+            );
+        }
     }
 
     #[test]

@@ -463,6 +463,52 @@ fn report_memory(_c: &mut Criterion) {
     }
 }
 
+/// Issue #3: what health awareness costs a pick. The same pool plain, and with outlier
+/// detection and slow start configured and a tenth of its nodes unhealthy or draining. Health
+/// is resolved into the snapshot's active list when it changes, so a pick reads nothing more.
+fn bench_health_overhead(c: &mut Criterion) {
+    use clusterkit::{HealthOptions, OutlierOptions};
+    let keys = keys();
+    let mut g = c.benchmark_group("health_overhead");
+    for strategy in [
+        Strategy::PowerOfTwoChoices,
+        Strategy::RoundRobin,
+        Strategy::Maglev,
+    ] {
+        let plain = pool(strategy, 100, false);
+        let healthy = Cluster::with_health(
+            "health",
+            BalancerOptions::new(strategy),
+            HealthOptions::default()
+                .with_outlier(OutlierOptions::default())
+                .with_slow_start(Duration::from_secs(30)),
+            nodes(100, false),
+        )
+        .unwrap();
+        for i in 0..10 {
+            let h = if i % 2 == 0 {
+                Health::Unhealthy
+            } else {
+                Health::Draining
+            };
+            healthy
+                .set_health(&format!("node-{}", i * 10), h, "bench")
+                .unwrap();
+        }
+        for (label, cluster) in [("plain", &plain), ("with_health", &healthy)] {
+            let lb = cluster.balancer();
+            let mut i = 0usize;
+            g.bench_function(format!("{strategy}/N=100/{label}"), |b| {
+                b.iter(|| {
+                    i = (i + 1) & (KEYS - 1);
+                    black_box(lb.pick_for(&keys[i]).unwrap());
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn criterion() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -473,6 +519,6 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = report_memory, bench_pick, bench_rebuild, bench_contended, report_worst_latency
+    targets = report_memory, bench_pick, bench_health_overhead, bench_rebuild, bench_contended, report_worst_latency
 }
 criterion_main!(benches);

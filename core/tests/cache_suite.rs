@@ -6,8 +6,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clusterkit::cache::{Bytes, Cache, MemoryOptions, Ttl, MAX_KEY_LEN};
-use clusterkit::ErrorKind;
+use clusterkit::cache::{
+    Bytes, Cache, DistributedOptions, MemoryOptions, RedisOptions, Ttl, MAX_KEY_LEN,
+};
+use clusterkit::{BalancerOptions, Cluster, ErrorKind, Node, Strategy};
+
+mod support;
+use support::RedisServer;
 
 /// Runs every behaviour against `cache` (and `other`, the same backend under another
 /// namespace).
@@ -284,5 +289,87 @@ fn memory_backend_bounds_bytes() {
         // A value that cannot fit is refused, not silently dropped.
         let e = c.set(b"huge", vec![0u8; 2 << 20], None).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend() {
+    let server = RedisServer::start();
+    let c = Cache::redis(&server.addr(), "app", RedisOptions::default()).unwrap();
+    c.ping().await.unwrap();
+    let other = c.with_namespace("other-app").unwrap();
+    suite(c, other).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distributed_backend_three_nodes_two_replicas() {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let pool = Cluster::with_nodes(
+        "cache",
+        BalancerOptions::new(Strategy::Ketama),
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| Node::new(format!("r{i}"), "127.0.0.1", s.port()).unwrap()),
+    )
+    .unwrap();
+    let c =
+        Cache::distributed(pool, "app", DistributedOptions::default().with_replicas(2)).unwrap();
+    c.ping().await.unwrap();
+    let other = c.with_namespace("other-app").unwrap();
+    suite(c.clone(), other).await;
+    // Every key lives on exactly two servers.
+    c.set_many((0..30).map(|i| (format!("rep{i}"), "v")), None)
+        .await
+        .unwrap();
+    for i in 0..30 {
+        let key = format!("app:rep{i}");
+        let copies = servers
+            .iter()
+            .filter(|s| s.cmd(&["EXISTS", &key]) == ":1")
+            .count();
+        assert_eq!(copies, 2, "{key}");
+    }
+}
+
+#[test]
+fn redis_backend_bad_addresses() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        assert_eq!(
+            Cache::redis("", "app", RedisOptions::default())
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(Cache::redis("host with space:1", "app", RedisOptions::default()).is_err());
+        // A closed port: a clear error, quickly.
+        let c = Cache::redis(
+            &format!("127.0.0.1:{}", support::closed_port()),
+            "app",
+            RedisOptions::default(),
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let e = c.get(b"k").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A name under .invalid does not resolve: unavailable or timeout, never a hang.
+        let c = Cache::redis("cache.invalid:6379", "app", RedisOptions::default()).unwrap();
+        let started = std::time::Instant::now();
+        let e = c.set(b"k", "v", None).await.unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // A pool that does not hash cannot shard a cache.
+        let pool = Cluster::new("p", BalancerOptions::new(Strategy::RoundRobin)).unwrap();
+        let e = Cache::distributed(pool, "app", DistributedOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("hashing strategy"), "{e}");
     });
 }

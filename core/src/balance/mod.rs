@@ -254,7 +254,10 @@ impl LoadBalancer {
     /// Fails with [`Error::Unavailable`] when the pool is empty, or when no node is healthy
     /// and the panic mode is [`PanicMode::Error`].
     pub fn pick(&self) -> Result<Pick> {
-        let snap = self.inner.snapshot.load();
+        self.pick_in(self.inner.snapshot.load())
+    }
+
+    fn pick_in(&self, snap: arc_swap::Guard<Arc<Snapshot>>) -> Result<Pick> {
         let n = snap.active.len();
         if n == 0 {
             return Err(snap.no_node_error());
@@ -289,10 +292,7 @@ impl LoadBalancer {
         let hash = match &snap.table {
             Table::Ketama(_) => ketama::hash_key(key) as u64,
             Table::Maglev(_) | Table::Rendezvous { .. } => key_hash(key),
-            _ => {
-                drop(snap);
-                return self.pick();
-            }
+            _ => return self.pick_in(snap),
         };
         Ok(self.pick_hashed(snap, hash))
     }
@@ -339,14 +339,14 @@ impl LoadBalancer {
             }
             (Table::Rendezvous { nodes, uniform }, Some(limit)) => {
                 let mut best = None;
-                let mut best_score = f64::NEG_INFINITY;
+                let mut best_rank = 0u64;
                 for (i, node) in nodes.iter().enumerate() {
                     if snap.in_flight_of(i) >= limit {
                         continue;
                     }
-                    let s = crate::hash::rendezvous::score(hash, node, *uniform);
-                    if s > best_score {
-                        best_score = s;
+                    let r = crate::hash::rendezvous::rank(hash, node, *uniform);
+                    if best.is_none() || r > best_rank {
+                        best_rank = r;
                         best = Some(i);
                     }
                 }
@@ -359,6 +359,65 @@ impl LoadBalancer {
         };
         let counted = bound.is_some();
         Pick::new(snap, slot, counted)
+    }
+
+    /// The nodes that own `key` under the pool's hashing strategy, in preference order: the
+    /// first is the node [`LoadBalancer::pick_for`] returns (without a load bound), the others
+    /// follow in the strategy's order (the next distinct nodes clockwise on the ketama ring,
+    /// the next slots of the Maglev table, the next-highest rendezvous scores). At most
+    /// `count` nodes, fewer when the pool has fewer active nodes. Used for replica placement.
+    ///
+    /// Fails with [`Error::InvalidArgument`] when the strategy does not hash, or like
+    /// [`LoadBalancer::pick`] when no node is available.
+    pub fn owners(&self, key: &[u8], count: usize) -> Result<Vec<Arc<Node>>> {
+        let snap = self.inner.snapshot.load();
+        if snap.active.is_empty() {
+            return Err(snap.no_node_error());
+        }
+        let count = count.min(snap.active.len());
+        let node = |slot: usize| snap.members[snap.active[slot] as usize].node.clone();
+        let mut out: Vec<Arc<Node>> = Vec::with_capacity(count);
+        match &snap.table {
+            Table::Ketama(ring) => ring.walk(ketama::hash_key(key), |o| {
+                out.push(node(o as usize));
+                out.len() < count
+            }),
+            Table::Maglev(t) => {
+                let start = t.slot(key_hash(key)).unwrap_or(0);
+                let mut seen: Vec<u32> = Vec::with_capacity(count);
+                for step in 0..t.size() {
+                    let o = t.owner_at(start + step);
+                    if !seen.contains(&o) {
+                        seen.push(o);
+                        out.push(node(o as usize));
+                        if out.len() == count {
+                            break;
+                        }
+                    }
+                }
+            }
+            Table::Rendezvous { nodes, uniform } => {
+                let h = key_hash(key);
+                let mut scored: Vec<(u64, usize)> = nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (crate::hash::rendezvous::rank(h, n, *uniform), i))
+                    .collect();
+                // Highest rank first; ties by index, as pick() breaks them.
+                scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                out.extend(scored.into_iter().take(count).map(|(_, i)| node(i)));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "strategy",
+                    format!(
+                        "key owners need a hashing strategy (ketama, maglev, rendezvous), not {}",
+                        snap.options.strategy
+                    ),
+                ))
+            }
+        }
+        Ok(out)
     }
 
     /// The pool's name.

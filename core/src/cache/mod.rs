@@ -13,7 +13,9 @@
 //! `None` means no expiry.
 
 mod compute;
+mod distributed;
 mod memory;
+mod redis;
 
 use std::fmt;
 use std::future::Future;
@@ -25,7 +27,9 @@ pub use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
+pub use distributed::{DistributedOptions, ReadFailure, WriteQuorum};
 pub use memory::{MemoryOptions, ENTRY_OVERHEAD};
+pub use redis::RedisOptions;
 
 /// Longest key, in bytes, not counting the namespace.
 pub const MAX_KEY_LEN: usize = 4096;
@@ -97,63 +101,130 @@ impl CacheMetrics {
     }
 }
 
-/// What a backend stores: full keys (namespace included), values, TTLs.
+/// What a backend stores: full keys (namespace included), values, TTLs. `pk` is the length
+/// of the namespace prefix: the distributed backend places a key by the part after it (the
+/// user's key, as libmemcached hashes keys without their prefix), so every namespace places
+/// a key alike and `pick_for(key)` names its node.
 pub(crate) enum Backend {
     Memory(memory::MemoryBackend),
+    Redis(redis::RedisConn),
+    Distributed(distributed::DistributedBackend),
 }
 
-macro_rules! dispatch {
-    ($self:expr, $b:ident => $e:expr) => {
-        match $self {
-            Backend::Memory($b) => $e,
-        }
-    };
+fn refs(keys: &[Vec<u8>]) -> Vec<&[u8]> {
+    keys.iter().map(|k| k.as_slice()).collect()
 }
 
 impl Backend {
-    async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        dispatch!(self, b => b.get(key))
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+            Backend::Distributed(_) => "distributed",
+        }
     }
-    async fn set(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<()> {
-        dispatch!(self, b => b.set(key, value, ttl))
+    async fn get(&self, key: &[u8], pk: usize) -> Result<Option<Bytes>> {
+        match self {
+            Backend::Memory(b) => b.get(key),
+            Backend::Redis(b) => b.get(key).await,
+            Backend::Distributed(b) => b.get(key, pk).await,
+        }
     }
-    async fn add(&self, key: &[u8], value: Bytes, ttl: Option<Duration>) -> Result<bool> {
-        dispatch!(self, b => b.add(key, value, ttl))
+    async fn set(&self, key: &[u8], pk: usize, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        match self {
+            Backend::Memory(b) => b.set(key, value, ttl),
+            Backend::Redis(b) => b.set(key, &value, ttl).await,
+            Backend::Distributed(b) => b.set(key, pk, value, ttl).await,
+        }
     }
-    async fn delete(&self, key: &[u8]) -> Result<bool> {
-        dispatch!(self, b => b.delete(key))
+    async fn add(
+        &self,
+        key: &[u8],
+        pk: usize,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        match self {
+            Backend::Memory(b) => b.add(key, value, ttl),
+            Backend::Redis(b) => b.add(key, &value, ttl).await,
+            Backend::Distributed(b) => b.add(key, pk, value, ttl).await,
+        }
     }
-    async fn exists(&self, key: &[u8]) -> Result<bool> {
-        dispatch!(self, b => b.exists(key))
+    async fn delete(&self, key: &[u8], pk: usize) -> Result<bool> {
+        match self {
+            Backend::Memory(b) => b.delete(key),
+            Backend::Redis(b) => Ok(b.delete_many(&[key]).await? > 0),
+            Backend::Distributed(b) => b.delete(key, pk).await,
+        }
     }
-    async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>> {
-        dispatch!(self, b => Ok(keys.iter().map(|k| b.get(k)).collect::<Result<Vec<_>>>()?))
+    async fn exists(&self, key: &[u8], pk: usize) -> Result<bool> {
+        match self {
+            Backend::Memory(b) => b.exists(key),
+            Backend::Redis(b) => b.exists(key).await,
+            Backend::Distributed(b) => b.exists(key, pk).await,
+        }
     }
-    async fn set_many(&self, items: Vec<(Vec<u8>, Bytes)>, ttl: Option<Duration>) -> Result<()> {
-        dispatch!(self, b => {
-            for (k, v) in items {
-                b.set(&k, v, ttl)?;
+    async fn get_many(&self, keys: &[Vec<u8>], pk: usize) -> Result<Vec<Option<Bytes>>> {
+        match self {
+            Backend::Memory(b) => keys.iter().map(|k| b.get(k)).collect(),
+            Backend::Redis(b) => b.get_many(&refs(keys)).await,
+            Backend::Distributed(b) => b.get_many(keys, pk).await,
+        }
+    }
+    async fn set_many(
+        &self,
+        items: Vec<(Vec<u8>, Bytes)>,
+        pk: usize,
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        match self {
+            Backend::Memory(b) => {
+                for (k, v) in items {
+                    b.set(&k, v, ttl)?;
+                }
+                Ok(())
             }
-            Ok(())
-        })
-    }
-    async fn delete_many(&self, keys: &[Vec<u8>]) -> Result<u64> {
-        dispatch!(self, b => {
-            let mut n = 0;
-            for k in keys {
-                n += b.delete(k)? as u64;
+            Backend::Redis(b) => {
+                let pairs: Vec<(&[u8], &[u8])> =
+                    items.iter().map(|(k, v)| (k.as_slice(), &v[..])).collect();
+                b.set_many(&pairs, ttl).await
             }
-            Ok(n)
-        })
+            Backend::Distributed(b) => b.set_many(items, pk, ttl).await,
+        }
     }
-    async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
-        dispatch!(self, b => b.increment(key, delta))
+    async fn delete_many(&self, keys: &[Vec<u8>], pk: usize) -> Result<u64> {
+        match self {
+            Backend::Memory(b) => {
+                let mut n = 0;
+                for k in keys {
+                    n += b.delete(k)? as u64;
+                }
+                Ok(n)
+            }
+            Backend::Redis(b) => b.delete_many(&refs(keys)).await,
+            Backend::Distributed(b) => b.delete_many(keys, pk).await,
+        }
     }
-    async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
-        dispatch!(self, b => b.ttl(key))
+    async fn increment(&self, key: &[u8], pk: usize, delta: i64) -> Result<i64> {
+        match self {
+            Backend::Memory(b) => b.increment(key, delta),
+            Backend::Redis(b) => b.increment(key, delta).await,
+            Backend::Distributed(b) => b.increment(key, pk, delta).await,
+        }
+    }
+    async fn ttl(&self, key: &[u8], pk: usize) -> Result<Ttl> {
+        match self {
+            Backend::Memory(b) => b.ttl(key),
+            Backend::Redis(b) => b.ttl(key).await,
+            Backend::Distributed(b) => b.ttl(key, pk).await,
+        }
     }
     async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        dispatch!(self, b => b.clear_prefix(prefix))
+        match self {
+            Backend::Memory(b) => b.clear_prefix(prefix),
+            Backend::Redis(b) => b.clear_prefix(prefix).await,
+            Backend::Distributed(b) => b.clear_prefix(prefix).await,
+        }
     }
 }
 
@@ -171,11 +242,8 @@ pub struct Cache {
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let backend = match &*self.backend {
-            Backend::Memory(_) => "memory",
-        };
         f.debug_struct("Cache")
-            .field("backend", &backend)
+            .field("backend", &self.backend.name())
             .field(
                 "namespace",
                 &String::from_utf8_lossy(&self.prefix[..self.prefix.len() - 1]),
@@ -208,6 +276,9 @@ impl Cache {
         check_namespace(namespace)?;
         let mut prefix = namespace.as_bytes().to_vec();
         prefix.push(b':');
+        if let Backend::Distributed(d) = &backend {
+            d.register_prefix(&prefix);
+        }
         Ok(Cache {
             backend: Arc::new(backend),
             prefix: prefix.into(),
@@ -226,11 +297,60 @@ impl Cache {
         )
     }
 
+    /// One Redis server at `address` (`host:port` or a `redis://` URL), under `namespace`.
+    /// Connects on first use (no I/O here), so this works before the server is up; call
+    /// [`Cache::ping`] to check. Must be called inside a tokio runtime (or through
+    /// [`crate::blocking`]).
+    pub fn redis(address: &str, namespace: &str, options: RedisOptions) -> Result<Cache> {
+        Cache::from_backend(
+            Backend::Redis(redis::RedisConn::lazy(address, &options)?),
+            namespace,
+        )
+    }
+
+    /// Keys sharded over the Redis nodes of `pool` by its hashing strategy (ketama, maglev or
+    /// rendezvous), each on `options.replicas` nodes, under `namespace`. If the pool has no
+    /// outlier settings, it gets "eject after one failure" (5 s, growing to 60 s).
+    ///
+    /// Fails if the pool does not hash or an option is invalid.
+    pub fn distributed(
+        pool: crate::Cluster,
+        namespace: &str,
+        options: DistributedOptions,
+    ) -> Result<Cache> {
+        Cache::from_backend(
+            Backend::Distributed(distributed::DistributedBackend::new(pool, options)?),
+            namespace,
+        )
+    }
+
+    /// Checks that the backend answers (a PING to a Redis server; always Ok for the memory
+    /// backend; for the distributed backend, every healthy node).
+    pub async fn ping(&self) -> Result<()> {
+        match &*self.backend {
+            Backend::Memory(_) => Ok(()),
+            Backend::Redis(c) => c.ping().await,
+            Backend::Distributed(d) => d.ping().await,
+        }
+    }
+
+    /// Nodes of the distributed backend that missed writes and are not read from until their
+    /// namespaces are flushed (empty for the other backends).
+    pub fn dirty_nodes(&self) -> Vec<String> {
+        match &*self.backend {
+            Backend::Distributed(d) => d.dirty_nodes(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The same backend under another namespace (counters are separate).
     pub fn with_namespace(&self, namespace: &str) -> Result<Cache> {
         check_namespace(namespace)?;
         let mut prefix = namespace.as_bytes().to_vec();
         prefix.push(b':');
+        if let Backend::Distributed(d) = &*self.backend {
+            d.register_prefix(&prefix);
+        }
         Ok(Cache {
             backend: self.backend.clone(),
             prefix: prefix.into(),
@@ -267,6 +387,7 @@ impl Cache {
     pub fn memory_weight(&self) -> Option<u64> {
         match &*self.backend {
             Backend::Memory(m) => Some(m.weight()),
+            _ => None,
         }
     }
 
@@ -326,7 +447,7 @@ impl Cache {
     /// (`timeout`, `unavailable`, `backend`).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
         let k = self.full_key(key)?;
-        let r = self.count(self.backend.get(&k).await)?;
+        let r = self.count(self.backend.get(&k, self.prefix.len()).await)?;
         self.count_read(r.is_some());
         Ok(r)
     }
@@ -345,9 +466,11 @@ impl Cache {
         self.check_value(&value)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         if ttl.is_some_and(|t| t.is_zero()) {
-            return self.count(self.backend.delete(&k).await).map(|_| ());
+            return self
+                .count(self.backend.delete(&k, self.prefix.len()).await)
+                .map(|_| ());
         }
-        self.count(self.backend.set(&k, value, ttl).await)
+        self.count(self.backend.set(&k, self.prefix.len(), value, ttl).await)
     }
 
     /// Stores `value` only if `key` is absent; returns whether it was stored. Atomic: of
@@ -366,7 +489,7 @@ impl Cache {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("ttl", "must be more than 0 for add"));
         }
-        let added = self.count(self.backend.add(&k, value, ttl).await)?;
+        let added = self.count(self.backend.add(&k, self.prefix.len(), value, ttl).await)?;
         if added {
             self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         }
@@ -377,13 +500,13 @@ impl Cache {
     pub async fn delete(&self, key: &[u8]) -> Result<bool> {
         let k = self.full_key(key)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.count(self.backend.delete(&k).await)
+        self.count(self.backend.delete(&k, self.prefix.len()).await)
     }
 
     /// Whether `key` exists (and has not expired).
     pub async fn has(&self, key: &[u8]) -> Result<bool> {
         let k = self.full_key(key)?;
-        self.count(self.backend.exists(&k).await)
+        self.count(self.backend.exists(&k, self.prefix.len()).await)
     }
 
     /// The values of `keys`, in order, `None` for absent ones. Fails on any bad key before
@@ -396,7 +519,7 @@ impl Cache {
         if ks.is_empty() {
             return Ok(Vec::new());
         }
-        let r = self.count(self.backend.get_many(&ks).await)?;
+        let r = self.count(self.backend.get_many(&ks, self.prefix.len()).await)?;
         for v in &r {
             self.count_read(v.is_some());
         }
@@ -426,10 +549,10 @@ impl Cache {
         if ttl.is_some_and(|t| t.is_zero()) {
             let keys: Vec<Vec<u8>> = batch.into_iter().map(|(k, _)| k).collect();
             return self
-                .count(self.backend.delete_many(&keys).await)
+                .count(self.backend.delete_many(&keys, self.prefix.len()).await)
                 .map(|_| ());
         }
-        self.count(self.backend.set_many(batch, ttl).await)
+        self.count(self.backend.set_many(batch, self.prefix.len(), ttl).await)
     }
 
     /// Deletes `keys`; returns how many existed.
@@ -444,7 +567,7 @@ impl Cache {
         self.metrics
             .writes
             .fetch_add(ks.len() as u64, Ordering::Relaxed);
-        self.count(self.backend.delete_many(&ks).await)
+        self.count(self.backend.delete_many(&ks, self.prefix.len()).await)
     }
 
     /// Atomically adds `delta` to the integer stored at `key` (an absent key counts as 0) and
@@ -456,7 +579,7 @@ impl Cache {
     pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
         let k = self.full_key(key)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.count(self.backend.increment(&k, delta).await)
+        self.count(self.backend.increment(&k, self.prefix.len(), delta).await)
     }
 
     /// Atomically subtracts `delta`; see [`Cache::increment`].
@@ -470,7 +593,7 @@ impl Cache {
     /// The remaining lifetime of `key`.
     pub async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         let k = self.full_key(key)?;
-        self.count(self.backend.ttl(&k).await)
+        self.count(self.backend.ttl(&k, self.prefix.len()).await)
     }
 
     /// Deletes every key of this namespace (and only those: other namespaces on the same

@@ -21,37 +21,30 @@ pub fn node_seed(name: &str) -> u64 {
     key_hash(name.as_bytes()) ^ 0x5851_f42d_4c95_7f2d
 }
 
-/// Score of `key_hash` on a node; higher wins. `uniform` skips the logarithm when every
-/// weight is equal (the ordering is the same).
+/// Rank of `key_hash` on a node; the highest rank wins. At equal weights (`uniform`) it is the
+/// mixed hash itself; otherwise the bits of the positive score `-weight / ln(u)`, which order
+/// like the scores. Integers, so every caller breaks ties the same way.
 #[inline]
-pub fn score(key_hash: u64, node: &RendezvousNode, uniform: bool) -> f64 {
+pub fn rank(key_hash: u64, node: &RendezvousNode, uniform: bool) -> u64 {
     let h = mix64(key_hash ^ node.seed);
     if uniform {
-        // The raw mixed value orders like the weighted score at equal weights.
-        return h as f64;
+        return h;
     }
     // u in (0, 1): 53 random bits, offset by half a step so it is never 0 or 1.
     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    -(node.weight as f64) / u.ln()
+    (-(node.weight as f64) / u.ln()).to_bits()
 }
 
-/// Index of the node with the highest score for `key_hash`, or `None` when `nodes` is empty.
+/// Index of the node with the highest rank for `key_hash` (the first on a tie), or `None`
+/// when `nodes` is empty.
 #[inline]
 pub fn pick(key_hash: u64, nodes: &[RendezvousNode], uniform: bool) -> Option<usize> {
-    if uniform {
-        // Equal weights: compare the mixed integers directly (exact, no float math).
-        return nodes
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, n)| mix64(key_hash ^ n.seed))
-            .map(|(i, _)| i);
-    }
     let mut best = None;
-    let mut best_score = f64::NEG_INFINITY;
+    let mut best_rank = 0u64;
     for (i, n) in nodes.iter().enumerate() {
-        let s = score(key_hash, n, false);
-        if s > best_score {
-            best_score = s;
+        let r = rank(key_hash, n, uniform);
+        if best.is_none() || r > best_rank {
+            best_rank = r;
             best = Some(i);
         }
     }

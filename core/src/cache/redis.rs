@@ -1,0 +1,291 @@
+//! Redis as a cache backend: one server over one multiplexed connection (redis-rs
+//! `ConnectionManager`, which reconnects by itself), every operation one round trip, batches
+//! as MGET or pipelines split into chunks.
+//!
+//! [`RedisConn`] is also the per-node connection of the distributed backend.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError};
+
+use crate::cache::Ttl;
+use crate::error::{Error, Result};
+
+/// Connection settings of a Redis backend.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Time to establish a connection (default 500 ms).
+    pub connect_timeout: Duration,
+    /// Time to wait for an answer before the operation fails with `timeout` (default 500 ms).
+    pub response_timeout: Duration,
+    /// Reconnection attempts after a connection breaks, before operations fail fast until
+    /// the next attempt (default 1; redis-rs's default of 6 makes a dead server cost ~10 s).
+    pub reconnect_retries: usize,
+    /// Keys per MGET / pipeline in batch operations (default 500), so one call neither blocks
+    /// a server for long nor buffers without bound.
+    pub batch_chunk: usize,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            connect_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+            reconnect_retries: 1,
+            batch_chunk: 500,
+        }
+    }
+}
+
+impl RedisOptions {
+    /// Sets both timeouts.
+    pub fn with_timeouts(mut self, connect: Duration, response: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.response_timeout = response;
+        self
+    }
+    /// Sets the batch chunk size.
+    pub fn with_batch_chunk(mut self, keys: usize) -> Self {
+        self.batch_chunk = keys;
+        self
+    }
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
+            return Err(Error::invalid(
+                "timeout",
+                "connect and response timeouts must be more than 0",
+            ));
+        }
+        if self.batch_chunk == 0 {
+            return Err(Error::invalid("batch_chunk", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port`, `[v6]:port` or a `redis://` / `rediss://` / `unix://` URL → a client URL.
+pub(crate) fn client_url(address: &str) -> Result<String> {
+    let a = address.trim();
+    if a.is_empty() {
+        return Err(Error::invalid("address", "must not be empty"));
+    }
+    if a.contains("://") {
+        return Ok(a.to_string());
+    }
+    if a.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(Error::invalid(
+            "address",
+            format!("expected host:port or a redis:// URL, got {address:?}"),
+        ));
+    }
+    Ok(format!("redis://{a}/"))
+}
+
+/// Maps a redis-rs error onto clusterkit's kinds.
+pub(crate) fn map_err(e: RedisError, what: &str) -> Error {
+    if e.is_timeout() {
+        Error::Timeout(format!("{what}: {e}"))
+    } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+        Error::Unavailable(format!("{what}: {e}"))
+    } else {
+        Error::Backend(format!("{what}: {e}"))
+    }
+}
+
+/// One Redis server.
+#[derive(Clone)]
+pub(crate) struct RedisConn {
+    conn: ConnectionManager,
+    chunk: usize,
+    address: String,
+}
+
+fn px(ttl: Duration) -> u64 {
+    // Redis takes whole milliseconds; round a sub-millisecond TTL up rather than to "never".
+    (ttl.as_millis() as u64).max(1)
+}
+
+impl RedisConn {
+    /// A connection that is established on first use (no I/O here). Must run inside the
+    /// tokio runtime that will drive it.
+    pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
+        options.validate()?;
+        let url = client_url(address)?;
+        let client = Client::open(url.as_str())
+            .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout))
+            .set_number_of_retries(options.reconnect_retries)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| map_err(e, address))?;
+        Ok(RedisConn {
+            conn,
+            chunk: options.batch_chunk,
+            address: address.to_string(),
+        })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut c = self.conn.clone();
+        cmd.query_async(&mut c)
+            .await
+            .map_err(|e| map_err(e, &self.address))
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        let pong: String = self.query(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(Error::Backend(format!(
+                "{}: PING answered {pong:?}",
+                self.address
+            )))
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let v: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+        Ok(v.map(Bytes::from))
+    }
+
+    pub(crate) async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value);
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(px(t));
+        }
+        self.query::<()>(&cmd).await
+    }
+
+    pub(crate) async fn add(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("NX");
+        if let Some(t) = ttl {
+            cmd.arg("PX").arg(px(t));
+        }
+        let r: Option<String> = self.query(&cmd).await?;
+        Ok(r.is_some())
+    }
+
+    pub(crate) async fn delete_many(&self, keys: &[&[u8]]) -> Result<u64> {
+        let mut n = 0;
+        for chunk in keys.chunks(self.chunk) {
+            n += self.query::<u64>(redis::cmd("DEL").arg(chunk)).await?;
+        }
+        Ok(n)
+    }
+
+    pub(crate) async fn exists(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.query::<u64>(redis::cmd("EXISTS").arg(key)).await? > 0)
+    }
+
+    pub(crate) async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        if keys.len() <= self.chunk {
+            let v: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(keys)).await?;
+            out.extend(v.into_iter().map(|x| x.map(Bytes::from)));
+        } else {
+            // One pipeline of MGETs: one round trip, bounded command sizes.
+            let mut pipe = redis::pipe();
+            for chunk in keys.chunks(self.chunk) {
+                pipe.cmd("MGET").arg(chunk);
+            }
+            let mut c = self.conn.clone();
+            let parts: Vec<Vec<Option<Vec<u8>>>> = pipe
+                .query_async(&mut c)
+                .await
+                .map_err(|e| map_err(e, &self.address))?;
+            out.extend(parts.into_iter().flatten().map(|x| x.map(Bytes::from)));
+        }
+        if out.len() != keys.len() {
+            return Err(Error::Backend(format!(
+                "{}: MGET returned {} values for {} keys",
+                self.address,
+                out.len(),
+                keys.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn set_many(
+        &self,
+        items: &[(&[u8], &[u8])],
+        ttl: Option<Duration>,
+    ) -> Result<()> {
+        for chunk in items.chunks(self.chunk) {
+            let mut pipe = redis::pipe();
+            for (k, v) in chunk {
+                let c = pipe.cmd("SET").arg(*k).arg(*v);
+                if let Some(t) = ttl {
+                    c.arg("PX").arg(px(t));
+                }
+                c.ignore();
+            }
+            let mut c = self.conn.clone();
+            pipe.query_async::<()>(&mut c)
+                .await
+                .map_err(|e| map_err(e, &self.address))?;
+        }
+        Ok(())
+    }
+
+    /// `SET key value KEEPTTL` (Redis >= 6.0): overwrite, keeping the key's TTL.
+    pub(crate) async fn set_keep_ttl(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.query::<()>(redis::cmd("SET").arg(key).arg(value).arg("KEEPTTL"))
+            .await
+    }
+
+    pub(crate) async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
+        self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await
+    }
+
+    pub(crate) async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        let ms: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
+        Ok(match ms {
+            -2 => Ttl::Missing,
+            -1 => Ttl::Persistent,
+            ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
+        })
+    }
+
+    /// Deletes every key starting with `prefix` (SCAN + UNLINK in batches; never FLUSHALL).
+    /// The prefix must hold no glob characters (namespaces are checked for that).
+    pub(crate) async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
+        let mut pattern = prefix.to_vec();
+        pattern.push(b'*');
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = self
+                .query(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000),
+                )
+                .await?;
+            if !keys.is_empty() {
+                removed += self.query::<u64>(redis::cmd("UNLINK").arg(&keys)).await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+}

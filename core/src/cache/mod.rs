@@ -27,6 +27,7 @@ pub use bytes::Bytes;
 
 use crate::error::{Error, Result};
 
+pub use compute::DEFAULT_BETA;
 pub use distributed::{DistributedOptions, ReadFailure, WriteQuorum};
 pub use memory::{MemoryOptions, ENTRY_OVERHEAD};
 pub use redis::RedisOptions;
@@ -606,7 +607,7 @@ impl Cache {
     ///
     /// Concurrent callers in this process for the same key wait for one computation. Values
     /// are stored with their compute time and expiry, and are recomputed early with
-    /// probability growing towards the expiry (XFetch, `beta` = [`compute::DEFAULT_BETA`]), so
+    /// probability growing towards the expiry (XFetch, `beta` = [`DEFAULT_BETA`]), so
     /// a popular key is refreshed by one caller before it expires instead of by all callers
     /// after. Keys written by this method hold that small header: read them with this method.
     ///

@@ -110,8 +110,8 @@ fn px(ttl: Duration) -> u64 {
 }
 
 impl RedisConn {
-    /// A connection that is established on first use (no I/O here). Must run inside the
-    /// tokio runtime that will drive it.
+    /// A connection that is established on first use (no I/O here). Its helper task runs on
+    /// the caller's tokio runtime, or on the shared one when called outside a runtime.
     pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
         options.validate()?;
         let url = client_url(address)?;
@@ -122,6 +122,13 @@ impl RedisConn {
             .set_response_timeout(Some(options.response_timeout))
             .set_number_of_retries(options.reconnect_retries)
             .set_max_delay(Duration::from_millis(200));
+        // redis-rs spawns the manager's helper task on the current tokio runtime: outside of
+        // one (a blocking caller), use the shared runtime instead of panicking.
+        let _guard = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            Err(_) => Some(crate::blocking::runtime()?),
+        };
+        let _entered = _guard.as_ref().map(|rt| rt.enter());
         let conn = ConnectionManager::new_lazy_with_config(client, config)
             .map_err(|e| map_err(e, address))?;
         Ok(RedisConn {

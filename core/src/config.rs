@@ -33,6 +33,180 @@ pub struct Config {
     /// Named pools of nodes.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
+    /// The cache: embedded when absent or when it names neither a pool nor a server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+}
+
+/// `[cache]`: where the cache lives and how.
+///
+/// ```toml
+/// [cache]
+/// pool = "cache"        # shard over this pool's Redis nodes (it must use a hashing strategy)
+/// replicas = 2
+/// namespace = "myapp"
+/// ```
+/// or `redis = "127.0.0.1:6379"` for one server; neither means the embedded in-process cache
+/// (bounded by `max_bytes`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Pool of Redis nodes to shard over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// One Redis server (`host:port` or a `redis://` URL) instead of a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// Key namespace (default `clusterkit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Owners per key with a pool (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<usize>,
+    /// `all` (default) or `majority` of the owners must acknowledge a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_quorum: Option<QuorumName>,
+    /// `miss` (default) or `error` when no owner of a key answers a read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unavailable: Option<ReadFailureName>,
+    /// Connect and response timeout per Redis operation (default 500ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    /// Keys per MGET / pipeline chunk (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_chunk: Option<usize>,
+    /// Largest value in bytes (default 16 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_value_bytes: Option<usize>,
+    /// Byte bound of the embedded cache (default 64 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+}
+
+/// Write quorum names in the config document.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuorumName {
+    /// Every owner.
+    All,
+    /// More than half of the owners.
+    Majority,
+}
+
+/// Read-failure policy names in the config document.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFailureName {
+    /// A miss.
+    Miss,
+    /// The error.
+    Error,
+}
+
+impl CacheConfig {
+    fn redis_options(&self) -> crate::cache::RedisOptions {
+        let mut o = crate::cache::RedisOptions::default();
+        if let Some(t) = self.timeout {
+            o = o.with_timeouts(t.0, t.0);
+        }
+        if let Some(c) = self.batch_chunk {
+            o = o.with_batch_chunk(c);
+        }
+        o
+    }
+
+    /// Checks the section against the pools it names; errors name the field.
+    pub fn validate(&self, pools: &BTreeMap<String, PoolConfig>) -> Result<()> {
+        if self.pool.is_some() && self.redis.is_some() {
+            return Err(Error::invalid(
+                "pool",
+                "give either pool or redis, not both",
+            ));
+        }
+        if let Some(p) = &self.pool {
+            let Some(pool) = pools.get(p) else {
+                return Err(Error::invalid(
+                    "pool",
+                    format!("no pool named {p:?} in [pools]"),
+                ));
+            };
+            if !pool.strategy.is_hashing() {
+                return Err(Error::invalid(
+                    "pool",
+                    format!(
+                        "pool {p:?} must use ketama, maglev or rendezvous to shard a cache, not {}",
+                        pool.strategy
+                    ),
+                ));
+            }
+        }
+        if let Some(r) = self.replicas {
+            if r == 0 || r > 16 {
+                return Err(Error::invalid(
+                    "replicas",
+                    format!("must be 1..=16, got {r}"),
+                ));
+            }
+        }
+        if let Some(m) = self.max_value_bytes {
+            if m == 0 || m > crate::cache::MAX_VALUE_LEN_LIMIT {
+                return Err(Error::invalid(
+                    "max_value_bytes",
+                    format!("must be 1..={}", crate::cache::MAX_VALUE_LEN_LIMIT),
+                ));
+            }
+        }
+        if let Some(b) = self.max_bytes {
+            if b < 1024 {
+                return Err(Error::invalid("max_bytes", "must be at least 1024"));
+            }
+        }
+        self.redis_options().validate()
+    }
+
+    /// Builds the cache (no I/O: Redis connections open on first use). `pools` are the built
+    /// pools of the same document.
+    pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::cache::Cache> {
+        use crate::cache::{
+            Cache, CacheLimits, DistributedOptions, MemoryOptions, ReadFailure, WriteQuorum,
+        };
+        let ns = self.namespace.as_deref().unwrap_or("clusterkit");
+        let cache = if let Some(p) = &self.pool {
+            let pool = pools
+                .get(p)
+                .ok_or_else(|| Error::invalid("pool", format!("no pool named {p:?}")))?;
+            let mut o = DistributedOptions::default()
+                .with_replicas(self.replicas.unwrap_or(1))
+                .with_redis(self.redis_options());
+            if let Some(q) = self.write_quorum {
+                o = o.with_write_quorum(match q {
+                    QuorumName::All => WriteQuorum::All,
+                    QuorumName::Majority => WriteQuorum::Majority,
+                });
+            }
+            if let Some(f) = self.on_unavailable {
+                o = o.with_on_unavailable(match f {
+                    ReadFailureName::Miss => ReadFailure::Miss,
+                    ReadFailureName::Error => ReadFailure::Error,
+                });
+            }
+            Cache::distributed(pool.clone(), ns, o)?
+        } else if let Some(r) = &self.redis {
+            Cache::redis(r, ns, self.redis_options())?
+        } else {
+            let mut o = MemoryOptions::default();
+            if let Some(b) = self.max_bytes {
+                o = o.with_max_bytes(b);
+            }
+            Cache::memory(ns, o)?
+        };
+        match self.max_value_bytes {
+            Some(m) => cache.with_limits(CacheLimits { max_value_len: m }),
+            None => Ok(cache),
+        }
+    }
 }
 
 /// One pool: its nodes and how requests are balanced over them.
@@ -361,6 +535,9 @@ impl Config {
                 }
             }
         }
+        if let Some(c) = &self.cache {
+            c.validate(&self.pools).map_err(|e| e.in_field("cache"))?;
+        }
         Ok(())
     }
 
@@ -551,6 +728,27 @@ slow_start = "30s"
         assert_eq!(o.base_ejection_time, Duration::from_secs(10));
         assert!((o.max_ejected_share - 0.3).abs() < 1e-9);
         assert_eq!(h.slow_start, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn cache_section() {
+        let c = Config::parse(
+            "[pools.cache]\nstrategy = \"ketama\"\nnodes = [{ id = \"r1\", host = \"127.0.0.1\", port = 6379 }]\n\n[cache]\npool = \"cache\"\nreplicas = 2\nnamespace = \"myapp\"\nwrite_quorum = \"majority\"\ntimeout = \"250ms\"\n",
+        )
+        .unwrap();
+        let cache = c.cache.unwrap();
+        assert_eq!(cache.replicas, Some(2));
+        assert_eq!(cache.write_quorum, Some(QuorumName::Majority));
+        let e = err("[cache]\npool = \"nope\"\n");
+        assert!(e.contains("cache.pool") && e.contains("nope"), "{e}");
+        let e = err("[pools.app]\nstrategy = \"p2c\"\n[cache]\npool = \"app\"\n");
+        assert!(e.contains("cache.pool") && e.contains("ketama"), "{e}");
+        let e = err("[cache]\nredis = \"127.0.0.1:6379\"\nreplicas = 0\n");
+        assert!(e.contains("cache.replicas"), "{e}");
+        let e = err("[cache]\nmax_bytes = 10\n");
+        assert!(e.contains("cache.max_bytes"), "{e}");
+        let e = err("[cache]\nnamesapce = \"x\"\n");
+        assert!(e.contains("namesapce"), "{e}");
     }
 
     #[test]

@@ -16,7 +16,9 @@ fn redis_cache_built_and_used_outside_any_runtime() {
     let server = RedisServer::start();
     // Built outside a runtime: must not panic (redis-rs spawns a helper task).
     let c = Cache::redis(&server.addr(), "app", RedisOptions::default()).unwrap();
-    block_on(c.set(b"k", "v", Some(Duration::from_secs(10)))).unwrap().unwrap();
+    block_on(c.set(b"k", "v", Some(Duration::from_secs(10))))
+        .unwrap()
+        .unwrap();
     assert_eq!(block_on(c.get(b"k")).unwrap().unwrap().unwrap(), "v");
     // From several threads at once.
     std::thread::scope(|s| {
@@ -38,4 +40,45 @@ fn memory_cache_through_the_facade() {
     let c = Cache::memory("app", MemoryOptions::default()).unwrap();
     block_on(c.set(b"k", "v", None)).unwrap().unwrap();
     assert_eq!(block_on(c.get(b"k")).unwrap().unwrap().unwrap(), "v");
+}
+
+/// The config document's `[cache]` section, through the one entry point.
+#[test]
+fn deployment_builds_the_configured_cache() {
+    use clusterkit::Clusterkit;
+    // Nothing configured: embedded.
+    let ck = Clusterkit::embedded().unwrap();
+    block_on(ck.cache().set(b"k", "v", None)).unwrap().unwrap();
+    assert_eq!(ck.cache().namespace(), "clusterkit");
+    assert!(ck.cache().memory_weight().is_some());
+    assert_eq!(
+        ck.pool("app").unwrap_err().kind(),
+        clusterkit::ErrorKind::NotFound
+    );
+
+    // A pool of two Redis servers, two replicas.
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    let doc = format!(
+        r#"
+[pools.cache]
+strategy = "ketama"
+nodes = [ {{ id = "a", host = "127.0.0.1", port = {} }}, {{ id = "b", host = "127.0.0.1", port = {} }} ]
+
+[cache]
+pool = "cache"
+replicas = 2
+namespace = "shop"
+timeout = "300ms"
+"#,
+        a.port(),
+        b.port()
+    );
+    let ck = Clusterkit::parse(&doc).unwrap();
+    block_on(ck.cache().set(b"cart:1", "3 items", None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.cmd(&["EXISTS", "shop:cart:1"]), ":1");
+    assert_eq!(b.cmd(&["EXISTS", "shop:cart:1"]), ":1");
+    assert_eq!(ck.balancer("cache").unwrap().pool(), "cache");
 }

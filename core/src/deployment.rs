@@ -1,0 +1,88 @@
+//! [`Clusterkit`]: one entry point that builds a whole deployment from the config document —
+//! its pools, their balancers and the cache — or, with no document, runs fully embedded.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::balance::LoadBalancer;
+use crate::cache::Cache;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// A deployment built from a [`Config`]: named pools and the cache.
+///
+/// Cheap to clone (pools and cache are shared handles). Building does no network I/O: health
+/// checks and discovery start in the background, Redis connections open on first use.
+#[derive(Clone)]
+pub struct Clusterkit {
+    config: Config,
+    pools: BTreeMap<String, Cluster>,
+    cache: Cache,
+}
+
+impl fmt::Debug for Clusterkit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Clusterkit")
+            .field("pools", &self.pools.keys().collect::<Vec<_>>())
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl Clusterkit {
+    /// Everything embedded: no pools, an in-process cache.
+    pub fn embedded() -> Result<Clusterkit> {
+        Clusterkit::from_config(&Config::default())
+    }
+
+    /// Parses `text` (JSON or TOML, see [`Config::parse`]) and builds it.
+    pub fn parse(text: &str) -> Result<Clusterkit> {
+        Clusterkit::from_config(&Config::parse(text)?)
+    }
+
+    /// Builds every pool and the cache of `config`. Fails with [`Error::InvalidArgument`]
+    /// naming the field of the first invalid value.
+    pub fn from_config(config: &Config) -> Result<Clusterkit> {
+        let pools = config.build_pools()?;
+        let cache = config
+            .cache
+            .clone()
+            .unwrap_or_default()
+            .build(&pools)
+            .map_err(|e| e.in_field("cache"))?;
+        Ok(Clusterkit {
+            config: config.clone(),
+            pools,
+            cache,
+        })
+    }
+
+    /// The pool named `name`. Fails with [`Error::NotFound`] for an unknown name.
+    pub fn pool(&self, name: &str) -> Result<&Cluster> {
+        self.pools.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.pools.keys().map(|k| k.as_str()).collect();
+            Error::NotFound(format!("no pool named {name:?} (pools: {known:?})"))
+        })
+    }
+
+    /// The balancer of pool `name`. Fails like [`Clusterkit::pool`].
+    pub fn balancer(&self, name: &str) -> Result<LoadBalancer> {
+        Ok(self.pool(name)?.balancer())
+    }
+
+    /// All pools by name.
+    pub fn pools(&self) -> &BTreeMap<String, Cluster> {
+        &self.pools
+    }
+
+    /// The cache (embedded unless the document's `[cache]` names a pool or a server).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The document this deployment was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}

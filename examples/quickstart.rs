@@ -1,14 +1,17 @@
-//! clusterkit quickstart: an embedded pool of four nodes, no server needed.
+//! clusterkit quickstart: an embedded pool of four nodes and the embedded cache, no server
+//! needed.
 //!
-//! Builds the pool from a config document, shows every strategy picking, marks a node
-//! unhealthy and shows its traffic move to the others, then brings it back.
+//! Builds the deployment from a config document, shows every strategy picking, marks a node
+//! unhealthy and shows its traffic move to the others, brings it back, then uses the cache.
 //!
 //! Run: `cargo run --example quickstart`
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clusterkit::{Cluster, ClusterEvent, Config, Health, LoadBalancer, Strategy};
+use clusterkit::blocking::block_on;
+use clusterkit::cache::Bytes;
+use clusterkit::{Cluster, ClusterEvent, Clusterkit, Health, LoadBalancer, Strategy};
 
 const CONFIG: &str = r#"
 [pools.app]
@@ -44,9 +47,8 @@ fn show(label: &str, counts: &BTreeMap<String, usize>) {
 }
 
 fn main() -> clusterkit::Result<()> {
-    let config = Config::parse(CONFIG)?;
-    let pools = config.build_pools()?;
-    let app: &Cluster = &pools["app"];
+    let deployment = Clusterkit::parse(CONFIG)?;
+    let app: &Cluster = deployment.pool("app")?;
     let lb = app.balancer();
     let mut events = app.subscribe();
 
@@ -103,5 +105,26 @@ fn main() -> clusterkit::Result<()> {
             status.health
         );
     }
+
+    // No [cache] section: the embedded in-process cache. Every call is async; block_on runs
+    // it on clusterkit's shared runtime, as the C, PHP and Python layers do.
+    let cache = deployment.cache();
+    println!("\ncache ({:?}):", cache);
+    block_on(cache.set(b"greeting", "hello", Some(Duration::from_secs(60))))??;
+    println!("  get greeting -> {:?}", block_on(cache.get(b"greeting"))??);
+    for _ in 0..3 {
+        let v = block_on(
+            cache.get_or_compute(b"report", Duration::from_secs(30), || async {
+                println!("  (computing report once)");
+                Ok(Bytes::from_static(b"42 orders"))
+            }),
+        )??;
+        println!("  get_or_compute report -> {v:?}");
+    }
+    println!(
+        "  increment visits -> {}",
+        block_on(cache.increment(b"visits", 1))??
+    );
+    println!("  stats: {:?}", cache.stats());
     Ok(())
 }

@@ -12,7 +12,7 @@ use clusterkit::cache::{
 use clusterkit::{BalancerOptions, Cluster, ErrorKind, Node, Strategy};
 
 mod support;
-use support::RedisServer;
+use support::{RedisClusterHarness, RedisServer};
 
 /// Runs every behaviour against `cache` (and `other`, the same backend under another
 /// namespace).
@@ -371,5 +371,95 @@ fn redis_backend_bad_addresses() {
         let pool = Cluster::new("p", BalancerOptions::new(Strategy::RoundRobin)).unwrap();
         let e = Cache::distributed(pool, "app", DistributedOptions::default()).unwrap_err();
         assert!(e.to_string().contains("hashing strategy"), "{e}");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_backend() {
+    let cluster = RedisClusterHarness::start();
+    // One seed is enough: the client discovers the other masters from the slot map.
+    let seeds = cluster.addrs();
+    let c = Cache::redis_cluster(&[seeds[0].as_str()], "app", RedisOptions::default()).unwrap();
+    c.ping().await.unwrap();
+    assert!(format!("{c:?}").contains("redis-cluster"));
+    let other = c.with_namespace("other-app").unwrap();
+    suite(c.clone(), other.clone()).await;
+    c.clear().await.unwrap();
+    // Keys really are spread over every master, and a batch spanning all of them works
+    // (with chunks smaller than the batch).
+    let small_chunks = Cache::redis_cluster(
+        &seeds.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "app",
+        RedisOptions::default().with_batch_chunk(7),
+    )
+    .unwrap();
+    small_chunks
+        .set_many(
+            (0..100).map(|i| (format!("spread{i}"), format!("v{i}"))),
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    for node in cluster.nodes() {
+        let reply = node.cmd(&["DBSIZE"]);
+        let n: u64 = reply.trim_start_matches(':').parse().unwrap();
+        assert!(n >= 10, "master {} holds only {n} keys", node.addr());
+    }
+    let keys: Vec<String> = (0..110).map(|i| format!("spread{i}")).collect();
+    let got = c.get_many(&keys).await.unwrap();
+    for (i, v) in got.iter().enumerate() {
+        let want = (i < 100).then(|| format!("v{i}"));
+        assert_eq!(
+            v.as_deref(),
+            want.as_deref().map(str::as_bytes),
+            "spread{i}"
+        );
+    }
+    assert!(matches!(c.ttl(b"spread3").await.unwrap(), Ttl::Expires(_)));
+    // clear reaches every master, and only this namespace.
+    other.set(b"kept", "x", None).await.unwrap();
+    assert_eq!(small_chunks.clear().await.unwrap(), 100);
+    assert!(c.get_many(&keys).await.unwrap().iter().all(|v| v.is_none()));
+    assert_eq!(other.get(b"kept").await.unwrap().unwrap(), "x");
+    assert_eq!(other.clear().await.unwrap(), 1);
+}
+
+#[test]
+fn redis_cluster_unreachable_seed() {
+    // Built outside any runtime (as blocking callers do): must not panic.
+    let seed = format!("127.0.0.1:{}", support::closed_port());
+    let outside = Cache::redis_cluster(&[seed.as_str()], "app", RedisOptions::default()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let e = outside.set(b"k", "v", None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert_eq!(
+            Cache::redis_cluster(&[], "app", RedisOptions::default())
+                .unwrap_err()
+                .kind(),
+            ErrorKind::InvalidArgument
+        );
+        assert!(
+            Cache::redis_cluster(&["host with space:1"], "app", RedisOptions::default()).is_err()
+        );
+        let c = Cache::redis_cluster(&[seed.as_str()], "app", RedisOptions::default()).unwrap();
+        for _ in 0..2 {
+            // A clear error, quickly, each time (the connection is retried, not cached).
+            let started = std::time::Instant::now();
+            let e = c.get(b"k").await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.to_string().contains(&seed), "{e}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        let e = c.ping().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     });
 }

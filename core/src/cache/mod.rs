@@ -4,6 +4,8 @@
 //! - `Cache::redis`: one Redis server (see the `redis` module).
 //! - `Cache::distributed`: keys sharded over a pool of Redis nodes by consistent hashing,
 //!   replicated, with failover.
+//! - `Cache::redis_cluster`: a Redis Cluster (server-side sharding by hash slot), for users
+//!   who outgrow client-side sharding.
 //!
 //! Keys and values are bytes. Every key is stored under the cache's namespace
 //! (`<namespace>:<key>`), so applications sharing servers do not see each other's keys and
@@ -16,6 +18,7 @@ mod compute;
 mod distributed;
 mod memory;
 mod redis;
+mod redis_cluster;
 
 use std::fmt;
 use std::future::Future;
@@ -110,6 +113,7 @@ pub(crate) enum Backend {
     Memory(memory::MemoryBackend),
     Redis(redis::RedisConn),
     Distributed(distributed::DistributedBackend),
+    RedisCluster(Box<redis_cluster::RedisClusterBackend>),
 }
 
 fn refs(keys: &[Vec<u8>]) -> Vec<&[u8]> {
@@ -122,6 +126,7 @@ impl Backend {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
             Backend::Distributed(_) => "distributed",
+            Backend::RedisCluster(_) => "redis-cluster",
         }
     }
     async fn get(&self, key: &[u8], pk: usize) -> Result<Option<Bytes>> {
@@ -129,6 +134,7 @@ impl Backend {
             Backend::Memory(b) => b.get(key),
             Backend::Redis(b) => b.get(key).await,
             Backend::Distributed(b) => b.get(key, pk).await,
+            Backend::RedisCluster(b) => b.get(key).await,
         }
     }
     async fn set(&self, key: &[u8], pk: usize, value: Bytes, ttl: Option<Duration>) -> Result<()> {
@@ -136,6 +142,7 @@ impl Backend {
             Backend::Memory(b) => b.set(key, value, ttl),
             Backend::Redis(b) => b.set(key, &value, ttl).await,
             Backend::Distributed(b) => b.set(key, pk, value, ttl).await,
+            Backend::RedisCluster(b) => b.set(key, &value, ttl).await,
         }
     }
     async fn add(
@@ -149,6 +156,7 @@ impl Backend {
             Backend::Memory(b) => b.add(key, value, ttl),
             Backend::Redis(b) => b.add(key, &value, ttl).await,
             Backend::Distributed(b) => b.add(key, pk, value, ttl).await,
+            Backend::RedisCluster(b) => b.add(key, &value, ttl).await,
         }
     }
     async fn delete(&self, key: &[u8], pk: usize) -> Result<bool> {
@@ -156,6 +164,7 @@ impl Backend {
             Backend::Memory(b) => b.delete(key),
             Backend::Redis(b) => Ok(b.delete_many(&[key]).await? > 0),
             Backend::Distributed(b) => b.delete(key, pk).await,
+            Backend::RedisCluster(b) => b.delete(key).await,
         }
     }
     async fn exists(&self, key: &[u8], pk: usize) -> Result<bool> {
@@ -163,6 +172,7 @@ impl Backend {
             Backend::Memory(b) => b.exists(key),
             Backend::Redis(b) => b.exists(key).await,
             Backend::Distributed(b) => b.exists(key, pk).await,
+            Backend::RedisCluster(b) => b.exists(key).await,
         }
     }
     async fn get_many(&self, keys: &[Vec<u8>], pk: usize) -> Result<Vec<Option<Bytes>>> {
@@ -170,6 +180,7 @@ impl Backend {
             Backend::Memory(b) => keys.iter().map(|k| b.get(k)).collect(),
             Backend::Redis(b) => b.get_many(&refs(keys)).await,
             Backend::Distributed(b) => b.get_many(keys, pk).await,
+            Backend::RedisCluster(b) => b.get_many(keys).await,
         }
     }
     async fn set_many(
@@ -191,6 +202,7 @@ impl Backend {
                 b.set_many(&pairs, ttl).await
             }
             Backend::Distributed(b) => b.set_many(items, pk, ttl).await,
+            Backend::RedisCluster(b) => b.set_many(&items, ttl).await,
         }
     }
     async fn delete_many(&self, keys: &[Vec<u8>], pk: usize) -> Result<u64> {
@@ -204,6 +216,7 @@ impl Backend {
             }
             Backend::Redis(b) => b.delete_many(&refs(keys)).await,
             Backend::Distributed(b) => b.delete_many(keys, pk).await,
+            Backend::RedisCluster(b) => b.delete_many(keys).await,
         }
     }
     async fn increment(&self, key: &[u8], pk: usize, delta: i64) -> Result<i64> {
@@ -211,6 +224,7 @@ impl Backend {
             Backend::Memory(b) => b.increment(key, delta),
             Backend::Redis(b) => b.increment(key, delta).await,
             Backend::Distributed(b) => b.increment(key, pk, delta).await,
+            Backend::RedisCluster(b) => b.increment(key, delta).await,
         }
     }
     async fn ttl(&self, key: &[u8], pk: usize) -> Result<Ttl> {
@@ -218,6 +232,7 @@ impl Backend {
             Backend::Memory(b) => b.ttl(key),
             Backend::Redis(b) => b.ttl(key).await,
             Backend::Distributed(b) => b.ttl(key, pk).await,
+            Backend::RedisCluster(b) => b.ttl(key).await,
         }
     }
     async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
@@ -225,6 +240,7 @@ impl Backend {
             Backend::Memory(b) => b.clear_prefix(prefix),
             Backend::Redis(b) => b.clear_prefix(prefix).await,
             Backend::Distributed(b) => b.clear_prefix(prefix).await,
+            Backend::RedisCluster(b) => b.clear_prefix(prefix).await,
         }
     }
 }
@@ -243,13 +259,16 @@ pub struct Cache {
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cache")
-            .field("backend", &self.backend.name())
-            .field(
-                "namespace",
-                &String::from_utf8_lossy(&self.prefix[..self.prefix.len() - 1]),
-            )
-            .finish()
+        let mut d = f.debug_struct("Cache");
+        d.field("backend", &self.backend.name());
+        if let Backend::RedisCluster(c) = &*self.backend {
+            d.field("seeds", &c.seeds());
+        }
+        d.field(
+            "namespace",
+            &String::from_utf8_lossy(&self.prefix[..self.prefix.len() - 1]),
+        )
+        .finish()
     }
 }
 
@@ -300,8 +319,8 @@ impl Cache {
 
     /// One Redis server at `address` (`host:port` or a `redis://` URL), under `namespace`.
     /// Connects on first use (no I/O here), so this works before the server is up; call
-    /// [`Cache::ping`] to check. Must be called inside a tokio runtime (or through
-    /// [`crate::blocking`]).
+    /// [`Cache::ping`] to check. Callable from anywhere (outside a tokio runtime the
+    /// connection's helper task runs on the shared runtime).
     pub fn redis(address: &str, namespace: &str, options: RedisOptions) -> Result<Cache> {
         Cache::from_backend(
             Backend::Redis(redis::RedisConn::lazy(address, &options)?),
@@ -325,13 +344,40 @@ impl Cache {
         )
     }
 
+    /// A Redis Cluster reached through `seeds` (`host:port` or `redis://` URLs of one or more
+    /// of its nodes; the others are discovered from the cluster's slot map), under
+    /// `namespace`. Keys are spread over the cluster's masters by hash slot (the whole key,
+    /// namespace included; a `{hash tag}` in a key is honoured as Redis Cluster defines it).
+    ///
+    /// Connects on first use (no I/O here, so this works before the cluster is up; a failed
+    /// first connection is retried by the next operation); call [`Cache::ping`] to check.
+    /// Callable from anywhere (outside a tokio runtime the connection's driver task runs on
+    /// the shared runtime).
+    /// `options` bound every attempt (`connect_timeout`, `response_timeout`) and a whole
+    /// request including retries and redirections (about `connect_timeout +
+    /// response_timeout`); `reconnect_retries` (at least 1, for `MOVED`/`ASK`) caps the
+    /// retries of one request; batches are split into chunks of `batch_chunk` keys, grouped
+    /// by slot.
+    ///
+    /// Fails on no seed, a malformed seed or invalid options.
+    pub fn redis_cluster(seeds: &[&str], namespace: &str, options: RedisOptions) -> Result<Cache> {
+        Cache::from_backend(
+            Backend::RedisCluster(Box::new(redis_cluster::RedisClusterBackend::new(
+                seeds, &options,
+            )?)),
+            namespace,
+        )
+    }
+
     /// Checks that the backend answers (a PING to a Redis server; always Ok for the memory
-    /// backend; for the distributed backend, every healthy node).
+    /// backend; for the distributed backend, every healthy node; for a Redis Cluster, every
+    /// master answers and reports `cluster_state:ok`).
     pub async fn ping(&self) -> Result<()> {
         match &*self.backend {
             Backend::Memory(_) => Ok(()),
             Backend::Redis(c) => c.ping().await,
             Backend::Distributed(d) => d.ping().await,
+            Backend::RedisCluster(c) => c.ping().await,
         }
     }
 

@@ -1,19 +1,22 @@
-//! Shared helpers for integration tests: private `redis-server` processes and bounded polling.
+//! Shared helpers for integration tests: private `redis-server` processes, a private Redis
+//! Cluster, and bounded polling.
 //!
 //! Use from a test file with `mod support;`. Every server runs on its own free loopback port
 //! without persistence and is killed (SIGKILL, by PID) when its [`RedisServer`] is dropped,
-//! also when the test panics.
+//! also when the test panics; a [`RedisClusterHarness`] also removes its temp dir.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Debian's redis-server.
 pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
+/// Debian's redis-cli (package redis-tools, installed with redis-server).
+pub const REDIS_CLI: &str = "/usr/bin/redis-cli";
 
 /// How long a server may take to answer its first PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +66,26 @@ impl RedisServer {
                 child: None,
                 paused: false,
                 extra_args: extra_args.clone(),
+            };
+            match server.spawn() {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start redis-server: {last}");
+    }
+
+    /// Starts a server on a free port whose extra arguments depend on that port (for
+    /// example a cluster config file named after it), and waits until it answers PING.
+    pub fn start_with_port_args(extra: impl Fn(u16) -> Vec<String>) -> RedisServer {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                port,
+                child: None,
+                paused: false,
+                extra_args: extra(port),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -271,4 +294,190 @@ pub fn eventually(what: &str, timeout: Duration, condition: impl FnMut() -> bool
         panic!("timed out after {:?} waiting for: {what}", start.elapsed());
     }
     start.elapsed()
+}
+
+/// How long `redis-cli --cluster create` may take.
+const CLUSTER_CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the nodes may take to agree on `cluster_state:ok` after the create.
+const CLUSTER_OK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A private Redis Cluster: three masters (no replicas) on free loopback ports, their
+/// `nodes-<port>.conf` files in a private temp dir. Every node is killed (by PID) and the dir
+/// removed on drop, also when the test or the harness's own start fails.
+#[derive(Debug)]
+pub struct RedisClusterHarness {
+    dir: PathBuf,
+    nodes: Vec<RedisServer>,
+}
+
+fn unique_temp_dir(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!(
+        "clusterkit-{what}-{}-{}-{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Runs `cmd` to completion within `timeout` (killed after it); returns its exit status
+/// and its output (stdout then stderr).
+fn run_bounded(mut cmd: Command, timeout: Duration) -> Result<String, String> {
+    let dir = unique_temp_dir("cmd");
+    let out_path = dir.join("out");
+    let out = std::fs::File::create(&out_path).map_err(|e| e.to_string())?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let result = (|| {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("spawn {cmd:?}: {e}"))?;
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+                    return Err(format!("{cmd:?} timed out after {timeout:?}: {text}"));
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("wait for {cmd:?}: {e}"));
+                }
+            }
+        };
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{cmd:?} exited with {status}: {text}"))
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Sends one command and returns the whole reply if it is a bulk string (`None` otherwise or
+/// on any I/O error).
+pub fn bulk_reply(port: u16, args: &[&str], timeout: Duration) -> Option<String> {
+    let mut s = connect(port, timeout).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(req.as_bytes()).ok()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).ok()?;
+    let len: usize = line.trim_end().strip_prefix('$')?.parse().ok()?;
+    let mut body = vec![0u8; len + 2];
+    r.read_exact(&mut body).ok()?;
+    body.truncate(len);
+    String::from_utf8(body).ok()
+}
+
+impl RedisClusterHarness {
+    /// Starts three cluster-enabled masters, joins them with `redis-cli --cluster create`
+    /// (slots split evenly, no replicas) and waits until every node reports
+    /// `cluster_state:ok`. Panics (after killing whatever it started) if that takes too long.
+    pub fn start() -> RedisClusterHarness {
+        if !Path::new(REDIS_CLI).exists() {
+            panic!("redis-cli not installed (Debian package redis-tools)");
+        }
+        let mut harness = RedisClusterHarness {
+            dir: unique_temp_dir("redis-cluster"),
+            nodes: Vec::new(),
+        };
+        for _ in 0..3 {
+            let dir = harness.dir.clone();
+            // The cluster bus listens on its own free port: the default (port + 10000) does
+            // not exist for ports above 55535, and could be taken.
+            let node = RedisServer::start_with_port_args(move |port| {
+                let mut bus = free_port();
+                while bus == port {
+                    bus = free_port();
+                }
+                vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join(format!("nodes-{port}.conf"))
+                        .to_string_lossy()
+                        .into_owned(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--dir".into(),
+                    dir.to_string_lossy().into_owned(),
+                ]
+            });
+            harness.nodes.push(node);
+        }
+        let mut create = Command::new(REDIS_CLI);
+        create.arg("--cluster").arg("create");
+        for n in &harness.nodes {
+            create.arg(n.addr());
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        if let Err(e) = run_bounded(create, CLUSTER_CREATE_TIMEOUT) {
+            panic!("redis-cli --cluster create failed: {e}");
+        }
+        let ports = harness.ports();
+        eventually("cluster_state:ok on every node", CLUSTER_OK_TIMEOUT, || {
+            ports.iter().all(|&p| {
+                bulk_reply(p, &["CLUSTER", "INFO"], Duration::from_secs(2))
+                    .is_some_and(|info| info.lines().any(|l| l.trim() == "cluster_state:ok"))
+            })
+        });
+        harness
+    }
+
+    /// The nodes' client ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port()).collect()
+    }
+
+    /// `127.0.0.1:<port>` of every node (seeds for a cluster client).
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr()).collect()
+    }
+
+    /// The nodes, to inspect.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// The nodes, to fault (pause, kill, restart).
+    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
+    }
+
+    /// The PIDs of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.pid()).collect()
+    }
+}
+
+impl Drop for RedisClusterHarness {
+    fn drop(&mut self) {
+        // Each RedisServer is killed and reaped by PID in its own Drop; do it first, then
+        // remove the dir the nodes wrote their config files into.
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -32,6 +32,7 @@ pub mod deployment;
 pub mod discovery;
 pub mod error;
 pub mod hash;
+pub mod lock;
 pub mod node;
 mod rng;
 

@@ -17,7 +17,7 @@
 mod compute;
 mod distributed;
 mod memory;
-mod redis;
+pub(crate) mod redis;
 mod redis_cluster;
 
 use std::fmt;

@@ -96,6 +96,32 @@ pub(crate) fn map_err(e: RedisError, what: &str) -> Error {
     }
 }
 
+/// A redis-rs `ConnectionManager` for `address` with `options`' timeouts and retries,
+/// connecting on first use, and the client URL. redis-rs spawns the manager's helper task on
+/// the current tokio runtime; outside of one (a blocking caller) the shared runtime is used.
+pub(crate) fn lazy_manager(
+    address: &str,
+    options: &RedisOptions,
+) -> Result<(ConnectionManager, String)> {
+    options.validate()?;
+    let url = client_url(address)?;
+    let client = Client::open(url.as_str())
+        .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.connect_timeout))
+        .set_response_timeout(Some(options.response_timeout))
+        .set_number_of_retries(options.reconnect_retries)
+        .set_max_delay(Duration::from_millis(200));
+    let _guard = match tokio::runtime::Handle::try_current() {
+        Ok(_) => None,
+        Err(_) => Some(crate::blocking::runtime()?),
+    };
+    let _entered = _guard.as_ref().map(|rt| rt.enter());
+    let conn =
+        ConnectionManager::new_lazy_with_config(client, config).map_err(|e| map_err(e, address))?;
+    Ok((conn, url))
+}
+
 /// One Redis server.
 #[derive(Clone)]
 pub(crate) struct RedisConn {
@@ -113,24 +139,7 @@ impl RedisConn {
     /// A connection that is established on first use (no I/O here). Its helper task runs on
     /// the caller's tokio runtime, or on the shared one when called outside a runtime.
     pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
-        options.validate()?;
-        let url = client_url(address)?;
-        let client = Client::open(url.as_str())
-            .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_number_of_retries(options.reconnect_retries)
-            .set_max_delay(Duration::from_millis(200));
-        // redis-rs spawns the manager's helper task on the current tokio runtime: outside of
-        // one (a blocking caller), use the shared runtime instead of panicking.
-        let _guard = match tokio::runtime::Handle::try_current() {
-            Ok(_) => None,
-            Err(_) => Some(crate::blocking::runtime()?),
-        };
-        let _entered = _guard.as_ref().map(|rt| rt.enter());
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| map_err(e, address))?;
+        let (conn, _) = lazy_manager(address, options)?;
         Ok(RedisConn {
             conn,
             chunk: options.batch_chunk,

@@ -1,0 +1,597 @@
+//! Distributed locks with fencing tokens: embedded, one Redis, or Redlock over N independent
+//! Redis masters.
+//!
+//! ```text
+//! let locks = DistributedLock::redlock(&["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"], LockOptions::default())?;
+//! let guard = locks.acquire_timeout("invoice:42", Duration::from_secs(10), Duration::from_secs(2)).await?;
+//! storage.write_if_newer(guard.fencing_token(), data)?;   // the resource rejects older tokens
+//! guard.release().await?;
+//! ```
+//!
+//! # What a lock guarantees, and what it does not
+//!
+//! - **Mutual exclusion while valid.** Only one guard holds a name at a time *within its
+//!   validity* ([`LockGuard::validity`]): the TTL minus the time acquisition took minus a clock
+//!   drift margin (1% of the TTL + 2 ms). A holder that pauses (GC, SIGSTOP, a slow disk) past
+//!   its validity has lost the lock even though it may not know yet; another client can
+//!   acquire it. [`LockGuard::is_held`] and [`LockGuard::lost`] tell the holder, and
+//!   auto-renewal ([`LockOptions::auto_renew`]) extends the lock every third of its TTL and
+//!   reports when an extension fails. Nothing can stop a paused process from acting on stale
+//!   belief after it resumes: that is what fencing tokens are for.
+//! - **Fencing tokens.** Every acquisition gets a number, strictly increasing per lock name
+//!   across holders, also under Redlock and also when a holder never released. Pass it to
+//!   the protected resource and have it reject writes with a token lower than the highest it
+//!   has seen: a paused former holder's late write is then refused.
+//! - **Redlock's fencing argument.** A token is handed out only after it is stored on a
+//!   majority of masters: phase 1 acquires the lock on a majority and reads their counters;
+//!   the token is `max + 1`; phase 2 stores it (only where the lock is still ours) on a
+//!   majority before returning. The next holder's acquiring majority intersects that storing
+//!   majority in at least one master, and on that master the next holder acquires only after
+//!   our lock there is gone, i.e. after our store: it reads a counter `>=` ours and hands out a
+//!   larger one. (A one-round-trip "maximum of the quorum's INCRs" is not enough: the master
+//!   holding the maximum may be outside the next holder's quorum.)
+//! - **When it can fail.** Clock jumps on a Redis master (TTLs expire early); failover to a
+//!   replica that had not yet received the lock (Redis replication is asynchronous: use
+//!   independent masters for Redlock, not a replicated set); a master restarted without
+//!   persistence before the TTL elapsed forgets locks *and fence counters* (run masters with
+//!   `appendonly yes`, or keep them down for one TTL after a crash); a majority of masters
+//!   lost. Fencing tokens protect the resource in the pause and clock cases, not against a
+//!   master that lost its counter.
+//! - **Quorum.** Redlock over N masters needs `N / 2 + 1` of them. N = 1 is a single Redis
+//!   (its fence is assigned in the acquiring script itself); N = 2 needs both, so it tolerates
+//!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
+
+mod memory;
+mod redis;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::cache::RedisOptions;
+use crate::error::{Error, Result};
+
+/// Longest lock name, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// Longest lock TTL (24 h).
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+
+/// Options of a lock service.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOptions {
+    /// Connection settings per Redis master. The response timeout is each master's own short
+    /// timeout during acquisition (default 100 ms here).
+    pub redis: RedisOptions,
+    /// Key prefix (default `clusterkit:lock`).
+    pub key_prefix: String,
+    /// Waiters retry at least this often even without a release notification (jittered,
+    /// doubling from `retry_min` up to `retry_max`; defaults 10 ms and 250 ms).
+    pub retry_min: Duration,
+    /// See `retry_min`.
+    pub retry_max: Duration,
+    /// Extend every lock at a third of its TTL until it is released (default off).
+    pub auto_renew: bool,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        LockOptions {
+            redis: RedisOptions::default()
+                .with_timeouts(Duration::from_millis(250), Duration::from_millis(100)),
+            key_prefix: "clusterkit:lock".into(),
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(250),
+            auto_renew: false,
+        }
+    }
+}
+
+impl LockOptions {
+    /// Enables or disables auto-renewal.
+    pub fn with_auto_renew(mut self, on: bool) -> Self {
+        self.auto_renew = on;
+        self
+    }
+    /// Sets the connection settings.
+    pub fn with_redis(mut self, redis: RedisOptions) -> Self {
+        self.redis = redis;
+        self
+    }
+    /// Sets the key prefix.
+    pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+    /// Sets the retry backoff bounds.
+    pub fn with_retry(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_min = min;
+        self.retry_max = max;
+        self
+    }
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        self.redis.validate()?;
+        if self.key_prefix.is_empty()
+            || self
+                .key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid(
+                "key_prefix",
+                "must be non-empty, without whitespace",
+            ));
+        }
+        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
+            return Err(Error::invalid("retry_min", "must be > 0 and <= retry_max"));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid("name", "a lock name must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "is {} bytes long, the maximum is {MAX_NAME_LEN}",
+                name.len()
+            ),
+        ));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err(Error::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
+        return Err(Error::invalid(
+            "ttl",
+            format!("must be between 1ms and 24h, got {ttl:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A random 128-bit token from the OS CSPRNG, hex-encoded.
+pub(crate) fn new_token() -> Result<String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Internal(format!("no OS randomness for a lock token: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// The result of one acquisition attempt.
+pub(crate) enum Attempt {
+    /// Acquired: fencing token and validity.
+    Acquired { fence: u64, validity: Duration },
+    /// Held by someone else; it expires in about this long (if known).
+    Busy(Option<Duration>),
+}
+
+pub(crate) enum Backend {
+    Memory(memory::MemoryLocks),
+    Redis(redis::RedisLocks),
+}
+
+impl Backend {
+    async fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
+        match self {
+            Backend::Memory(m) => m.try_once(name, token, ttl),
+            Backend::Redis(r) => r.try_once(name, token, ttl).await,
+        }
+    }
+    async fn release(&self, name: &str, token: &str) -> Result<bool> {
+        match self {
+            Backend::Memory(m) => m.release(name, token),
+            Backend::Redis(r) => r.release(name, token).await,
+        }
+    }
+    /// Extends; returns the new validity, or `None` if the lock is not held with `token`.
+    async fn extend(&self, name: &str, token: &str, ttl: Duration) -> Result<Option<Duration>> {
+        match self {
+            Backend::Memory(m) => m.extend(name, token, ttl),
+            Backend::Redis(r) => r.extend(name, token, ttl).await,
+        }
+    }
+    /// A future that completes when `name` may have been released (a notification).
+    fn released(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        match self {
+            Backend::Memory(m) => m.waiters.get(name),
+            Backend::Redis(r) => r.waiters.get(name),
+        }
+    }
+}
+
+/// Per-name wake-ups for waiters, shared by the backends.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    map: Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
+}
+
+impl Waiters {
+    pub(crate) fn get(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get(name).and_then(|w| w.upgrade()) {
+            return n;
+        }
+        m.retain(|_, w| w.strong_count() > 0);
+        let n = Arc::new(tokio::sync::Notify::new());
+        m.insert(name.to_string(), Arc::downgrade(&n));
+        n
+    }
+
+    pub(crate) fn wake(&self, name: &str) {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get(name).and_then(|w| w.upgrade()) {
+            n.notify_waiters();
+        }
+    }
+}
+
+/// A lock service. Cheap to clone; thread-safe.
+#[derive(Clone)]
+pub struct DistributedLock {
+    backend: Arc<Backend>,
+    options: Arc<LockOptions>,
+}
+
+impl fmt::Debug for DistributedLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &*self.backend {
+            Backend::Memory(_) => "memory".to_string(),
+            Backend::Redis(r) => format!("redis x{}", r.masters()),
+        };
+        f.debug_struct("DistributedLock")
+            .field("backend", &kind)
+            .finish()
+    }
+}
+
+impl DistributedLock {
+    /// In-process locks with the same semantics (tokens, fencing, waiting), for one machine
+    /// and tests.
+    pub fn memory() -> DistributedLock {
+        DistributedLock {
+            backend: Arc::new(Backend::Memory(memory::MemoryLocks::default())),
+            options: Arc::new(LockOptions::default()),
+        }
+    }
+
+    /// Locks on one Redis server (`host:port` or `redis://` URL). No I/O here.
+    pub fn redis(address: &str, options: LockOptions) -> Result<DistributedLock> {
+        DistributedLock::redlock(&[address], options)
+    }
+
+    /// Redlock over independent Redis masters: a lock is held when a majority (`N / 2 + 1`)
+    /// holds it. One address is a single Redis. Fails on an empty list, duplicate or invalid
+    /// addresses, or bad options. No I/O here.
+    pub fn redlock(addresses: &[&str], options: LockOptions) -> Result<DistributedLock> {
+        options.validate()?;
+        let backend = redis::RedisLocks::new(addresses, &options)?;
+        Ok(DistributedLock {
+            backend: Arc::new(Backend::Redis(backend)),
+            options: Arc::new(options),
+        })
+    }
+
+    /// Acquires `name` for `ttl` if it is free now; `None` if someone else holds it.
+    ///
+    /// Fails with [`Error::InvalidArgument`] on a bad name or TTL, or with `unavailable` /
+    /// `timeout` when too few masters answer.
+    pub async fn try_acquire(&self, name: &str, ttl: Duration) -> Result<Option<LockGuard>> {
+        check_name(name)?;
+        check_ttl(ttl)?;
+        let token = new_token()?;
+        let started = Instant::now();
+        match self.backend.try_once(name, &token, ttl).await? {
+            Attempt::Acquired { fence, validity } => {
+                Ok(Some(self.guard(name, token, ttl, fence, started, validity)))
+            }
+            Attempt::Busy(_) => Ok(None),
+        }
+    }
+
+    /// Acquires `name` for `ttl`, waiting at most `wait`. A waiter is woken by the holder's
+    /// release (pub/sub on Redis) and also retries with jittered backoff, so a release wakes it
+    /// in about one round trip and a crowd of waiters does not hammer the server.
+    ///
+    /// Fails with [`Error::Timeout`] when `wait` passes, or like [`DistributedLock::try_acquire`].
+    pub async fn acquire_timeout(
+        &self,
+        name: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard> {
+        self.acquire_until(name, ttl, Some(Instant::now() + wait))
+            .await
+    }
+
+    /// Acquires `name` for `ttl`, waiting as long as it takes. Fails like
+    /// [`DistributedLock::try_acquire`] (never with a timeout of its own).
+    pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
+        self.acquire_until(name, ttl, None).await
+    }
+
+    async fn acquire_until(
+        &self,
+        name: &str,
+        ttl: Duration,
+        deadline: Option<Instant>,
+    ) -> Result<LockGuard> {
+        check_name(name)?;
+        check_ttl(ttl)?;
+        let token = new_token()?;
+        let notify = self.backend.released(name);
+        let mut backoff = self.options.retry_min;
+        loop {
+            // Register for the wake-up before trying, so a release in between is not missed.
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let started = Instant::now();
+            let hint = match self.backend.try_once(name, &token, ttl).await {
+                Ok(Attempt::Acquired { fence, validity }) => {
+                    return Ok(self.guard(name, token, ttl, fence, started, validity))
+                }
+                Ok(Attempt::Busy(hint)) => hint,
+                // Too few masters now: keep trying until the deadline, then report why.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::ErrorKind::Unavailable | crate::ErrorKind::Timeout
+                    ) =>
+                {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(e);
+                    }
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            if let Some(d) = deadline {
+                if now >= d {
+                    return Err(Error::Timeout(format!(
+                        "lock {name:?} is held by someone else"
+                    )));
+                }
+            }
+            let jitter = 0.5 + (crate::rng::next_u64() as f64 / u64::MAX as f64);
+            let mut sleep = backoff.mul_f64(jitter);
+            if let Some(h) = hint {
+                sleep = sleep.min(h + Duration::from_millis(1));
+            }
+            if let Some(d) = deadline {
+                sleep = sleep.min(d.saturating_duration_since(now));
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+            backoff = (backoff * 2).min(self.options.retry_max);
+        }
+    }
+
+    fn guard(
+        &self,
+        name: &str,
+        token: String,
+        ttl: Duration,
+        fence: u64,
+        started: Instant,
+        validity: Duration,
+    ) -> LockGuard {
+        let (lost_tx, _) = watch::channel(false);
+        let inner = Arc::new(GuardInner {
+            lock: self.clone(),
+            name: name.to_string(),
+            token,
+            fence,
+            ttl,
+            valid_until: Mutex::new(started + validity),
+            lost: AtomicBool::new(false),
+            lost_tx,
+            released: AtomicBool::new(false),
+            renewer: Mutex::new(None),
+        });
+        if self.options.auto_renew {
+            if let Ok(rt) = crate::blocking::runtime() {
+                let h = rt.spawn(renew(Arc::downgrade(&inner)));
+                *inner.renewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.abort_handle());
+            }
+        }
+        LockGuard { inner }
+    }
+}
+
+struct GuardInner {
+    lock: DistributedLock,
+    name: String,
+    token: String,
+    fence: u64,
+    ttl: Duration,
+    valid_until: Mutex<Instant>,
+    lost: AtomicBool,
+    lost_tx: watch::Sender<bool>,
+    released: AtomicBool,
+    renewer: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl GuardInner {
+    fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        let _ = self.lost_tx.send(true);
+    }
+    fn stop_renewal(&self) {
+        if let Some(h) = self
+            .renewer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            h.abort();
+        }
+    }
+}
+
+/// A held lock. Release it with [`LockGuard::release`]; dropping it releases it in the
+/// background (best effort, without blocking).
+pub struct LockGuard {
+    inner: Arc<GuardInner>,
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.inner.name)
+            .field("fencing_token", &self.inner.fence)
+            .field("validity", &self.validity())
+            .finish()
+    }
+}
+
+impl LockGuard {
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// This holder's random token (128 bits from the OS CSPRNG, hex).
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+    /// The fencing token: strictly increasing across successive holders of this name.
+    pub fn fencing_token(&self) -> u64 {
+        self.inner.fence
+    }
+    /// Remaining validity by the local monotonic clock; zero once expired or lost.
+    pub fn validity(&self) -> Duration {
+        if self.inner.lost.load(Ordering::SeqCst) {
+            return Duration::ZERO;
+        }
+        let until = *self
+            .inner
+            .valid_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        until.saturating_duration_since(Instant::now())
+    }
+    /// True while the lock is valid and no renewal failed. Check it before committing work.
+    pub fn is_held(&self) -> bool {
+        !self.inner.released.load(Ordering::SeqCst) && self.validity() > Duration::ZERO
+    }
+    /// Completes when the lock is lost: a renewal failed or the validity ran out.
+    pub async fn lost(&self) {
+        let mut rx = self.inner.lost_tx.subscribe();
+        loop {
+            let remaining = self.validity();
+            if remaining.is_zero() {
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => {
+                    if r.is_err() || *rx.borrow() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(remaining) => {}
+            }
+        }
+    }
+
+    /// Extends the lock to `ttl` from now. Fails with [`Error::Conflict`] if the lock is no
+    /// longer held with this token (it expired or was taken over).
+    pub async fn extend(&self, ttl: Duration) -> Result<()> {
+        check_ttl(ttl)?;
+        let i = &self.inner;
+        let started = Instant::now();
+        match i.lock.backend.extend(&i.name, &i.token, ttl).await? {
+            Some(validity) => {
+                *i.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = started + validity;
+                Ok(())
+            }
+            None => {
+                i.mark_lost();
+                Err(Error::Conflict(format!(
+                    "lock {:?} is no longer held by this guard",
+                    i.name
+                )))
+            }
+        }
+    }
+
+    /// Releases the lock. Fails with [`Error::Conflict`] if it was no longer held with this
+    /// token (it expired and maybe someone else holds it now): the holder learns it, it is not
+    /// silently ignored.
+    pub async fn release(self) -> Result<()> {
+        let i = &self.inner;
+        i.released.store(true, Ordering::SeqCst);
+        i.stop_renewal();
+        if i.lock.backend.release(&i.name, &i.token).await? {
+            Ok(())
+        } else {
+            Err(Error::Conflict(format!(
+                "lock {:?} was not held by this guard any more (expired or taken over)",
+                i.name
+            )))
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let i = self.inner.clone();
+        i.stop_renewal();
+        if i.released.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Backend::Memory(m) = &*i.lock.backend {
+            let _ = m.release(&i.name, &i.token);
+            return;
+        }
+        // Never block here (this may run on a runtime thread): release in the background.
+        if let Ok(rt) = crate::blocking::runtime() {
+            rt.spawn(async move {
+                let _ = i.lock.backend.release(&i.name, &i.token).await;
+            });
+        }
+    }
+}
+
+/// Extends at a third of the TTL; on failure (or when validity ran out first) marks the guard
+/// lost so the holder can see it.
+async fn renew(weak: std::sync::Weak<GuardInner>) {
+    loop {
+        let Some(i) = weak.upgrade() else { return };
+        let period = i.ttl / 3;
+        drop(i);
+        tokio::time::sleep(period).await;
+        let Some(i) = weak.upgrade() else { return };
+        if i.released.load(Ordering::SeqCst) {
+            return;
+        }
+        let started = Instant::now();
+        match i.lock.backend.extend(&i.name, &i.token, i.ttl).await {
+            Ok(Some(validity)) => {
+                let mut v = i.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+                *v = started + validity;
+            }
+            _ => {
+                i.mark_lost();
+                return;
+            }
+        }
+    }
+}

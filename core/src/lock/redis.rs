@@ -1,0 +1,400 @@
+//! Locks on Redis: one server (the fence is assigned in the acquiring script) or Redlock over
+//! N independent masters (two phases: acquire on a majority and read their fence counters,
+//! then store `max + 1` on a majority; see the module docs for why).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use redis::aio::ConnectionManager;
+use redis::Script;
+
+use crate::cache::redis::{lazy_manager, map_err};
+use crate::error::{Error, Result};
+use crate::lock::{Attempt, LockOptions, Waiters};
+
+/// One round trip on a single server: SET NX PX, and the fence INCR in the same script.
+const ACQUIRE_ONE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}";
+
+/// Redlock phase 1: SET NX PX and read the fence counter.
+const ACQUIRE_READ: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {0, redis.call('PTTL', KEYS[1])}";
+
+/// Redlock phase 2: store the fence (never lowering it), only while the lock is ours.
+const STORE_FENCE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[2], ARGV[2]) end
+  return 1
+end
+return 0";
+
+/// Compare-and-delete, then wake waiters.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0";
+
+/// Compare-and-pexpire.
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+struct Master {
+    address: String,
+    conn: ConnectionManager,
+    url: String,
+}
+
+struct Scripts {
+    acquire_one: Script,
+    acquire_read: Script,
+    store_fence: Script,
+    release: Script,
+    extend: Script,
+}
+
+pub(crate) struct RedisLocks {
+    masters: Vec<Master>,
+    quorum: usize,
+    prefix: String,
+    timeout: Duration,
+    scripts: Scripts,
+    pub(crate) waiters: Arc<Waiters>,
+    subscribers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+    started: std::sync::Once,
+}
+
+impl Drop for RedisLocks {
+    fn drop(&mut self) {
+        for h in self
+            .subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            h.abort();
+        }
+    }
+}
+
+impl RedisLocks {
+    pub(crate) fn new(addresses: &[&str], options: &LockOptions) -> Result<RedisLocks> {
+        if addresses.is_empty() {
+            return Err(Error::invalid(
+                "masters",
+                "at least one Redis address is needed",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut masters = Vec::with_capacity(addresses.len());
+        for a in addresses {
+            if !seen.insert(a.trim().to_string()) {
+                return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
+            }
+            let (conn, url) = lazy_manager(a, &options.redis)?;
+            masters.push(Master {
+                address: a.to_string(),
+                conn,
+                url,
+            });
+        }
+        Ok(RedisLocks {
+            quorum: masters.len() / 2 + 1,
+            masters,
+            prefix: options.key_prefix.clone(),
+            timeout: options.redis.response_timeout,
+            scripts: Scripts {
+                acquire_one: Script::new(ACQUIRE_ONE),
+                acquire_read: Script::new(ACQUIRE_READ),
+                store_fence: Script::new(STORE_FENCE),
+                release: Script::new(RELEASE),
+                extend: Script::new(EXTEND),
+            },
+            waiters: Arc::new(Waiters::default()),
+            subscribers: std::sync::Mutex::new(Vec::new()),
+            started: std::sync::Once::new(),
+        })
+    }
+
+    pub(crate) fn masters(&self) -> usize {
+        self.masters.len()
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+    fn fence_key(&self, name: &str) -> String {
+        format!("{}:{name}:fence", self.prefix)
+    }
+    fn channel(&self) -> String {
+        format!("{}:released", self.prefix)
+    }
+
+    /// Runs `script` on master `m` within the per-master timeout.
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        m: &Master,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+    ) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = m.conn.clone();
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+            Ok(r) => r.map_err(|e| map_err(e, &m.address)),
+            Err(_) => Err(Error::Timeout(format!(
+                "{}: no answer within {:?}",
+                m.address, self.timeout
+            ))),
+        }
+    }
+
+    fn drift(ttl: Duration) -> Duration {
+        ttl / 100 + Duration::from_millis(2)
+    }
+
+    pub(crate) async fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
+        self.ensure_subscribed();
+        let key = self.key(name);
+        let fence_key = self.fence_key(name);
+        let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
+        let started = Instant::now();
+        if self.masters.len() == 1 {
+            let m = &self.masters[0];
+            let (ok, value): (i64, i64) = self
+                .run(
+                    m,
+                    &self.scripts.acquire_one,
+                    &[&key, &fence_key],
+                    &[token, &ttl_ms],
+                )
+                .await?;
+            if ok == 1 {
+                let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
+                if validity.is_zero() {
+                    let _ = self.release(name, token).await;
+                    return Ok(Attempt::Busy(None));
+                }
+                return Ok(Attempt::Acquired {
+                    fence: value.max(0) as u64,
+                    validity,
+                });
+            }
+            return Ok(Attempt::Busy(
+                (value > 0).then(|| Duration::from_millis(value as u64)),
+            ));
+        }
+
+        // Phase 1 on every master in parallel; stop waiting once the outcome is decided.
+        let n = self.masters.len();
+        let mut pending: FuturesUnordered<_> = self
+            .masters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let (key, fence_key, ttl_ms) = (&key, &fence_key, &ttl_ms);
+                async move {
+                    let r: Result<(i64, i64)> = self
+                        .run(
+                            m,
+                            &self.scripts.acquire_read,
+                            &[key, fence_key],
+                            &[token, ttl_ms],
+                        )
+                        .await;
+                    (i, r)
+                }
+            })
+            .collect();
+        let mut acquired: Vec<(usize, u64)> = Vec::new();
+        let mut refused = 0;
+        let mut hint: Option<Duration> = None;
+        let mut last_err = None;
+        while let Some((i, r)) = pending.next().await {
+            match r {
+                Ok((1, counter)) => acquired.push((i, counter.max(0) as u64)),
+                Ok((_, pttl)) => {
+                    refused += 1;
+                    if pttl > 0 {
+                        let d = Duration::from_millis(pttl as u64);
+                        hint = Some(hint.map_or(d, |h: Duration| h.min(d)));
+                    }
+                }
+                Err(e) => {
+                    refused += 1;
+                    last_err = Some(e);
+                }
+            }
+            if acquired.len() >= self.quorum || refused > n - self.quorum {
+                break;
+            }
+        }
+        drop(pending);
+        if acquired.len() < self.quorum {
+            self.release_everywhere(name, token).await;
+            return match (last_err, hint) {
+                (Some(e), None) if refused > n - self.quorum && acquired.is_empty() => {
+                    Err(Error::Unavailable(format!(
+                        "Redlock needs {} of {} masters; {e}",
+                        self.quorum, n
+                    )))
+                }
+                _ => Ok(Attempt::Busy(hint)),
+            };
+        }
+
+        // Phase 2: store max + 1 on a majority, only where the lock is ours.
+        let fence = acquired.iter().map(|(_, c)| *c).max().unwrap_or(0) + 1;
+        let fence_s = fence.to_string();
+        let mut pending: FuturesUnordered<_> = acquired
+            .iter()
+            .map(|(i, _)| {
+                let m = &self.masters[*i];
+                let (key, fence_key, fence_s) = (&key, &fence_key, &fence_s);
+                async move {
+                    self.run::<i64>(
+                        m,
+                        &self.scripts.store_fence,
+                        &[key, fence_key],
+                        &[token, fence_s],
+                    )
+                    .await
+                }
+            })
+            .collect();
+        let mut stored = 0;
+        let mut failed = 0;
+        while let Some(r) = pending.next().await {
+            if matches!(r, Ok(1)) {
+                stored += 1;
+            } else {
+                failed += 1;
+            }
+            if stored >= self.quorum || failed > acquired.len() - self.quorum {
+                break;
+            }
+        }
+        drop(pending);
+        let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
+        if stored < self.quorum || validity.is_zero() {
+            self.release_everywhere(name, token).await;
+            return Ok(Attempt::Busy(None));
+        }
+        Ok(Attempt::Acquired { fence, validity })
+    }
+
+    async fn release_everywhere(&self, name: &str, token: &str) -> usize {
+        let key = self.key(name);
+        let channel = self.channel();
+        let (key, channel) = (&key, &channel);
+        let results = futures_util::future::join_all(self.masters.iter().map(|m| async move {
+            self.run::<i64>(m, &self.scripts.release, &[key, channel], &[token, name])
+                .await
+        }))
+        .await;
+        results.iter().filter(|r| matches!(r, Ok(1))).count()
+    }
+
+    /// Releases everywhere; true if this token held the lock on at least one master.
+    pub(crate) async fn release(&self, name: &str, token: &str) -> Result<bool> {
+        Ok(self.release_everywhere(name, token).await > 0)
+    }
+
+    pub(crate) async fn extend(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>> {
+        let key = self.key(name);
+        let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
+        let started = Instant::now();
+        let (key, ttl_ms) = (&key, &ttl_ms);
+        let results = futures_util::future::join_all(self.masters.iter().map(|m| async move {
+            self.run::<i64>(m, &self.scripts.extend, &[key], &[token, ttl_ms])
+                .await
+        }))
+        .await;
+        let ok = results.iter().filter(|r| matches!(r, Ok(1))).count();
+        if ok < self.quorum {
+            if results.iter().all(|r| r.is_err()) {
+                if let Some(Err(e)) = results.into_iter().next() {
+                    return Err(e);
+                }
+            }
+            return Ok(None);
+        }
+        let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
+        Ok((!validity.is_zero()).then_some(validity))
+    }
+
+    /// Starts (once) one subscriber per master on the release channel; a message names the
+    /// released lock and wakes its local waiters.
+    fn ensure_subscribed(&self) {
+        self.started.call_once(|| {
+            let Ok(rt) = crate::blocking::runtime() else {
+                return;
+            };
+            let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+            for m in &self.masters {
+                let h = rt.spawn(subscribe_loop(
+                    m.url.clone(),
+                    self.channel(),
+                    self.waiters.clone(),
+                ));
+                subs.push(h.abort_handle());
+            }
+        });
+    }
+}
+
+/// Keeps one subscription to `channel` on the master at `url`, waking waiters by name;
+/// reconnects with a bounded backoff. Ends when aborted (the lock service was dropped).
+async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+            let mut pubsub =
+                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut stream = pubsub.into_on_message();
+            while let Some(msg) = stream.next().await {
+                if let Ok(name) = std::str::from_utf8(msg.get_payload_bytes()) {
+                    waiters.wake(name);
+                }
+            }
+            Ok::<(), String>(())
+        };
+        if attempt.await.is_ok() {
+            backoff = Duration::from_millis(50);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}

@@ -444,6 +444,14 @@ impl Cache {
     }
 
     fn full_key(&self, key: &[u8]) -> Result<Vec<u8>> {
+        self.check_key(key)?;
+        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
+        k.extend_from_slice(&self.prefix);
+        k.extend_from_slice(key);
+        Ok(k)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<()> {
         if key.is_empty() {
             return Err(Error::invalid("key", "must not be empty"));
         }
@@ -453,10 +461,7 @@ impl Cache {
                 format!("is {} bytes long, the maximum is {MAX_KEY_LEN}", key.len()),
             ));
         }
-        let mut k = Vec::with_capacity(self.prefix.len() + key.len());
-        k.extend_from_slice(&self.prefix);
-        k.extend_from_slice(key);
-        Ok(k)
+        Ok(())
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {
@@ -493,6 +498,22 @@ impl Cache {
     /// Fails with [`Error::InvalidArgument`] on a bad key, or with the backend's error
     /// (`timeout`, `unavailable`, `backend`).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        if let Backend::Memory(m) = &*self.backend {
+            // The embedded hot path: the full key on the stack when it is short, no await.
+            self.check_key(key)?;
+            let mut buf = [0u8; 256];
+            let n = self.prefix.len() + key.len();
+            let r = if n <= buf.len() {
+                buf[..self.prefix.len()].copy_from_slice(&self.prefix);
+                buf[self.prefix.len()..n].copy_from_slice(key);
+                m.get(&buf[..n])
+            } else {
+                m.get(&self.full_key(key)?)
+            };
+            let r = self.count(r)?;
+            self.count_read(r.is_some());
+            return Ok(r);
+        }
         let k = self.full_key(key)?;
         let r = self.count(self.backend.get(&k, self.prefix.len()).await)?;
         self.count_read(r.is_some());

@@ -34,6 +34,7 @@ pub mod error;
 pub mod hash;
 pub mod lock;
 pub mod node;
+pub mod session;
 mod rng;
 
 pub use balance::{BalancerOptions, LoadBalancer, PanicMode, Pick, Strategy};

@@ -619,6 +619,30 @@ impl DistributedBackend {
         Ok(total)
     }
 
+    /// The connection to the first owner of `user_key` (sessions live on one node).
+    pub(crate) fn owner_conn(&self, user_key: &[u8]) -> Result<(RedisConn, Arc<Node>)> {
+        let owner = self
+            .shared
+            .cluster
+            .balancer()
+            .owners(user_key, 1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Unavailable("no node for the key".into()))?;
+        Ok((self.shared.conn(&owner)?, owner))
+    }
+
+    /// Reports an outcome on `node` to the pool's passive health.
+    pub(crate) fn report(&self, node: &Node, ok: bool) {
+        let _ = if ok {
+            self.shared
+                .cluster
+                .report_success(node.id(), Duration::ZERO)
+        } else {
+            self.shared.cluster.report_failure(node.id())
+        };
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
         for s in self.shared.cluster.nodes() {
             if s.health == Health::Healthy {

@@ -71,6 +71,9 @@ impl Weighter<Vec<u8>, Entry> for ByteWeighter {
 
 pub(crate) struct MemoryBackend {
     cache: Qc<Vec<u8>, Entry, ByteWeighter>,
+    /// Sessions stored through this backend (by full key), shared by every session store
+    /// built on it.
+    pub(crate) sessions: std::sync::Arc<crate::session::MemSessions>,
 }
 
 fn deadline(ttl: Option<Duration>) -> Option<Instant> {
@@ -87,7 +90,10 @@ impl MemoryBackend {
             options.max_bytes,
             ByteWeighter,
         );
-        Ok(MemoryBackend { cache })
+        Ok(MemoryBackend {
+            cache,
+            sessions: Default::default(),
+        })
     }
 
     fn check_fits(&self, key: &[u8], value: &Bytes) -> Result<()> {

@@ -15,10 +15,10 @@
 //! `None` means no expiry.
 
 mod compute;
-mod distributed;
+pub(crate) mod distributed;
 mod memory;
 pub(crate) mod redis;
-mod redis_cluster;
+pub(crate) mod redis_cluster;
 
 use std::fmt;
 use std::future::Future;
@@ -249,9 +249,9 @@ impl Backend {
 /// counters.
 #[derive(Clone)]
 pub struct Cache {
-    backend: Arc<Backend>,
+    pub(crate) backend: Arc<Backend>,
     /// `namespace:` (with the separator), prepended to every key.
-    prefix: Arc<[u8]>,
+    pub(crate) prefix: Arc<[u8]>,
     limits: CacheLimits,
     metrics: Arc<CacheMetrics>,
     computing: Arc<compute::Flights>,

@@ -154,6 +154,26 @@ impl RedisConn {
             .map_err(|e| map_err(e, &self.address))
     }
 
+    /// Runs a Lua script (EVALSHA, loading it on NOSCRIPT).
+    pub(crate) async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut c = self.conn.clone();
+        inv.invoke_async(&mut c)
+            .await
+            .map_err(|e| map_err(e, &self.address))
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {

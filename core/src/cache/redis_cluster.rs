@@ -246,6 +246,26 @@ impl RedisClusterBackend {
     }
 
     /// Checks that every master answers and reports `cluster_state:ok`.
+    /// Runs a Lua script on the master of its keys (which must share a hash slot).
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &[&[u8]],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        let mut inv = script.prepare_invoke();
+        for k in keys {
+            inv.key(*k);
+        }
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut c = self.conn().await?;
+        inv.invoke_async(&mut c)
+            .await
+            .map_err(|e| cluster_err(e, &self.what()))
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
         let masters = self.masters().await?;
         try_join_all(masters.iter().map(|(host, port)| async move {

@@ -42,7 +42,7 @@
 //!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
 
 mod memory;
-mod redis;
+pub(crate) mod redis;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -13,12 +13,30 @@ use crate::cache::redis::{lazy_manager, map_err};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
-/// One round trip on a single server: SET NX PX, and the fence INCR in the same script.
-const ACQUIRE_ONE: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('INCR', KEYS[2])}
+/// Lua: `ck_acquire(lock_key, fence_key, token, ttl_ms)` → `{1, fence}` (SET NX PX, then the
+/// fence INCR in the same script) or `{0, pttl}` when held. Shared by the lock scripts and the
+/// session store's locked load, so there is one implementation of the lock.
+pub(crate) const LUA_ACQUIRE_FN: &str = r"
+local function ck_acquire(k, fk, token, ttl)
+  if redis.call('SET', k, token, 'NX', 'PX', ttl) then
+    return {1, redis.call('INCR', fk)}
+  end
+  return {0, redis.call('PTTL', k)}
 end
-return {0, redis.call('PTTL', KEYS[1])}";
+";
+
+/// Lua: `ck_release(lock_key, token, channel, name)` → 1 after compare-and-delete and a
+/// release notification on `channel`, 0 when `token` does not hold the lock.
+pub(crate) const LUA_RELEASE_FN: &str = r"
+local function ck_release(k, token, channel, name)
+  if redis.call('GET', k) == token then
+    redis.call('DEL', k)
+    redis.call('PUBLISH', channel, name)
+    return 1
+  end
+  return 0
+end
+";
 
 /// Redlock phase 1: SET NX PX and read the fence counter.
 const ACQUIRE_READ: &str = r"
@@ -36,21 +54,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// Compare-and-delete, then wake waiters.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[2], ARGV[2])
-  return 1
-end
-return 0";
-
 /// Compare-and-pexpire.
 const EXTEND: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0";
+
+/// The channel on which releases of locks under `prefix` are published.
+pub(crate) fn release_channel(prefix: &str) -> String {
+    format!("{prefix}:released")
+}
 
 struct Master {
     address: String,
@@ -117,10 +131,14 @@ impl RedisLocks {
             prefix: options.key_prefix.clone(),
             timeout: options.redis.response_timeout,
             scripts: Scripts {
-                acquire_one: Script::new(ACQUIRE_ONE),
+                acquire_one: Script::new(&format!(
+                    "{LUA_ACQUIRE_FN}return ck_acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
+                )),
                 acquire_read: Script::new(ACQUIRE_READ),
                 store_fence: Script::new(STORE_FENCE),
-                release: Script::new(RELEASE),
+                release: Script::new(&format!(
+                    "{LUA_RELEASE_FN}return ck_release(KEYS[1], ARGV[1], ARGV[3], ARGV[2])"
+                )),
                 extend: Script::new(EXTEND),
             },
             waiters: Arc::new(Waiters::default()),
@@ -140,7 +158,7 @@ impl RedisLocks {
         format!("{}:{name}:fence", self.prefix)
     }
     fn channel(&self) -> String {
-        format!("{}:released", self.prefix)
+        release_channel(&self.prefix)
     }
 
     /// Runs `script` on master `m` within the per-master timeout.
@@ -307,7 +325,7 @@ impl RedisLocks {
         let channel = self.channel();
         let (key, channel) = (&key, &channel);
         let results = futures_util::future::join_all(self.masters.iter().map(|m| async move {
-            self.run::<i64>(m, &self.scripts.release, &[key, channel], &[token, name])
+            self.run::<i64>(m, &self.scripts.release, &[key], &[token, name, channel])
                 .await
         }))
         .await;

@@ -1,0 +1,27 @@
+//! Distributed web sessions that any node can serve, safe under concurrent requests.
+//!
+//! A [`SessionStore`] stores sessions through a [`Cache`](crate::cache::Cache)'s backend (embedded, one Redis, a
+//! sharded pool — each session on the node its id hashes to — or a Redis Cluster), under the
+//! cache's namespace: `<namespace>:sess:{<id>}`.
+//!
+//! - **Ids**: 192 bits from the OS CSPRNG, URL-safe base64 (32 characters). An id that is not
+//!   exactly that shape is a miss on load, never a key sent to Redis.
+//! - **Timeouts**: idle (sliding: every save or touch sets the TTL again) and absolute (from
+//!   creation, never extended): the TTL is `min(idle, created + absolute - now)`, and a load
+//!   also checks the stored creation time.
+//! - **Delta saves**: a session is a Redis hash; a save writes only the fields set and deletes
+//!   only the fields removed since the load, in one script that also refreshes the TTL. Two
+//!   requests that change different fields both keep their changes. An unchanged session costs
+//!   a TTL refresh, or nothing within `refresh_interval` of the last one.
+//! - **Locking** (optional, [`SessionStore::load_locked`]): lock + read in one round trip and
+//!   write + unlock in one round trip, for read-modify-write of one field. The Lua that takes
+//!   and releases the lock is the lock module's own (`ck_acquire` / `ck_release`), with its
+//!   fencing counter and release notification.
+//! - Values are bytes; [`Session::get_json`] / [`Session::set_json`] add a JSON layer.
+//!
+//! Round trips per request: load 1 + save 1, with or without the lock.
+
+mod store;
+
+pub(crate) use store::MemSessions;
+pub use store::{Session, SessionOptions, SessionStore};

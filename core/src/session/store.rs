@@ -1,0 +1,853 @@
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use redis::Script;
+
+use crate::cache::{Backend, Cache};
+use crate::error::{Error, Result};
+use crate::lock::redis::{release_channel, LUA_ACQUIRE_FN, LUA_RELEASE_FN};
+
+/// Length of a session id: 24 random bytes in URL-safe base64.
+const ID_LEN: usize = 32;
+/// Field holding the creation time (Unix ms); user fields are stored as `f:<name>`.
+const CREATED: &[u8] = b"_ck:created";
+const FIELD_PREFIX: &[u8] = b"f:";
+
+/// Session settings.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionOptions {
+    /// Idle timeout: a session not saved or touched for this long expires (default 30 min).
+    pub idle_timeout: Duration,
+    /// Absolute timeout from creation, never extended (default 12 h).
+    pub absolute_timeout: Duration,
+    /// An unchanged session is not touched again within this long of its last refresh
+    /// (default 60 s; zero refreshes on every save).
+    pub refresh_interval: Duration,
+    /// Lock TTL for [`SessionStore::load_locked`] (default 30 s).
+    pub lock_ttl: Duration,
+    /// Longest wait for a locked session (default 10 s).
+    pub lock_wait: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            refresh_interval: Duration::from_secs(60),
+            lock_ttl: Duration::from_secs(30),
+            lock_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SessionOptions {
+    /// Sets both timeouts.
+    pub fn with_timeouts(mut self, idle: Duration, absolute: Duration) -> Self {
+        self.idle_timeout = idle;
+        self.absolute_timeout = absolute;
+        self
+    }
+    /// Sets the refresh interval for unchanged sessions.
+    pub fn with_refresh_interval(mut self, d: Duration) -> Self {
+        self.refresh_interval = d;
+        self
+    }
+    /// Sets the lock TTL and the longest wait for a lock.
+    pub fn with_lock(mut self, ttl: Duration, wait: Duration) -> Self {
+        self.lock_ttl = ttl;
+        self.lock_wait = wait;
+        self
+    }
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.idle_timeout < Duration::from_millis(1) {
+            return Err(Error::invalid("idle_timeout", "must be at least 1ms"));
+        }
+        if self.absolute_timeout < self.idle_timeout.min(Duration::from_millis(1))
+            || self.absolute_timeout.is_zero()
+        {
+            return Err(Error::invalid("absolute_timeout", "must be more than 0"));
+        }
+        crate::lock::check_ttl(self.lock_ttl).map_err(|e| e.in_field("lock"))?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new session id: 24 bytes from the OS CSPRNG, URL-safe base64 without padding.
+fn new_id() -> Result<String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut b = [0u8; 24];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::Internal(format!("no OS randomness for a session id: {e}")))?;
+    let mut out = String::with_capacity(ID_LEN);
+    for chunk in b.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32;
+        for shift in [18, 12, 6, 0] {
+            out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+        }
+    }
+    Ok(out)
+}
+
+/// True if `id` has the exact shape of an id this store hands out.
+pub(crate) fn valid_id(id: &[u8]) -> bool {
+    id.len() == ID_LEN
+        && id
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_')
+}
+
+/// One session as a request sees it: loaded fields plus the changes made since the load.
+#[derive(Clone)]
+pub struct Session {
+    id: String,
+    fields: BTreeMap<String, Bytes>,
+    changed: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    created_ms: u64,
+    is_new: bool,
+    lock_token: Option<String>,
+    refreshed: Instant,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The id is a credential: show only its start.
+        f.debug_struct("Session")
+            .field("id", &format!("{}…", &self.id[..6.min(self.id.len())]))
+            .field("fields", &self.fields.keys().collect::<Vec<_>>())
+            .field("modified", &self.is_modified())
+            .field("locked", &self.lock_token.is_some())
+            .finish()
+    }
+}
+
+impl Session {
+    /// The session id (send it to the client in a cookie).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// A field's value.
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.fields.get(name)
+    }
+    /// Sets a field (written by the next save).
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        let name = name.into();
+        self.removed.remove(&name);
+        self.changed.insert(name.clone());
+        self.fields.insert(name, value.into());
+    }
+    /// Removes a field (deleted by the next save).
+    pub fn remove(&mut self, name: &str) {
+        if self.fields.remove(name).is_some() || !self.is_new {
+            self.changed.remove(name);
+            self.removed.insert(name.to_string());
+        }
+    }
+    /// A field decoded from JSON; `None` if absent. Fails on invalid JSON for `T`.
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.get(name)
+            .map(|b| {
+                serde_json::from_slice(b)
+                    .map_err(|e| Error::invalid(name, format!("not valid JSON for this type: {e}")))
+            })
+            .transpose()
+    }
+    /// Sets a field to `value` encoded as JSON.
+    pub fn set_json<T: serde::Serialize>(
+        &mut self,
+        name: impl Into<String>,
+        value: &T,
+    ) -> Result<()> {
+        let name = name.into();
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::invalid(&name, e.to_string()))?;
+        self.set(name, bytes);
+        Ok(())
+    }
+    /// Field names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.fields.keys().map(|k| k.as_str())
+    }
+    /// True when fields were set or removed since the load.
+    pub fn is_modified(&self) -> bool {
+        !self.changed.is_empty() || !self.removed.is_empty()
+    }
+    /// True for a session created by [`SessionStore::create`] and not saved yet.
+    pub fn is_new(&self) -> bool {
+        self.is_new
+    }
+    /// True while this request holds the session's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock_token.is_some()
+    }
+    /// Creation time, Unix milliseconds.
+    pub fn created_at_ms(&self) -> u64 {
+        self.created_ms
+    }
+}
+
+/// Sessions of the embedded backend, by full key.
+pub(crate) type MemSessions = Mutex<HashMap<Vec<u8>, MemSession>>;
+
+pub(crate) struct MemSession {
+    fields: BTreeMap<String, Bytes>,
+    created_ms: u64,
+    expires: Instant,
+    lock: Option<(String, Instant)>,
+}
+
+enum Storage {
+    /// The embedded backend's session map (`MemoryBackend::sessions`).
+    Memory(Arc<MemSessions>),
+    Redis(Arc<Backend>),
+}
+
+struct Scripts {
+    save: Script,
+    load_locked: Script,
+    save_unlock: Script,
+    touch: Script,
+    rename: Script,
+}
+
+/// Where sessions live. Cheap to clone; thread-safe.
+#[derive(Clone)]
+pub struct SessionStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Storage,
+    prefix: Vec<u8>,
+    options: SessionOptions,
+    scripts: Scripts,
+    lock_channel: String,
+}
+
+impl fmt::Debug for SessionStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionStore")
+            .field("prefix", &String::from_utf8_lossy(&self.inner.prefix))
+            .field("options", &self.inner.options)
+            .finish()
+    }
+}
+
+/// SAVE: KEYS[1] session. ARGV: mode ('create' | 'update'), ttl ms, created ms, number of
+/// fields to set, then name/value pairs, then names to delete. Returns 1, or 0 when an update
+/// finds the session gone (expired or destroyed: it is not resurrected).
+const LUA_SAVE_FN: &str = r"
+local function ck_save(k, argv)
+  if argv[1] ~= 'create' and redis.call('EXISTS', k) == 0 then return 0 end
+  if argv[1] == 'create' then redis.call('HSET', k, '_ck:created', argv[3]) end
+  local n = tonumber(argv[4])
+  local i = 5
+  for _ = 1, n do
+    redis.call('HSET', k, argv[i], argv[i + 1])
+    i = i + 2
+  end
+  while i <= #argv do
+    redis.call('HDEL', k, argv[i])
+    i = i + 1
+  end
+  redis.call('PEXPIRE', k, argv[2])
+  return 1
+end
+";
+
+impl SessionStore {
+    /// A store using `cache`'s backend and namespace. Fails on invalid options.
+    pub fn new(cache: &Cache, options: SessionOptions) -> Result<SessionStore> {
+        options.validate()?;
+        let storage = match &*cache.backend {
+            Backend::Memory(m) => Storage::Memory(m.sessions.clone()),
+            _ => Storage::Redis(cache.backend.clone()),
+        };
+        let mut prefix = cache.prefix.to_vec();
+        prefix.extend_from_slice(b"sess:");
+        let lock_prefix = format!("{}lock", String::from_utf8_lossy(&prefix));
+        Ok(SessionStore {
+            inner: Arc::new(Inner {
+                storage,
+                prefix,
+                options,
+                scripts: Scripts {
+                    save: Script::new(&format!("{LUA_SAVE_FN}return ck_save(KEYS[1], ARGV)")),
+                    // KEYS: session, lock, fence. ARGV: token, lock ttl ms.
+                    load_locked: Script::new(&format!(
+                        "{LUA_ACQUIRE_FN}local r = ck_acquire(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+                         if r[1] == 0 then return {{0, r[2]}} end
+                         return {{1, r[2], redis.call('HGETALL', KEYS[1])}}"
+                    )),
+                    // KEYS: session, lock. ARGV: token, channel, name, then the save arguments.
+                    save_unlock: Script::new(&format!(
+                        "{LUA_SAVE_FN}{LUA_RELEASE_FN}
+                         if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+                         local rest = {{}}
+                         for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end
+                         local saved = 1
+                         if #rest > 0 then saved = ck_save(KEYS[1], rest) end
+                         ck_release(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+                         return saved"
+                    )),
+                    touch: Script::new("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return 0"),
+                    // KEYS: old, new. ARGV: ttl ms. Copies the hash (also across cluster slots
+                    // it is called per node, see regenerate) then deletes the old one.
+                    rename: Script::new(
+                        "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+                         redis.call('RENAME', KEYS[1], KEYS[2])
+                         redis.call('PEXPIRE', KEYS[2], ARGV[1])
+                         return 1",
+                    ),
+                },
+                lock_channel: release_channel(&lock_prefix),
+            }),
+        })
+    }
+
+    /// The embedded session map, locked.
+    fn mem<'a>(
+        &self,
+        m: &'a MemSessions,
+    ) -> std::sync::MutexGuard<'a, HashMap<Vec<u8>, MemSession>> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn key(&self, id: &str) -> Vec<u8> {
+        // {id}: the session, its lock and fence share a Redis Cluster hash slot.
+        let mut k = self.inner.prefix.clone();
+        k.push(b'{');
+        k.extend_from_slice(id.as_bytes());
+        k.push(b'}');
+        k
+    }
+
+    fn lock_keys(&self, id: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut l = self.key(id);
+        l.extend_from_slice(b":lock");
+        let mut f = l.clone();
+        f.extend_from_slice(b":fence");
+        (l, f)
+    }
+
+    /// Remaining lifetime for a session created at `created_ms`: min(idle, absolute left).
+    fn ttl_for(&self, created_ms: u64) -> Duration {
+        let age = Duration::from_millis(now_ms().saturating_sub(created_ms));
+        self.inner
+            .options
+            .idle_timeout
+            .min(self.inner.options.absolute_timeout.saturating_sub(age))
+    }
+
+    /// A new, empty session with a fresh id. Nothing is stored until [`SessionStore::save`].
+    pub fn create(&self) -> Result<Session> {
+        Ok(Session {
+            id: new_id()?,
+            fields: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            created_ms: now_ms(),
+            is_new: true,
+            lock_token: None,
+            refreshed: Instant::now(),
+        })
+    }
+
+    /// Loads session `id`; `None` if it is unknown, expired (idle or absolute) or `id` is
+    /// malformed (wrong length or characters, non-UTF-8): a miss, never a lookup of an
+    /// attacker-chosen key. One round trip.
+    pub async fn load(&self, id: &[u8]) -> Result<Option<Session>> {
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .filter(|s| valid_id(s.as_bytes()))
+        else {
+            return Ok(None);
+        };
+        let raw = match &self.inner.storage {
+            Storage::Memory(b) => {
+                let key = self.key(id);
+                let mut map = self.mem(b);
+                match map.get(&key) {
+                    Some(s) if s.expires > Instant::now() => Some((s.fields.clone(), s.created_ms)),
+                    Some(_) => {
+                        map.remove(&key);
+                        None
+                    }
+                    None => None,
+                }
+            }
+            Storage::Redis(b) => {
+                let key = self.key(id);
+                let flat: Vec<Vec<u8>> = eval(
+                    b,
+                    id,
+                    &Script::new("return redis.call('HGETALL', KEYS[1])"),
+                    &[&key],
+                    &[],
+                )
+                .await?;
+                decode(flat)
+            }
+        };
+        Ok(raw.and_then(|(fields, created_ms)| self.session(id, fields, created_ms, None)))
+    }
+
+    fn session(
+        &self,
+        id: &str,
+        fields: BTreeMap<String, Bytes>,
+        created_ms: u64,
+        lock: Option<String>,
+    ) -> Option<Session> {
+        if self.ttl_for(created_ms).is_zero() {
+            return None; // past the absolute timeout
+        }
+        Some(Session {
+            id: id.to_string(),
+            fields,
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            created_ms,
+            is_new: false,
+            lock_token: lock,
+            refreshed: Instant::now(),
+        })
+    }
+
+    /// Loads session `id` and locks it, in one round trip, waiting up to `lock_wait` for
+    /// another request's lock (woken early when the holder saves). The lock is released by
+    /// [`SessionStore::save`] (or expires after `lock_ttl`). `None` like [`SessionStore::load`]
+    /// (no lock is kept then).
+    ///
+    /// Fails with [`Error::Timeout`] when the lock is still held after `lock_wait`.
+    pub async fn load_locked(&self, id: &[u8]) -> Result<Option<Session>> {
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .filter(|s| valid_id(s.as_bytes()))
+        else {
+            return Ok(None);
+        };
+        let token = crate::lock::new_token()?;
+        let deadline = Instant::now() + self.inner.options.lock_wait;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let hint = match &self.inner.storage {
+                Storage::Memory(b) => {
+                    let key = self.key(id);
+                    let mut map = self.mem(b);
+                    let now = Instant::now();
+                    match map.get_mut(&key) {
+                        Some(s) if s.expires > now => match &s.lock {
+                            Some((_, until)) if *until > now => Some(*until - now),
+                            _ => {
+                                s.lock = Some((token.clone(), now + self.inner.options.lock_ttl));
+                                let (fields, created) = (s.fields.clone(), s.created_ms);
+                                drop(map);
+                                return Ok(self.session(id, fields, created, Some(token)));
+                            }
+                        },
+                        _ => return Ok(None),
+                    }
+                }
+                Storage::Redis(b) => {
+                    let key = self.key(id);
+                    let (lock, fence) = self.lock_keys(id);
+                    let ttl = (self.inner.options.lock_ttl.as_millis() as u64).to_string();
+                    let v: redis::Value = eval(
+                        b,
+                        id,
+                        &self.inner.scripts.load_locked,
+                        &[&key, &lock, &fence],
+                        &[token.as_bytes(), ttl.as_bytes()],
+                    )
+                    .await?;
+                    match parse_locked(v)? {
+                        Locked::Loaded(flat) => {
+                            let Some((fields, created)) = decode(flat) else {
+                                // No such session: give the lock back.
+                                let _ = eval::<i64>(
+                                    b,
+                                    id,
+                                    &self.inner.scripts.save_unlock,
+                                    &[&key, &lock],
+                                    &[
+                                        token.as_bytes(),
+                                        self.inner.lock_channel.as_bytes(),
+                                        id.as_bytes(),
+                                    ],
+                                )
+                                .await;
+                                return Ok(None);
+                            };
+                            return Ok(self.session(id, fields, created, Some(token)));
+                        }
+                        Locked::Busy(pttl) => pttl,
+                    }
+                }
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(format!(
+                    "session is locked by another request for more than {:?}",
+                    self.inner.options.lock_wait
+                )));
+            }
+            let mut sleep = backoff.mul_f64(0.5 + crate::rng::next_u64() as f64 / u64::MAX as f64);
+            if let Some(h) = hint {
+                sleep = sleep.min(h + Duration::from_millis(1));
+            }
+            tokio::time::sleep(sleep.min(deadline - now)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Saves the changes made since the load (only those: delta save), refreshes the idle
+    /// timeout and releases the session's lock if this request holds it; one round trip. An
+    /// unchanged, unlocked session within `refresh_interval` of its last refresh costs nothing.
+    ///
+    /// Fails with [`Error::NotFound`] if the session expired or was destroyed meanwhile (it is
+    /// not resurrected), or [`Error::Conflict`] if its lock was lost.
+    pub async fn save(&self, s: &mut Session) -> Result<()> {
+        let ttl = self.ttl_for(s.created_ms);
+        if ttl.is_zero() {
+            self.destroy(s.id.as_bytes()).await?;
+            return Err(Error::NotFound(
+                "the session passed its absolute timeout".into(),
+            ));
+        }
+        if !s.is_modified()
+            && !s.is_new
+            && s.lock_token.is_none()
+            && s.refreshed.elapsed() < self.inner.options.refresh_interval
+        {
+            return Ok(());
+        }
+        let saved = match &self.inner.storage {
+            Storage::Memory(b) => {
+                let key = self.key(&s.id);
+                let mut map = self.mem(b);
+                let now = Instant::now();
+                if s.is_new {
+                    map.insert(
+                        key.clone(),
+                        MemSession {
+                            fields: BTreeMap::new(),
+                            created_ms: s.created_ms,
+                            expires: now + ttl,
+                            lock: None,
+                        },
+                    );
+                }
+                match map.get_mut(&key) {
+                    Some(m) if m.expires > now => {
+                        if let Some(t) = &s.lock_token {
+                            if !matches!(&m.lock, Some((held, until)) if held == t && *until > now)
+                            {
+                                return Err(Error::Conflict(
+                                    "the session lock was lost (lock_ttl passed)".into(),
+                                ));
+                            }
+                            m.lock = None;
+                        }
+                        for k in &s.changed {
+                            if let Some(v) = s.fields.get(k) {
+                                m.fields.insert(k.clone(), v.clone());
+                            }
+                        }
+                        for k in &s.removed {
+                            m.fields.remove(k);
+                        }
+                        m.expires = now + ttl;
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Storage::Redis(b) => {
+                let key = self.key(&s.id);
+                let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
+                let created = s.created_ms.to_string();
+                let mode: &[u8] = if s.is_new { b"create" } else { b"update" };
+                let names: Vec<Vec<u8>> = s.changed.iter().map(|k| field(k)).collect();
+                let dels: Vec<Vec<u8>> = s.removed.iter().map(|k| field(k)).collect();
+                let n = names.len().to_string();
+                let mut args: Vec<&[u8]> =
+                    vec![mode, ttl_ms.as_bytes(), created.as_bytes(), n.as_bytes()];
+                for (name, k) in names.iter().zip(&s.changed) {
+                    args.push(name);
+                    args.push(s.fields.get(k).map(|v| &v[..]).unwrap_or(b""));
+                }
+                args.extend(dels.iter().map(|d| d.as_slice()));
+                match &s.lock_token {
+                    None => {
+                        eval::<i64>(b, &s.id, &self.inner.scripts.save, &[&key], &args).await? == 1
+                    }
+                    Some(t) => {
+                        let (lock, _) = self.lock_keys(&s.id);
+                        let mut all: Vec<&[u8]> = vec![
+                            t.as_bytes(),
+                            self.inner.lock_channel.as_bytes(),
+                            s.id.as_bytes(),
+                        ];
+                        all.extend(args);
+                        match eval::<i64>(
+                            b,
+                            &s.id,
+                            &self.inner.scripts.save_unlock,
+                            &[&key, &lock],
+                            &all,
+                        )
+                        .await?
+                        {
+                            -1 => {
+                                return Err(Error::Conflict(
+                                    "the session lock was lost (lock_ttl passed)".into(),
+                                ))
+                            }
+                            r => r == 1,
+                        }
+                    }
+                }
+            }
+        };
+        if !saved {
+            return Err(Error::NotFound(
+                "the session expired or was destroyed".into(),
+            ));
+        }
+        s.changed.clear();
+        s.removed.clear();
+        s.is_new = false;
+        s.lock_token = None;
+        s.refreshed = Instant::now();
+        Ok(())
+    }
+
+    /// Refreshes the idle timeout of session `id` without loading it; false if it does not
+    /// exist (or the id is malformed).
+    pub async fn touch(&self, id: &[u8]) -> Result<bool> {
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .filter(|s| valid_id(s.as_bytes()))
+        else {
+            return Ok(false);
+        };
+        match &self.inner.storage {
+            Storage::Memory(b) => {
+                let key = self.key(id);
+                let mut map = self.mem(b);
+                let now = Instant::now();
+                let Some(s) = map.get_mut(&key).filter(|s| s.expires > now) else {
+                    return Ok(false);
+                };
+                let ttl = self.ttl_for(s.created_ms);
+                s.expires = now + ttl;
+                Ok(!ttl.is_zero())
+            }
+            Storage::Redis(b) => {
+                let Some(s) = self.load(id.as_bytes()).await? else {
+                    return Ok(false);
+                };
+                let ttl = (self.ttl_for(s.created_ms).as_millis() as u64)
+                    .max(1)
+                    .to_string();
+                Ok(eval::<i64>(
+                    b,
+                    id,
+                    &self.inner.scripts.touch,
+                    &[&self.key(id)],
+                    &[ttl.as_bytes()],
+                )
+                .await?
+                    == 1)
+            }
+        }
+    }
+
+    /// Gives the session a new id with the same data and creation time; the old id stops
+    /// working at once (session fixation defence: call it at login). Unsaved changes are
+    /// saved first.
+    pub async fn regenerate(&self, s: &mut Session) -> Result<()> {
+        if s.is_new {
+            s.id = new_id()?;
+            return Ok(());
+        }
+        self.save(s).await?;
+        let new = new_id()?;
+        let moved = match &self.inner.storage {
+            Storage::Memory(b) => {
+                let mut map = self.mem(b);
+                match map.remove(&self.key(&s.id)) {
+                    Some(v) => {
+                        map.insert(self.key(&new), v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Storage::Redis(b) => {
+                let ttl = (self.ttl_for(s.created_ms).as_millis() as u64)
+                    .max(1)
+                    .to_string();
+                if same_node(b) {
+                    eval::<i64>(
+                        b,
+                        &s.id,
+                        &self.inner.scripts.rename,
+                        &[&self.key(&s.id), &self.key(&new)],
+                        &[ttl.as_bytes()],
+                    )
+                    .await?
+                        == 1
+                } else {
+                    // The ids may live on different nodes: write the data under the new id,
+                    // then delete the old one.
+                    let mut copy = s.clone();
+                    copy.id = new.clone();
+                    copy.is_new = true;
+                    copy.changed = copy.fields.keys().cloned().collect();
+                    copy.lock_token = None;
+                    Box::pin(self.save(&mut copy)).await?;
+                    self.destroy(s.id.as_bytes()).await?;
+                    true
+                }
+            }
+        };
+        if !moved {
+            return Err(Error::NotFound(
+                "the session expired or was destroyed".into(),
+            ));
+        }
+        s.id = new;
+        Ok(())
+    }
+
+    /// Deletes session `id` (a malformed id is a no-op). Returns whether it existed.
+    pub async fn destroy(&self, id: &[u8]) -> Result<bool> {
+        let Some(id) = std::str::from_utf8(id)
+            .ok()
+            .filter(|s| valid_id(s.as_bytes()))
+        else {
+            return Ok(false);
+        };
+        match &self.inner.storage {
+            Storage::Memory(b) => Ok(self.mem(b).remove(&self.key(id)).is_some()),
+            Storage::Redis(b) => Ok(eval::<i64>(
+                b,
+                id,
+                &Script::new("return redis.call('DEL', KEYS[1])"),
+                &[&self.key(id)],
+                &[],
+            )
+            .await?
+                == 1),
+        }
+    }
+}
+
+fn field(name: &str) -> Vec<u8> {
+    let mut f = FIELD_PREFIX.to_vec();
+    f.extend_from_slice(name.as_bytes());
+    f
+}
+
+/// HGETALL's flat reply → (user fields, created ms); `None` for a missing session.
+fn decode(flat: Vec<Vec<u8>>) -> Option<(BTreeMap<String, Bytes>, u64)> {
+    if flat.is_empty() {
+        return None;
+    }
+    let mut fields = BTreeMap::new();
+    let mut created = None;
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if k == CREATED {
+            created = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok());
+        } else if let Some(name) = k.strip_prefix(FIELD_PREFIX) {
+            if let Ok(name) = String::from_utf8(name.to_vec()) {
+                fields.insert(name, Bytes::from(v));
+            }
+        }
+    }
+    // A hash without a creation time was not written by this store: treat as missing.
+    created.map(|c| (fields, c))
+}
+
+enum Locked {
+    Loaded(Vec<Vec<u8>>),
+    Busy(Option<Duration>),
+}
+
+fn parse_locked(v: redis::Value) -> Result<Locked> {
+    use redis::Value;
+    let Value::Array(items) = v else {
+        return Err(Error::Backend(
+            "unexpected reply to the session lock script".into(),
+        ));
+    };
+    let int = |v: &Value| match v {
+        Value::Int(i) => Some(*i),
+        _ => None,
+    };
+    match (items.first().and_then(int), items.get(1).and_then(int)) {
+        (Some(1), Some(_fence)) => {
+            let flat = match items.get(2) {
+                Some(Value::Array(f)) => f
+                    .iter()
+                    .map(|x| match x {
+                        Value::BulkString(b) => b.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            Ok(Locked::Loaded(flat))
+        }
+        (Some(0), pttl) => Ok(Locked::Busy(
+            pttl.filter(|p| *p > 0)
+                .map(|p| Duration::from_millis(p as u64)),
+        )),
+        _ => Err(Error::Backend(
+            "unexpected reply to the session lock script".into(),
+        )),
+    }
+}
+
+/// True when every key lives on one server (so a two-key script can run).
+fn same_node(b: &Backend) -> bool {
+    matches!(b, Backend::Redis(_))
+}
+
+/// Runs a script on the backend's node for session `id` (its owner in a pool, its slot's
+/// master in a cluster, the one server otherwise).
+async fn eval<T: redis::FromRedisValue>(
+    b: &Backend,
+    id: &str,
+    script: &Script,
+    keys: &[&[u8]],
+    args: &[&[u8]],
+) -> Result<T> {
+    match b {
+        Backend::Redis(c) => c.eval(script, keys, args).await,
+        Backend::RedisCluster(c) => c.eval(script, keys, args).await,
+        Backend::Distributed(d) => {
+            let (conn, node) = d.owner_conn(id.as_bytes())?;
+            let r = conn.eval(script, keys, args).await;
+            d.report(&node, r.is_ok());
+            r
+        }
+        Backend::Memory(_) => Err(Error::Internal("memory sessions do not run scripts".into())),
+    }
+}

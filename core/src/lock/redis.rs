@@ -244,6 +244,8 @@ impl RedisLocks {
             })
             .collect();
         let mut acquired: Vec<(usize, u64)> = Vec::new();
+        // Masters that answered "held by someone else": they cannot hold our token.
+        let mut busy: Vec<usize> = Vec::new();
         let mut refused = 0;
         let mut hint: Option<Duration> = None;
         let mut last_err = None;
@@ -252,6 +254,7 @@ impl RedisLocks {
                 Ok((1, counter)) => acquired.push((i, counter.max(0) as u64)),
                 Ok((_, pttl)) => {
                     refused += 1;
+                    busy.push(i);
                     if pttl > 0 {
                         let d = Duration::from_millis(pttl as u64);
                         hint = Some(hint.map_or(d, |h: Duration| h.min(d)));
@@ -268,7 +271,9 @@ impl RedisLocks {
         }
         drop(pending);
         if acquired.len() < self.quorum {
-            self.release_everywhere(name, token).await;
+            // Undo where the lock may be ours: granted, errored or not answered yet.
+            let undo: Vec<usize> = (0..n).filter(|i| !busy.contains(i)).collect();
+            self.release_on(name, token, Some(&undo)).await;
             return match (last_err, hint) {
                 (Some(e), None) if refused > n - self.quorum && acquired.is_empty() => {
                     Err(Error::Unavailable(format!(
@@ -314,27 +319,54 @@ impl RedisLocks {
         drop(pending);
         let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
         if stored < self.quorum || validity.is_zero() {
-            self.release_everywhere(name, token).await;
+            self.release_on(name, token, None).await;
             return Ok(Attempt::Busy(None));
         }
         Ok(Attempt::Acquired { fence, validity })
     }
 
-    async fn release_everywhere(&self, name: &str, token: &str) -> usize {
+    /// Sends the release to the masters `which` (all of them when `None`) and returns once a
+    /// majority confirmed (the lock is free for the next holder then) or every master
+    /// answered. Each release runs as its own task, so the rest still complete after this
+    /// returns: a stalled master delays nobody, and its key expires with its TTL if it never
+    /// answers. True if at least one master held the lock with this token.
+    async fn release_on(&self, name: &str, token: &str, which: Option<&[usize]>) -> bool {
         let key = self.key(name);
         let channel = self.channel();
-        let (key, channel) = (&key, &channel);
-        let results = futures_util::future::join_all(self.masters.iter().map(|m| async move {
-            self.run::<i64>(m, &self.scripts.release, &[key], &[token, name, channel])
-                .await
-        }))
-        .await;
-        results.iter().filter(|r| matches!(r, Ok(1))).count()
+        let all: Vec<usize> = (0..self.masters.len()).collect();
+        let targets = which.unwrap_or(&all);
+        let mut pending: FuturesUnordered<_> = targets
+            .iter()
+            .map(|&i| {
+                let m = &self.masters[i];
+                let (conn, script, timeout) = (m.conn.clone(), self.scripts.release.clone(), self.timeout);
+                let (key, token, name, channel) = (key.clone(), token.to_string(), name.to_string(), channel.clone());
+                tokio::spawn(async move {
+                    let mut conn = conn;
+                    let mut inv = script.prepare_invoke();
+                    inv.key(&key).arg(&token).arg(&name).arg(&channel);
+                    matches!(
+                        tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await,
+                        Ok(Ok(1))
+                    )
+                })
+            })
+            .collect();
+        let mut released = 0;
+        while let Some(r) = pending.next().await {
+            if matches!(r, Ok(true)) {
+                released += 1;
+                if released >= self.quorum {
+                    break;
+                }
+            }
+        }
+        released > 0
     }
 
     /// Releases everywhere; true if this token held the lock on at least one master.
     pub(crate) async fn release(&self, name: &str, token: &str) -> Result<bool> {
-        Ok(self.release_everywhere(name, token).await > 0)
+        Ok(self.release_on(name, token, None).await)
     }
 
     pub(crate) async fn extend(

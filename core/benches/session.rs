@@ -25,12 +25,25 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let mut cmd = Command::new("/usr/bin/redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // SAFETY: prctl is async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
@@ -38,12 +51,17 @@ impl RedisServer {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("redis-server (apt-get install redis-server)");
+        let child = cmd
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
                 let mut b = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"+PONG\r\n" {
+                if s.write_all(b"PING\r\n").is_ok()
+                    && s.read_exact(&mut b).is_ok()
+                    && &b == b"+PONG\r\n"
+                {
                     return RedisServer { child, port };
                 }
             }
@@ -62,7 +80,10 @@ impl Drop for RedisServer {
 
 fn secs() -> Duration {
     Duration::from_secs_f64(
-        std::env::var("SESSION_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0),
+        std::env::var("SESSION_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2.0),
     )
 }
 
@@ -94,7 +115,10 @@ async fn cycles(store: &SessionStore, clients: usize, locked: bool, shared: bool
                     }
                     .unwrap()
                     .unwrap();
-                    let n: u64 = std::str::from_utf8(s.get("n").unwrap()).unwrap().parse().unwrap();
+                    let n: u64 = std::str::from_utf8(s.get("n").unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
                     s.set("n", (n + 1).to_string());
                     store.save(&mut s).await.unwrap();
                     done.fetch_add(1, Ordering::Relaxed);
@@ -109,14 +133,29 @@ async fn cycles(store: &SessionStore, clients: usize, locked: bool, shared: bool
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let redis = RedisServer::start();
     println!("| backend | clients | sessions | unlocked cycles/s | locked cycles/s |");
     println!("| --- | ---: | --- | ---: | ---: |");
     rt.block_on(async {
         let backends = [
-            ("embedded", Cache::memory("bench", MemoryOptions::default()).unwrap()),
-            ("one Redis", Cache::redis(&format!("127.0.0.1:{}", redis.port), "bench", RedisOptions::default()).unwrap()),
+            (
+                "embedded",
+                Cache::memory("bench", MemoryOptions::default()).unwrap(),
+            ),
+            (
+                "one Redis",
+                Cache::redis(
+                    &format!("127.0.0.1:{}", redis.port),
+                    "bench",
+                    RedisOptions::default(),
+                )
+                .unwrap(),
+            ),
         ];
         for (name, cache) in backends {
             let store = SessionStore::new(&cache, SessionOptions::default()).unwrap();

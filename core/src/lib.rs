@@ -34,8 +34,8 @@ pub mod error;
 pub mod hash;
 pub mod lock;
 pub mod node;
-pub mod session;
 mod rng;
+pub mod session;
 
 pub use balance::{BalancerOptions, LoadBalancer, PanicMode, Pick, Strategy};
 pub use cluster::health::{CheckKind, CheckOptions, HealthMetrics, HealthOptions, OutlierOptions};

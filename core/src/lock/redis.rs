@@ -339,8 +339,14 @@ impl RedisLocks {
             .iter()
             .map(|&i| {
                 let m = &self.masters[i];
-                let (conn, script, timeout) = (m.conn.clone(), self.scripts.release.clone(), self.timeout);
-                let (key, token, name, channel) = (key.clone(), token.to_string(), name.to_string(), channel.clone());
+                let (conn, script, timeout) =
+                    (m.conn.clone(), self.scripts.release.clone(), self.timeout);
+                let (key, token, name, channel) = (
+                    key.clone(),
+                    token.to_string(),
+                    name.to_string(),
+                    channel.clone(),
+                );
                 tokio::spawn(async move {
                     let mut conn = conn;
                     let mut inv = script.prepare_invoke();

@@ -101,6 +101,13 @@ fn new_id() -> Result<String> {
     Ok(out)
 }
 
+/// `id` as a string if it has the exact shape of an id this store hands out.
+fn parse_id(id: &[u8]) -> Option<&str> {
+    std::str::from_utf8(id)
+        .ok()
+        .filter(|s| valid_id(s.as_bytes()))
+}
+
 /// True if `id` has the exact shape of an id this store hands out.
 pub(crate) fn valid_id(id: &[u8]) -> bool {
     id.len() == ID_LEN
@@ -135,6 +142,25 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    fn fresh(
+        id: String,
+        fields: BTreeMap<String, Bytes>,
+        created_ms: u64,
+        is_new: bool,
+        lock_token: Option<String>,
+    ) -> Session {
+        Session {
+            id,
+            fields,
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            created_ms,
+            is_new,
+            lock_token,
+            refreshed: Instant::now(),
+        }
+    }
+
     /// The session id (send it to the client in a cookie).
     pub fn id(&self) -> &str {
         &self.id
@@ -354,26 +380,20 @@ impl SessionStore {
 
     /// A new, empty session with a fresh id. Nothing is stored until [`SessionStore::save`].
     pub fn create(&self) -> Result<Session> {
-        Ok(Session {
-            id: new_id()?,
-            fields: BTreeMap::new(),
-            changed: BTreeSet::new(),
-            removed: BTreeSet::new(),
-            created_ms: now_ms(),
-            is_new: true,
-            lock_token: None,
-            refreshed: Instant::now(),
-        })
+        Ok(Session::fresh(
+            new_id()?,
+            BTreeMap::new(),
+            now_ms(),
+            true,
+            None,
+        ))
     }
 
     /// Loads session `id`; `None` if it is unknown, expired (idle or absolute) or `id` is
     /// malformed (wrong length or characters, non-UTF-8): a miss, never a lookup of an
     /// attacker-chosen key. One round trip.
     pub async fn load(&self, id: &[u8]) -> Result<Option<Session>> {
-        let Some(id) = std::str::from_utf8(id)
-            .ok()
-            .filter(|s| valid_id(s.as_bytes()))
-        else {
+        let Some(id) = parse_id(id) else {
             return Ok(None);
         };
         let raw = match &self.inner.storage {
@@ -415,29 +435,24 @@ impl SessionStore {
         if self.ttl_for(created_ms).is_zero() {
             return None; // past the absolute timeout
         }
-        Some(Session {
-            id: id.to_string(),
+        Some(Session::fresh(
+            id.to_string(),
             fields,
-            changed: BTreeSet::new(),
-            removed: BTreeSet::new(),
             created_ms,
-            is_new: false,
-            lock_token: lock,
-            refreshed: Instant::now(),
-        })
+            false,
+            lock,
+        ))
     }
 
     /// Loads session `id` and locks it, in one round trip, waiting up to `lock_wait` for
-    /// another request's lock (woken early when the holder saves). The lock is released by
+    /// another request's lock (retrying with jittered backoff from 5 to 100 ms, never past the
+    /// holder's remaining lock TTL). The lock is released by
     /// [`SessionStore::save`] (or expires after `lock_ttl`). `None` like [`SessionStore::load`]
     /// (no lock is kept then).
     ///
     /// Fails with [`Error::Timeout`] when the lock is still held after `lock_wait`.
     pub async fn load_locked(&self, id: &[u8]) -> Result<Option<Session>> {
-        let Some(id) = std::str::from_utf8(id)
-            .ok()
-            .filter(|s| valid_id(s.as_bytes()))
-        else {
+        let Some(id) = parse_id(id) else {
             return Ok(None);
         };
         let token = crate::lock::new_token()?;
@@ -639,10 +654,7 @@ impl SessionStore {
     /// Refreshes the idle timeout of session `id` without loading it; false if it does not
     /// exist (or the id is malformed).
     pub async fn touch(&self, id: &[u8]) -> Result<bool> {
-        let Some(id) = std::str::from_utf8(id)
-            .ok()
-            .filter(|s| valid_id(s.as_bytes()))
-        else {
+        let Some(id) = parse_id(id) else {
             return Ok(false);
         };
         match &self.inner.storage {
@@ -737,10 +749,7 @@ impl SessionStore {
 
     /// Deletes session `id` (a malformed id is a no-op). Returns whether it existed.
     pub async fn destroy(&self, id: &[u8]) -> Result<bool> {
-        let Some(id) = std::str::from_utf8(id)
-            .ok()
-            .filter(|s| valid_id(s.as_bytes()))
-        else {
+        let Some(id) = parse_id(id) else {
             return Ok(false);
         };
         match &self.inner.storage {

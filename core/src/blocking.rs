@@ -34,6 +34,14 @@ fn register_atfork() {
     });
 }
 
+/// How many times this process is a forked child of a process that loaded clusterkit (0 in
+/// the original process). Handles that own tasks on the runtime (Redis connections) compare
+/// it to rebuild themselves in a child.
+pub(crate) fn fork_generation() -> u64 {
+    register_atfork();
+    FORK_GENERATION.load(Ordering::SeqCst)
+}
+
 /// Number of worker threads of the shared runtime: 2, or the value of the environment
 /// variable `CLUSTERKIT_THREADS` (1..=64) read when the runtime is first built.
 fn worker_threads() -> usize {

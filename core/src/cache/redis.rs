@@ -4,6 +4,7 @@
 //!
 //! [`RedisConn`] is also the per-node connection of the distributed backend.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,10 +123,53 @@ pub(crate) fn lazy_manager(
     Ok((conn, url))
 }
 
+/// A `ConnectionManager` that is built again in a child process after `fork()`: its driver
+/// tasks ran on the parent's runtime, whose threads do not exist in the child (PHP-FPM and
+/// Python's multiprocessing fork after the parent used the library).
+#[derive(Clone)]
+pub(crate) struct ForkSafeManager {
+    inner: Arc<ManagerInner>,
+}
+
+struct ManagerInner {
+    address: String,
+    options: RedisOptions,
+    state: Mutex<(u64, ConnectionManager)>,
+}
+
+impl ForkSafeManager {
+    /// A lazily connecting manager for `address` and its client URL. No I/O.
+    pub(crate) fn new(address: &str, options: &RedisOptions) -> Result<(ForkSafeManager, String)> {
+        let generation = crate::blocking::fork_generation();
+        let (conn, url) = lazy_manager(address, options)?;
+        Ok((
+            ForkSafeManager {
+                inner: Arc::new(ManagerInner {
+                    address: address.to_string(),
+                    options: options.clone(),
+                    state: Mutex::new((generation, conn)),
+                }),
+            },
+            url,
+        ))
+    }
+
+    /// The manager for this process (rebuilt once after a fork).
+    pub(crate) fn get(&self) -> Result<ConnectionManager> {
+        let generation = crate::blocking::fork_generation();
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.0 != generation {
+            let (conn, _) = lazy_manager(&self.inner.address, &self.inner.options)?;
+            *st = (generation, conn);
+        }
+        Ok(st.1.clone())
+    }
+}
+
 /// One Redis server.
 #[derive(Clone)]
 pub(crate) struct RedisConn {
-    conn: ConnectionManager,
+    conn: ForkSafeManager,
     chunk: usize,
     address: String,
 }
@@ -139,7 +183,7 @@ impl RedisConn {
     /// A connection that is established on first use (no I/O here). Its helper task runs on
     /// the caller's tokio runtime, or on the shared one when called outside a runtime.
     pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
-        let (conn, _) = lazy_manager(address, options)?;
+        let (conn, _) = ForkSafeManager::new(address, options)?;
         Ok(RedisConn {
             conn,
             chunk: options.batch_chunk,
@@ -148,7 +192,7 @@ impl RedisConn {
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
-        let mut c = self.conn.clone();
+        let mut c = self.conn.get()?;
         cmd.query_async(&mut c)
             .await
             .map_err(|e| map_err(e, &self.address))
@@ -168,7 +212,7 @@ impl RedisConn {
         for a in args {
             inv.arg(*a);
         }
-        let mut c = self.conn.clone();
+        let mut c = self.conn.get()?;
         inv.invoke_async(&mut c)
             .await
             .map_err(|e| map_err(e, &self.address))
@@ -238,7 +282,7 @@ impl RedisConn {
             for chunk in keys.chunks(self.chunk) {
                 pipe.cmd("MGET").arg(chunk);
             }
-            let mut c = self.conn.clone();
+            let mut c = self.conn.get()?;
             let parts: Vec<Vec<Option<Vec<u8>>>> = pipe
                 .query_async(&mut c)
                 .await
@@ -270,7 +314,7 @@ impl RedisConn {
                 }
                 c.ignore();
             }
-            let mut c = self.conn.clone();
+            let mut c = self.conn.get()?;
             pipe.query_async::<()>(&mut c)
                 .await
                 .map_err(|e| map_err(e, &self.address))?;

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use redis::aio::ConnectionManager;
 use redis::Script;
 
-use crate::cache::redis::{lazy_manager, map_err};
+use crate::cache::redis::{map_err, ForkSafeManager};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
@@ -68,7 +67,7 @@ pub(crate) fn release_channel(prefix: &str) -> String {
 
 struct Master {
     address: String,
-    conn: ConnectionManager,
+    conn: ForkSafeManager,
     url: String,
 }
 
@@ -118,7 +117,7 @@ impl RedisLocks {
             if !seen.insert(a.trim().to_string()) {
                 return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
             }
-            let (conn, url) = lazy_manager(a, &options.redis)?;
+            let (conn, url) = ForkSafeManager::new(a, &options.redis)?;
             masters.push(Master {
                 address: a.to_string(),
                 conn,
@@ -176,7 +175,7 @@ impl RedisLocks {
         for a in args {
             inv.arg(*a);
         }
-        let mut conn = m.conn.clone();
+        let mut conn = m.conn.get()?;
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(|e| map_err(e, &m.address)),
             Err(_) => Err(Error::Timeout(format!(
@@ -340,7 +339,7 @@ impl RedisLocks {
             .map(|&i| {
                 let m = &self.masters[i];
                 let (conn, script, timeout) =
-                    (m.conn.clone(), self.scripts.release.clone(), self.timeout);
+                    (m.conn.get(), self.scripts.release.clone(), self.timeout);
                 let (key, token, name, channel) = (
                     key.clone(),
                     token.to_string(),
@@ -348,7 +347,7 @@ impl RedisLocks {
                     channel.clone(),
                 );
                 tokio::spawn(async move {
-                    let mut conn = conn;
+                    let Ok(mut conn) = conn else { return false };
                     let mut inv = script.prepare_invoke();
                     inv.key(&key).arg(&token).arg(&name).arg(&channel);
                     matches!(

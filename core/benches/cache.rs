@@ -23,13 +23,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +38,8 @@ use clusterkit::cache::{Cache, DistributedOptions, MemoryOptions, RedisOptions, 
 use clusterkit::{BalancerOptions, Cluster, Node, Strategy};
 use futures_util::FutureExt;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
+
+use common::{current_thread_runtime, loadavg, pin_to, RedisServer};
 
 // ---------------------------------------------------------------------------------------------
 // Counting allocator (only counts in the `memory` child process).
@@ -167,116 +168,14 @@ fn proc_status(field: &str) -> u64 {
         .unwrap()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn mib(b: f64) -> String {
     format!("{:.1} MiB", b / (1024.0 * 1024.0))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Private redis-servers.
-
-const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = free_port();
-            let mut cmd = Command::new(REDIS_SERVER);
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            let pin = pinned();
-            // SAFETY: prctl and sched_setaffinity are async-signal-safe; the server dies with
-            // this thread (main).
-            unsafe {
-                cmd.pre_exec(move || {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    if pin {
-                        pin_to(1);
-                    }
-                    Ok(())
-                });
-            }
-            let server = RedisServer {
-                child: cmd.spawn().expect("spawn /usr/bin/redis-server"),
-                port,
-            };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if ping(port) {
-                    return server;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            // Port taken meanwhile, or slow start: `server` drops (killed), try another port.
-        }
-        panic!("could not start redis-server");
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `CACHE_BENCH_PIN=1`: this process (and so redis-benchmark and the memory child) on CPU 0,
 /// every redis-server on CPU 1, so client and server never share or swap a vCPU.
 fn pinned() -> bool {
     std::env::var("CACHE_BENCH_PIN").is_ok_and(|v| v == "1")
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-fn current_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1004,12 +903,12 @@ fn main() {
         section_zipf();
     }
     if run("single") || run("batch") {
-        let s0 = RedisServer::start();
+        let s0 = RedisServer::start(pinned());
         if run("single") {
             section_single(&s0);
         }
         if run("batch") {
-            let (s1, s2) = (RedisServer::start(), RedisServer::start());
+            let (s1, s2) = (RedisServer::start(pinned()), RedisServer::start(pinned()));
             section_batch(&s0, &s1, &s2);
         }
     }

@@ -52,7 +52,7 @@ impl MemoryLocks {
             }
         };
         if released {
-            self.waiters.wake(name);
+            self.waiters.wake(name, token);
         }
         Ok(released)
     }

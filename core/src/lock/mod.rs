@@ -218,25 +218,47 @@ impl Backend {
 /// Per-name wake-ups for waiters, shared by the backends.
 #[derive(Default)]
 pub(crate) struct Waiters {
-    map: Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
+    map: Mutex<std::collections::HashMap<String, Waiter>>,
+}
+
+struct Waiter {
+    notify: std::sync::Weak<tokio::sync::Notify>,
+    /// Token of the last release that woke someone: Redlock publishes a release once per
+    /// master, and only the first copy should wake a waiter.
+    last_release: Option<String>,
 }
 
 impl Waiters {
     pub(crate) fn get(&self, name: &str) -> Arc<tokio::sync::Notify> {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get(name).and_then(|w| w.upgrade()) {
+        if let Some(n) = m.get(name).and_then(|w| w.notify.upgrade()) {
             return n;
         }
-        m.retain(|_, w| w.strong_count() > 0);
+        m.retain(|_, w| w.notify.strong_count() > 0);
         let n = Arc::new(tokio::sync::Notify::new());
-        m.insert(name.to_string(), Arc::downgrade(&n));
+        m.insert(
+            name.to_string(),
+            Waiter {
+                notify: Arc::downgrade(&n),
+                last_release: None,
+            },
+        );
         n
     }
 
-    pub(crate) fn wake(&self, name: &str) {
-        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get(name).and_then(|w| w.upgrade()) {
-            n.notify_waiters();
+    /// A release of `name` (by the holder with `token`) happened: wake one waiter of this
+    /// process, the longest waiting (tokio's `Notify` is FIFO), once per release. One waiter,
+    /// not all: the others would only be refused (thundering herd). A woken waiter that stops
+    /// waiting passes the wake-up on.
+    pub(crate) fn wake(&self, name: &str, token: &str) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(w) = m.get_mut(name) else { return };
+        if w.last_release.as_deref() == Some(token) {
+            return;
+        }
+        w.last_release = Some(token.to_string());
+        if let Some(n) = w.notify.upgrade() {
+            n.notify_one();
         }
     }
 }
@@ -593,5 +615,38 @@ async fn renew(weak: std::sync::Weak<GuardInner>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_release_wakes_one_waiter_once() {
+        let w = Waiters::default();
+        let n = w.get("job");
+        let mut waiting: Vec<_> = (0..3).map(|_| Box::pin(n.notified())).collect();
+        for f in &mut waiting {
+            f.as_mut().enable();
+        }
+        let mut done = [false; 3];
+        let mut poll =
+            |waiting: &mut Vec<std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>>>| {
+                let mut woken = 0;
+                for (i, f) in waiting.iter_mut().enumerate() {
+                    if !done[i] && futures_util::FutureExt::now_or_never(f.as_mut()).is_some() {
+                        done[i] = true;
+                        woken += 1;
+                    }
+                }
+                woken
+            };
+        w.wake("job", "t1");
+        w.wake("job", "t1"); // the same release from a second master
+        assert_eq!(poll(&mut waiting), 1);
+        w.wake("job", "t2");
+        assert_eq!(poll(&mut waiting), 1, "a new release wakes the next waiter");
+        w.wake("other", "t3"); // nobody waits for it: no effect, no panic
     }
 }

@@ -25,12 +25,12 @@ end
 ";
 
 /// Lua: `ck_release(lock_key, token, channel, name)` → 1 after compare-and-delete and a
-/// release notification on `channel`, 0 when `token` does not hold the lock.
+/// release notification `name\ntoken` on `channel`, 0 when `token` does not hold the lock.
 pub(crate) const LUA_RELEASE_FN: &str = r"
 local function ck_release(k, token, channel, name)
   if redis.call('GET', k) == token then
     redis.call('DEL', k)
-    redis.call('PUBLISH', channel, name)
+    redis.call('PUBLISH', channel, name .. '\n' .. token)
     return 1
   end
   return 0
@@ -440,8 +440,11 @@ async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
                 .map_err(|e| e.to_string())?;
             let mut stream = pubsub.into_on_message();
             while let Some(msg) = stream.next().await {
-                if let Ok(name) = std::str::from_utf8(msg.get_payload_bytes()) {
-                    waiters.wake(name);
+                // "name\ntoken" (the name may itself contain newlines: split at the last one).
+                if let Ok(payload) = std::str::from_utf8(msg.get_payload_bytes()) {
+                    if let Some((name, token)) = payload.rsplit_once('\n') {
+                        waiters.wake(name, token);
+                    }
                 }
             }
             Ok::<(), String>(())

@@ -174,7 +174,50 @@ pub(crate) struct RedisConn {
     address: String,
 }
 
-fn px(ttl: Duration) -> u64 {
+/// `SET key value [NX] [PX ms]`.
+pub(crate) fn set_cmd(
+    key: &[u8],
+    value: &[u8],
+    ttl: Option<Duration>,
+    only_if_absent: bool,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(value);
+    if only_if_absent {
+        cmd.arg("NX");
+    }
+    if let Some(t) = ttl {
+        cmd.arg("PX").arg(px(t));
+    }
+    cmd
+}
+
+/// A PTTL answer as a [`Ttl`].
+pub(crate) fn ttl_from_pttl(ms: i64) -> Ttl {
+    match ms {
+        -2 => Ttl::Missing,
+        -1 => Ttl::Persistent,
+        ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
+    }
+}
+
+/// An invocation of `script` with binary keys and arguments.
+pub(crate) fn invocation<'a>(
+    script: &'a redis::Script,
+    keys: &[&[u8]],
+    args: &[&[u8]],
+) -> redis::ScriptInvocation<'a> {
+    let mut inv = script.prepare_invoke();
+    for k in keys {
+        inv.key(*k);
+    }
+    for a in args {
+        inv.arg(*a);
+    }
+    inv
+}
+
+pub(crate) fn px(ttl: Duration) -> u64 {
     // Redis takes whole milliseconds; round a sub-millisecond TTL up rather than to "never".
     (ttl.as_millis() as u64).max(1)
 }
@@ -205,13 +248,7 @@ impl RedisConn {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<T> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(*k);
-        }
-        for a in args {
-            inv.arg(*a);
-        }
+        let inv = invocation(script, keys, args);
         let mut c = self.conn.get()?;
         inv.invoke_async(&mut c)
             .await
@@ -236,12 +273,7 @@ impl RedisConn {
     }
 
     pub(crate) async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        if let Some(t) = ttl {
-            cmd.arg("PX").arg(px(t));
-        }
-        self.query::<()>(&cmd).await
+        self.query::<()>(&set_cmd(key, value, ttl, false)).await
     }
 
     pub(crate) async fn add(
@@ -250,12 +282,7 @@ impl RedisConn {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("NX");
-        if let Some(t) = ttl {
-            cmd.arg("PX").arg(px(t));
-        }
-        let r: Option<String> = self.query(&cmd).await?;
+        let r: Option<String> = self.query(&set_cmd(key, value, ttl, true)).await?;
         Ok(r.is_some())
     }
 
@@ -334,11 +361,7 @@ impl RedisConn {
 
     pub(crate) async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         let ms: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
-        Ok(match ms {
-            -2 => Ttl::Missing,
-            -1 => Ttl::Persistent,
-            ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
-        })
+        Ok(ttl_from_pttl(ms))
     }
 
     /// Deletes every key starting with `prefix` (SCAN + UNLINK in batches; never FLUSHALL).

@@ -24,17 +24,12 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::{FromRedisValue, RedisError, Value};
 use tokio::sync::OnceCell;
 
-use super::redis::{client_url, map_err, RedisOptions};
+use super::redis::{client_url, map_err, px, set_cmd, ttl_from_pttl, RedisOptions};
 use crate::cache::Ttl;
 use crate::error::{Error, Result};
 
 /// Keys per `SCAN` step on each master.
 const SCAN_COUNT: u64 = 1000;
-
-fn px(ttl: Duration) -> u64 {
-    // Redis takes whole milliseconds; round a sub-millisecond TTL up rather than to "never".
-    (ttl.as_millis() as u64).max(1)
-}
 
 /// A Redis Cluster, reached through its seed nodes.
 pub(crate) struct RedisClusterBackend {
@@ -253,13 +248,7 @@ impl RedisClusterBackend {
         keys: &[&[u8]],
         args: &[&[u8]],
     ) -> Result<T> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(*k);
-        }
-        for a in args {
-            inv.arg(*a);
-        }
+        let inv = crate::cache::redis::invocation(script, keys, args);
         let mut c = self.conn().await?;
         inv.invoke_async(&mut c)
             .await
@@ -296,12 +285,7 @@ impl RedisClusterBackend {
     }
 
     pub(crate) async fn set(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value);
-        if let Some(t) = ttl {
-            cmd.arg("PX").arg(px(t));
-        }
-        self.query::<()>(&cmd).await
+        self.query::<()>(&set_cmd(key, value, ttl, false)).await
     }
 
     pub(crate) async fn add(
@@ -310,12 +294,7 @@ impl RedisClusterBackend {
         value: &[u8],
         ttl: Option<Duration>,
     ) -> Result<bool> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key).arg(value).arg("NX");
-        if let Some(t) = ttl {
-            cmd.arg("PX").arg(px(t));
-        }
-        let r: Option<String> = self.query(&cmd).await?;
+        let r: Option<String> = self.query(&set_cmd(key, value, ttl, true)).await?;
         Ok(r.is_some())
     }
 
@@ -333,11 +312,7 @@ impl RedisClusterBackend {
 
     pub(crate) async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         let ms: i64 = self.query(redis::cmd("PTTL").arg(key)).await?;
-        Ok(match ms {
-            -2 => Ttl::Missing,
-            -1 => Ttl::Persistent,
-            ms => Ttl::Expires(Duration::from_millis(ms.max(0) as u64)),
-        })
+        Ok(ttl_from_pttl(ms))
     }
 
     pub(crate) async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Bytes>>> {

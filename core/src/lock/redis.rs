@@ -168,13 +168,9 @@ impl RedisLocks {
         keys: &[&str],
         args: &[&str],
     ) -> Result<T> {
-        let mut inv = script.prepare_invoke();
-        for k in keys {
-            inv.key(*k);
-        }
-        for a in args {
-            inv.arg(*a);
-        }
+        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let inv = crate::cache::redis::invocation(script, &keys, &args);
         let mut conn = m.conn.get()?;
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(|e| map_err(e, &m.address)),

@@ -36,6 +36,105 @@ pub struct Config {
     /// The cache: embedded when absent or when it names neither a pool nor a server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
+    /// The locks: embedded when absent or without a pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locks: Option<LocksConfig>,
+    /// Session timeouts (sessions live in the cache's backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<SessionsConfig>,
+}
+
+/// `[locks]`: `pool = "locks"` — one node is a single Redis, three or more a Redlock over
+/// independent masters (a majority must agree).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksConfig {
+    /// Pool of independent Redis masters (its nodes' addresses are used; its strategy is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// Per-master response timeout during acquisition (default 100ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationText>,
+    /// Key prefix (default `clusterkit:lock`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+    /// Extend held locks at a third of their TTL until released (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_renew: Option<bool>,
+}
+
+impl LocksConfig {
+    /// Builds the lock service (no I/O). `pools` are the built pools of the same document.
+    pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::lock::DistributedLock> {
+        let mut o = crate::lock::LockOptions::default();
+        if let Some(t) = self.timeout {
+            let connect = o.redis.connect_timeout;
+            o.redis = o.redis.with_timeouts(connect, t.0);
+        }
+        if let Some(p) = &self.key_prefix {
+            o = o.with_key_prefix(p.clone());
+        }
+        if let Some(r) = self.auto_renew {
+            o = o.with_auto_renew(r);
+        }
+        let Some(name) = &self.pool else {
+            o.validate()?;
+            return Ok(crate::lock::DistributedLock::memory());
+        };
+        let pool = pools
+            .get(name)
+            .ok_or_else(|| Error::invalid("pool", format!("no pool named {name:?} in [pools]")))?;
+        let addrs: Vec<String> = pool.nodes().iter().map(|s| s.node.address()).collect();
+        if addrs.is_empty() {
+            return Err(Error::invalid(
+                "pool",
+                format!("pool {name:?} has no nodes"),
+            ));
+        }
+        let refs: Vec<&str> = addrs.iter().map(|a| a.as_str()).collect();
+        crate::lock::DistributedLock::redlock(&refs, o)
+    }
+}
+
+/// `[sessions]`: `idle_timeout = "30m"`, `absolute_timeout = "12h"`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// Idle (sliding) timeout (default 30m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<DurationText>,
+    /// Absolute timeout from creation (default 12h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_timeout: Option<DurationText>,
+    /// Unchanged sessions are not refreshed more often than this (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_interval: Option<DurationText>,
+    /// Lock TTL for locked loads (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_ttl: Option<DurationText>,
+    /// Longest wait for a session lock (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_wait: Option<DurationText>,
+}
+
+impl SessionsConfig {
+    /// The session options this section describes.
+    pub fn options(&self) -> crate::session::SessionOptions {
+        let d = crate::session::SessionOptions::default();
+        let pick = |v: Option<DurationText>, default: std::time::Duration| {
+            v.map(|x| x.0).unwrap_or(default)
+        };
+        d.clone()
+            .with_timeouts(
+                pick(self.idle_timeout, d.idle_timeout),
+                pick(self.absolute_timeout, d.absolute_timeout),
+            )
+            .with_refresh_interval(pick(self.refresh_interval, d.refresh_interval))
+            .with_lock(
+                pick(self.lock_ttl, d.lock_ttl),
+                pick(self.lock_wait, d.lock_wait),
+            )
+    }
 }
 
 /// `[cache]`: where the cache lives and how.
@@ -537,6 +636,25 @@ impl Config {
         }
         if let Some(c) = &self.cache {
             c.validate(&self.pools).map_err(|e| e.in_field("cache"))?;
+        }
+        if let Some(l) = &self.locks {
+            if let Some(p) = &l.pool {
+                let Some(pool) = self.pools.get(p) else {
+                    return Err(Error::invalid(
+                        "locks.pool",
+                        format!("no pool named {p:?} in [pools]"),
+                    ));
+                };
+                if pool.nodes.is_empty() {
+                    return Err(Error::invalid(
+                        "locks.pool",
+                        format!("pool {p:?} has no nodes"),
+                    ));
+                }
+            }
+        }
+        if let Some(s) = &self.sessions {
+            s.options().validate().map_err(|e| e.in_field("sessions"))?;
         }
         Ok(())
     }

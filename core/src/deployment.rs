@@ -1,5 +1,6 @@
 //! [`Clusterkit`]: one entry point that builds a whole deployment from the config document —
-//! its pools, their balancers and the cache — or, with no document, runs fully embedded.
+//! its pools, their balancers, the cache, the locks and the sessions — or, with no document,
+//! runs fully embedded.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,6 +10,8 @@ use crate::cache::Cache;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::lock::DistributedLock;
+use crate::session::SessionStore;
 
 /// A deployment built from a [`Config`]: named pools and the cache.
 ///
@@ -19,6 +22,8 @@ pub struct Clusterkit {
     config: Config,
     pools: BTreeMap<String, Cluster>,
     cache: Cache,
+    locks: DistributedLock,
+    sessions: SessionStore,
 }
 
 impl fmt::Debug for Clusterkit {
@@ -51,10 +56,23 @@ impl Clusterkit {
             .unwrap_or_default()
             .build(&pools)
             .map_err(|e| e.in_field("cache"))?;
+        let locks = config
+            .locks
+            .clone()
+            .unwrap_or_default()
+            .build(&pools)
+            .map_err(|e| e.in_field("locks"))?;
+        let sessions = SessionStore::new(
+            &cache,
+            config.sessions.clone().unwrap_or_default().options(),
+        )
+        .map_err(|e| e.in_field("sessions"))?;
         Ok(Clusterkit {
             config: config.clone(),
             pools,
             cache,
+            locks,
+            sessions,
         })
     }
 
@@ -79,6 +97,16 @@ impl Clusterkit {
     /// The cache (embedded unless the document's `[cache]` names a pool or a server).
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The lock service (embedded unless `[locks]` names a pool of Redis masters).
+    pub fn locks(&self) -> &DistributedLock {
+        &self.locks
+    }
+
+    /// The session store, on the cache's backend.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
     }
 
     /// The document this deployment was built from.

@@ -82,3 +82,71 @@ timeout = "300ms"
     assert_eq!(b.cmd(&["EXISTS", "shop:cart:1"]), ":1");
     assert_eq!(ck.balancer("cache").unwrap().pool(), "cache");
 }
+
+/// `[locks]` and `[sessions]` through the entry point.
+#[test]
+fn deployment_builds_locks_and_sessions() {
+    use clusterkit::Clusterkit;
+    // Embedded: locks and sessions work with no document.
+    let ck = Clusterkit::embedded().unwrap();
+    let g = block_on(ck.locks().try_acquire("job", Duration::from_secs(5)))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(g.fencing_token() >= 1);
+    let mut s = ck.sessions().create().unwrap();
+    s.set("user", "alice");
+    block_on(ck.sessions().save(&mut s)).unwrap().unwrap();
+    let back = block_on(ck.sessions().load(s.id().as_bytes()))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.get("user").unwrap(), "alice");
+
+    // Redlock over a pool of three masters; sessions on a Redis cache.
+    let masters: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    let cache = RedisServer::start();
+    let nodes: Vec<String> = masters
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            format!(
+                "{{ id = \"m{i}\", host = \"127.0.0.1\", port = {} }}",
+                m.port()
+            )
+        })
+        .collect();
+    let doc = format!(
+        "[pools.locks]\nstrategy = \"round_robin\"\nnodes = [ {} ]\n\n[locks]\npool = \"locks\"\ntimeout = \"200ms\"\n\n[cache]\nredis = \"{}\"\nnamespace = \"shop\"\n\n[sessions]\nidle_timeout = \"10m\"\nabsolute_timeout = \"1h\"\n",
+        nodes.join(", "),
+        cache.addr()
+    );
+    let ck = Clusterkit::parse(&doc).unwrap();
+    let g = block_on(ck.locks().try_acquire("invoice", Duration::from_secs(5)))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let held = masters
+        .iter()
+        .filter(|m| m.cmd(&["EXISTS", "clusterkit:lock:invoice"]) == ":1")
+        .count();
+    assert!(held >= 2, "the lock is on {held} of 3 masters");
+    block_on(g.release()).unwrap().unwrap();
+    let mut s = ck.sessions().create().unwrap();
+    s.set("cart", "3 items");
+    block_on(ck.sessions().save(&mut s)).unwrap().unwrap();
+    assert_eq!(
+        cache.cmd(&["EXISTS", &format!("shop:sess:{{{}}}", s.id())]),
+        ":1"
+    );
+
+    for (bad, field) in [
+        ("[locks]\npool = \"nope\"\n", "locks.pool"),
+        ("[sessions]\nidle_timeout = \"0s\"\n", "sessions"),
+        ("[sessions]\nidle = \"1m\"\n", "idle"),
+    ] {
+        let e = Clusterkit::parse(bad).unwrap_err();
+        assert_eq!(e.kind(), clusterkit::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains(field), "{bad}: {e}");
+    }
+}

@@ -853,8 +853,9 @@ async fn eval<T: redis::FromRedisValue>(
         Backend::RedisCluster(c) => c.eval(script, keys, args).await,
         Backend::Distributed(d) => {
             let (conn, node) = d.owner_conn(id.as_bytes())?;
+            let started = Instant::now();
             let r = conn.eval(script, keys, args).await;
-            d.report(&node, r.is_ok());
+            d.report(&node, r.is_ok(), started.elapsed());
             r
         }
         Backend::Memory(_) => Err(Error::Internal("memory sessions do not run scripts".into())),

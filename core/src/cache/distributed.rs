@@ -632,12 +632,10 @@ impl DistributedBackend {
         Ok((self.shared.conn(&owner)?, owner))
     }
 
-    /// Reports an outcome on `node` to the pool's passive health.
-    pub(crate) fn report(&self, node: &Node, ok: bool) {
+    /// Reports an outcome (and its latency) on `node` to the pool's passive health.
+    pub(crate) fn report(&self, node: &Node, ok: bool, latency: Duration) {
         let _ = if ok {
-            self.shared
-                .cluster
-                .report_success(node.id(), Duration::ZERO)
+            self.shared.cluster.report_success(node.id(), latency)
         } else {
             self.shared.cluster.report_failure(node.id())
         };

@@ -61,6 +61,62 @@ typedef enum ck_status {
 } ck_status;
 
 /**
+ * The kind of a cluster event.
+ */
+typedef enum ck_event_kind {
+  /**
+   * A node joined.
+   */
+  CK_EVENT_ADDED = 0,
+  /**
+   * A node left.
+   */
+  CK_EVENT_REMOVED = 1,
+  /**
+   * A node's weight, zone or metadata changed.
+   */
+  CK_EVENT_UPDATED = 2,
+  /**
+   * A node's health changed (see ck_event_old_health / ck_event_new_health).
+   */
+  CK_EVENT_HEALTH_CHANGED = 3,
+  /**
+   * The pool entered or left panic mode.
+   */
+  CK_EVENT_PANIC_CHANGED = 4,
+  /**
+   * The balancing strategy changed.
+   */
+  CK_EVENT_STRATEGY_CHANGED = 5,
+  /**
+   * A discovery source skipped something it could not use.
+   */
+  CK_EVENT_DISCOVERY_PROBLEM = 6,
+  /**
+   * This subscription missed events (the message says how many); re-read the nodes.
+   */
+  CK_EVENT_LAGGED = 7,
+} ck_event_kind;
+
+/**
+ * A node's health.
+ */
+typedef enum ck_health {
+  /**
+   * Receives traffic.
+   */
+  CK_HEALTHY = 0,
+  /**
+   * Receives no traffic (failed checks, ejected, or marked by the operator).
+   */
+  CK_UNHEALTHY = 1,
+  /**
+   * Receives no new traffic; requests in flight finish.
+   */
+  CK_DRAINING = 2,
+} ck_health;
+
+/**
  * ABI version constants of this header. ck_abi_version() returns the library's
  * (major << 16) | minor. A caller accepts the library when
  * `ck_abi_version() >> 16 == CK_ABI_MAJOR && ck_abi_version() >= CK_ABI_VERSION`
@@ -84,10 +140,36 @@ typedef enum ck_abi {
 typedef struct ck_buf ck_buf;
 
 /**
+ * One pool of nodes (the seed's ClusterManager): membership, health and a balancer. Opaque.
+ * Thread-safe: many threads may pick while others change membership.
+ */
+typedef struct ck_cluster ck_cluster;
+
+/**
  * A whole deployment built from a config document: its pools (balancers) and its cache.
  * Opaque. Thread-safe: one handle may be used from many threads at once.
  */
 typedef struct ck_deployment ck_deployment;
+
+/**
+ * One event. Opaque; read it with the ck_event_* accessors, release it with ck_event_free.
+ * Immutable: may be read from any thread.
+ */
+typedef struct ck_event ck_event;
+
+/**
+ * A subscription to a cluster's events, read with ck_events_next. Opaque. Each subscription
+ * has its own queue (1024 events; a reader that falls further behind gets one
+ * CK_EVENT_LAGGED event and should re-read ck_cluster_nodes). Thread-safe (calls are
+ * serialized).
+ */
+typedef struct ck_events ck_events;
+
+/**
+ * A held (or formerly held) distributed lock. Opaque. Thread-safe: accessors, extend and
+ * release may be called from any thread (calls that change it are serialized).
+ */
+typedef struct ck_lock ck_lock;
 
 /**
  * A node picked by a pool's balancer. Opaque. While it lives it counts as one request in
@@ -96,6 +178,22 @@ typedef struct ck_deployment ck_deployment;
  * another thread, but must not be used from two threads at once.
  */
 typedef struct ck_pick ck_pick;
+
+/**
+ * A reader: the fastest way to read many cache values one by one from a language whose
+ * calls cost per argument (PHP's FFI). It owns a buffer of fixed capacity that every read
+ * copies the value into, so a read is one call with three arguments and the caller keeps
+ * one pointer (ck_reader_data) for all of them. Opaque. Not thread-safe: one thread at a
+ * time (a reader may move between threads).
+ */
+typedef struct ck_reader ck_reader;
+
+/**
+ * One web session as a request sees it: its fields and the changes made since it was
+ * loaded. Opaque. Not thread-safe: use a session from one thread at a time (it may move
+ * between threads).
+ */
+typedef struct ck_session ck_session;
 
 /**
  * NUL-terminated version string of the library, e.g. "0.1.0". Static: never free it.
@@ -125,6 +223,18 @@ const char *ck_last_error(void);
  * is invalid (the message names the field). No network I/O happens here. Thread-safe.
  */
 enum ck_status ck_deployment_new(const char *config, struct ck_deployment **out);
+
+/**
+ * Like ck_deployment_new, but the deployment is shared by the whole process: the first call
+ * with a given `config` text builds it, later calls with the same text return new handles to
+ * the same deployment (same connections, runtime, health state and embedded cache). This is
+ * what a PHP-FPM worker should use so that each request does not pay for new connections
+ * (like phpredis's persistent connections). In a forked child the first call builds a fresh
+ * deployment. Each handle is released with ck_deployment_free, which drops only that
+ * reference (the process keeps the deployment). Fails like ck_deployment_new; a failure is
+ * not remembered. Thread-safe.
+ */
+enum ck_status ck_deployment_shared(const char *config, struct ck_deployment **out);
 
 /**
  * Releases a deployment. NULL is a no-op. Picks and buffers obtained from it stay valid and
@@ -238,5 +348,501 @@ enum ck_status ck_cache_delete(const struct ck_deployment *dep,
                                const uint8_t *key,
                                size_t key_len,
                                bool *existed);
+
+/**
+ * Reads `key` like ck_cache_get, but copies a value of at most `dst_cap` bytes into the
+ * caller's buffer `dst` instead of allocating: the fast path for callers that keep one
+ * buffer for every read (PHP's binding does). On a hit writes the value's length to
+ * `*out_len`; if it is <= `dst_cap` the value is in `dst[0..len]` and `*out_big` is left
+ * untouched, otherwise `dst` is untouched and `*out_big` receives a new buffer with the
+ * value (free it with ck_buf_free). A miss returns CK_NOT_FOUND and writes nothing. `dst`
+ * may be NULL when `dst_cap` is 0. Fails like ck_cache_get (also when `out_len` or
+ * `out_big` is NULL). Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_get_into(const struct ck_deployment *dep,
+                                 const uint8_t *key,
+                                 size_t key_len,
+                                 uint8_t *dst,
+                                 size_t dst_cap,
+                                 size_t *out_len,
+                                 struct ck_buf **out_big);
+
+/**
+ * Makes a reader for the deployment's cache with a buffer of `capacity` bytes (1..16 MiB;
+ * values up to that size are copied into it, larger ones are held by the reader, see
+ * ck_reader_value). On success writes it to `*out`; free it with ck_reader_free. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, capacity out of range). Thread-safe.
+ */
+enum ck_status ck_reader_new(const struct ck_deployment *dep,
+                             size_t capacity,
+                             struct ck_reader **out);
+
+/**
+ * The reader's buffer (fixed for its life; NULL if `r` is NULL): after a ck_reader_get that
+ * returned a length <= the capacity, the value is its first bytes.
+ */
+const uint8_t *ck_reader_data(const struct ck_reader *r);
+
+/**
+ * The value of the last successful ck_reader_get, wherever it is (the buffer or, for a
+ * value larger than the capacity, memory held by the reader); NULL before the first hit or
+ * if `r` is NULL. Valid until the next ck_reader_get or ck_reader_free.
+ */
+const uint8_t *ck_reader_value(const struct ck_reader *r);
+
+/**
+ * Reads `key` (`key_len` bytes) from the cache. Returns the value's length (>= 0) on a hit:
+ * the value is at ck_reader_data(r) when the length is <= the capacity, else at
+ * ck_reader_value(r). Returns a negative number on a miss or failure: minus the ck_status
+ * (-CK_NOT_FOUND for a miss; -CK_INVALID_ARGUMENT for NULL `r`, bad key; the backend's
+ * errors), with the message in ck_last_error(). Blocks the calling thread for network
+ * backends.
+ */
+int64_t ck_reader_get(struct ck_reader *r, const uint8_t *key, size_t key_len);
+
+/**
+ * Frees a reader. NULL is a no-op; never free twice.
+ */
+void ck_reader_free(struct ck_reader *r);
+
+/**
+ * Stores `value` under `key` only if the key is absent (or expired), expiring after
+ * `ttl_ms` milliseconds (0: never). Writes to `*added` whether it was stored. Fails like
+ * ck_cache_set (also when `added` is NULL). Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_add(const struct ck_deployment *dep,
+                            const uint8_t *key,
+                            size_t key_len,
+                            const uint8_t *value,
+                            size_t value_len,
+                            uint64_t ttl_ms,
+                            bool *added);
+
+/**
+ * Writes to `*found` whether `key` is in the cache (and not expired). Fails with
+ * CK_INVALID_ARGUMENT (NULL `dep`/`found`, empty or oversized key) or the backend's error.
+ * Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_has(const struct ck_deployment *dep,
+                            const uint8_t *key,
+                            size_t key_len,
+                            bool *found);
+
+/**
+ * Adds `delta` (may be negative) to the integer stored under `key` (an absent key counts as
+ * 0 and is created without expiry) and writes the new value to `*out_value`. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, bad key), CK_BACKEND when the stored value is not an
+ * integer or the result overflows, or the backend's error. Blocks the calling thread.
+ * Thread-safe.
+ */
+enum ck_status ck_cache_increment(const struct ck_deployment *dep,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  int64_t delta,
+                                  int64_t *out_value);
+
+/**
+ * Reads many keys at once. `packed_keys` is a packed list of keys (`packed_len` bytes:
+ * each entry a 4-byte little-endian length followed by the key). On success writes to
+ * `*out` a new buffer holding a packed list of the values in the same order, with the
+ * length 0xFFFFFFFF (and no bytes) for each absent key. Keys are grouped per node and the
+ * groups fetched in parallel. Fails with CK_INVALID_ARGUMENT (NULL arguments, a malformed
+ * list, a bad key) or the backend's error. Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_get_many(const struct ck_deployment *dep,
+                                 const uint8_t *packed_keys,
+                                 size_t packed_len,
+                                 struct ck_buf **out);
+
+/**
+ * Stores many values at once, all expiring after `ttl_ms` milliseconds (0: never).
+ * `packed_pairs` is a packed list (see ck_cache_get_many) alternating key, value, key,
+ * value. Fails with CK_INVALID_ARGUMENT (NULL arguments, a malformed list or an odd number
+ * of entries, a bad key or value) or the backend's error; on a backend error some keys may
+ * have been written. Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_set_many(const struct ck_deployment *dep,
+                                 const uint8_t *packed_pairs,
+                                 size_t packed_len,
+                                 uint64_t ttl_ms);
+
+/**
+ * Deletes many keys at once (`packed_keys` as in ck_cache_get_many). If `deleted` is not
+ * NULL, writes how many existed. Fails with CK_INVALID_ARGUMENT (NULL `dep`, a malformed
+ * list, a bad key) or the backend's error. Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_delete_many(const struct ck_deployment *dep,
+                                    const uint8_t *packed_keys,
+                                    size_t packed_len,
+                                    uint64_t *deleted);
+
+/**
+ * Deletes every key of the deployment cache's namespace (and nothing outside it). If
+ * `deleted` is not NULL, writes how many keys were removed. Fails with CK_INVALID_ARGUMENT
+ * (NULL `dep`) or the backend's error. Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_cache_clear(const struct ck_deployment *dep, uint64_t *deleted);
+
+/**
+ * Writes to `*out` a new buffer with the deployment's metrics as a JSON object: `cache`
+ * (`namespace`, `hits`, `misses`, `errors`, `writes`) and `pools` (per pool: `name`,
+ * `strategy`, `version`, `total`, `healthy`, `in_panic`, `health` counters and `nodes`, as
+ * ck_cluster_metrics). Fails with CK_INVALID_ARGUMENT (NULL arguments). Thread-safe.
+ */
+enum ck_status ck_deployment_metrics(const struct ck_deployment *dep, struct ck_buf **out);
+
+/**
+ * Builds an empty pool named `name` balancing with `strategy` ("round_robin",
+ * "weighted_round_robin", "random", "least_connections", "p2c", "ketama", "maglev",
+ * "rendezvous"; NULL or "" is round robin). On success writes a new handle to `*out`
+ * (release it with ck_cluster_free). Fails with CK_INVALID_ARGUMENT (NULL `name`/`out`,
+ * an empty or non-UTF-8 name, an unknown strategy). No I/O. Thread-safe.
+ */
+enum ck_status ck_cluster_new(const char *name, const char *strategy, struct ck_cluster **out);
+
+/**
+ * A handle on pool `pool` of a deployment (sharing its membership, health and counters;
+ * the pool lives as long as either handle). Release it with ck_cluster_free. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, non-UTF-8 name) or CK_NOT_FOUND (no such pool).
+ * Thread-safe.
+ */
+enum ck_status ck_deployment_cluster(const struct ck_deployment *dep,
+                                     const char *pool,
+                                     struct ck_cluster **out);
+
+/**
+ * Releases a cluster handle. NULL is a no-op. Picks made from it stay valid. No other call
+ * may use `c` during or after this one; never free a handle twice.
+ */
+void ck_cluster_free(struct ck_cluster *c);
+
+/**
+ * Adds a node: `id` (unique in the pool), `host`, `port` (1..65535), `weight` (1..256; 0
+ * means the default 1), `zone` (NULL or "" for none) and `metadata_json` (NULL, "" or a
+ * JSON object whose values are strings). Fails with CK_INVALID_ARGUMENT (NULL or bad
+ * values; the message names the field), CK_CONFLICT (the id is taken). Thread-safe.
+ */
+enum ck_status ck_cluster_add_node(const struct ck_cluster *c,
+                                   const char *id,
+                                   const char *host,
+                                   uint16_t port,
+                                   uint32_t weight,
+                                   const char *zone,
+                                   const char *metadata_json);
+
+/**
+ * Removes node `id`. Picks already holding it finish normally. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments) or CK_NOT_FOUND. Thread-safe.
+ */
+enum ck_status ck_cluster_remove_node(const struct ck_cluster *c, const char *id);
+
+/**
+ * Sets the operator's word on node `id`: CK_UNHEALTHY or CK_DRAINING take it out of
+ * balancing whatever its checks say, CK_HEALTHY lifts the override (checks and outlier
+ * detection decide again). `reason` (NULL for none) shows in events and metrics. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, a value outside ck_health) or CK_NOT_FOUND.
+ * Thread-safe.
+ */
+enum ck_status ck_cluster_set_health(const struct ck_cluster *c,
+                                     const char *id,
+                                     uint32_t health,
+                                     const char *reason);
+
+/**
+ * Changes node `id`'s weight (1..256). Fails with CK_INVALID_ARGUMENT or CK_NOT_FOUND.
+ * Thread-safe.
+ */
+enum ck_status ck_cluster_set_weight(const struct ck_cluster *c, const char *id, uint32_t weight);
+
+/**
+ * Picks a node of the cluster, following `key` when given (see ck_deployment_pick). Fails
+ * with CK_INVALID_ARGUMENT or CK_UNAVAILABLE (no node to pick). Thread-safe.
+ */
+enum ck_status ck_cluster_pick(const struct ck_cluster *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               struct ck_pick **out);
+
+/**
+ * Number of nodes in the cluster (0 if `c` is NULL). Thread-safe.
+ */
+size_t ck_cluster_len(const struct ck_cluster *c);
+
+/**
+ * Number of healthy nodes (0 if `c` is NULL). Thread-safe.
+ */
+size_t ck_cluster_healthy_count(const struct ck_cluster *c);
+
+/**
+ * Writes to `*out` a new buffer with the nodes as a JSON array; each node is an object with
+ * `id`, `host`, `port`, `weight`, `zone` (or null), `metadata`, `health` ("healthy",
+ * "unhealthy", "draining"), `reason`, `since_ms`, `in_flight`, `successes`, `failures`,
+ * `consecutive_failures`, `last_latency_us`. Fails with CK_INVALID_ARGUMENT (NULL
+ * arguments). Thread-safe.
+ */
+enum ck_status ck_cluster_nodes(const struct ck_cluster *c, struct ck_buf **out);
+
+/**
+ * Writes to `*out` a new buffer with the cluster's metrics as a JSON object: `name`,
+ * `strategy`, `version`, `total`, `healthy`, `in_panic`, `health` (`checks`,
+ * `check_failures`, `marked_unhealthy`, `marked_healthy`, `ejections`,
+ * `ejections_refused`) and `nodes` (as ck_cluster_nodes). Fails with CK_INVALID_ARGUMENT
+ * (NULL arguments). Thread-safe.
+ */
+enum ck_status ck_cluster_metrics(const struct ck_cluster *c, struct ck_buf **out);
+
+/**
+ * Subscribes to the cluster's events from now on (node added, removed, updated, health
+ * changed, panic mode, strategy, discovery problems). On success writes a new subscription
+ * to `*out`; release it with ck_events_free. Fails with CK_INVALID_ARGUMENT (NULL
+ * arguments). Thread-safe.
+ */
+enum ck_status ck_cluster_subscribe(const struct ck_cluster *c, struct ck_events **out);
+
+/**
+ * Takes the next event of subscription `e`, waiting up to `timeout_ms` milliseconds for
+ * one (0: do not wait). On success writes a new event to `*out` (release it with
+ * ck_event_free). Returns CK_TIMEOUT when no event came in time, CK_CLOSED when the cluster
+ * is gone and every event was read, CK_INVALID_ARGUMENT for NULL arguments. Blocks the
+ * calling thread up to the timeout. Thread-safe (concurrent callers take turns).
+ */
+enum ck_status ck_events_next(const struct ck_events *e,
+                              uint64_t timeout_ms,
+                              struct ck_event **out);
+
+/**
+ * Releases a subscription. NULL is a no-op. No other call may use `e` during or after this
+ * one; never free it twice.
+ */
+void ck_events_free(struct ck_events *e);
+
+/**
+ * The event's kind (CK_EVENT_LAGGED if `ev` is NULL). Thread-safe.
+ */
+enum ck_event_kind ck_event_get_kind(const struct ck_event *ev);
+
+/**
+ * The id of the node the event is about ("" if none, NULL if `ev` is NULL). Owned by the
+ * event. Thread-safe.
+ */
+const char *ck_event_node_id(const struct ck_event *ev);
+
+/**
+ * The health before a CK_EVENT_HEALTH_CHANGED event (CK_HEALTHY for other kinds or NULL).
+ * Thread-safe.
+ */
+enum ck_health ck_event_old_health(const struct ck_event *ev);
+
+/**
+ * The health after a CK_EVENT_HEALTH_CHANGED event (CK_HEALTHY for other kinds or NULL).
+ * Thread-safe.
+ */
+enum ck_health ck_event_new_health(const struct ck_event *ev);
+
+/**
+ * A one-line description (a health change's reason, panic counts, ...); NULL if `ev` is
+ * NULL. Owned by the event. Thread-safe.
+ */
+const char *ck_event_message(const struct ck_event *ev);
+
+/**
+ * Writes to `*out` a new buffer with the whole event as a JSON object (`kind` as a
+ * snake_case name, `message`, and the kind's fields: `node`, `old_health`, `new_health`,
+ * `active`/`healthy`/`total`, `strategy`, `source`, `missed`). Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments). Thread-safe.
+ */
+enum ck_status ck_event_json(const struct ck_event *ev, struct ck_buf **out);
+
+/**
+ * Releases an event. NULL is a no-op. Never free an event twice.
+ */
+void ck_event_free(struct ck_event *ev);
+
+/**
+ * Acquires the lock `name` (1..1024 bytes of UTF-8) for `ttl_ms` milliseconds
+ * (1..86400000) with the deployment's lock service (embedded, one Redis, or Redlock over
+ * the `[locks]` pool's masters). `wait_ms` 0 makes one attempt and returns CK_CONFLICT if
+ * someone else holds the lock; otherwise waits up to `wait_ms` (woken by the holder's
+ * release) and returns CK_TIMEOUT when that passes. On success writes a new lock to `*out`
+ * carrying its fencing token (strictly increasing across holders of `name`); release it
+ * with ck_lock_release and free it with ck_lock_free. Other failures: CK_INVALID_ARGUMENT
+ * (NULL arguments, bad name or TTL), CK_UNAVAILABLE (no quorum of masters answered).
+ * Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_lock_acquire(const struct ck_deployment *dep,
+                               const char *name,
+                               uint64_t ttl_ms,
+                               uint64_t wait_ms,
+                               struct ck_lock **out);
+
+/**
+ * The lock's fencing token (0 if `l` is NULL): pass it to the resource the lock protects so
+ * it can refuse a write from an older holder. Thread-safe.
+ */
+uint64_t ck_lock_fencing_token(const struct ck_lock *l);
+
+/**
+ * Remaining validity of the lock in milliseconds by the local monotonic clock; 0 once it
+ * expired, was lost or released (or `l` is NULL). Thread-safe.
+ */
+uint64_t ck_lock_validity_ms(const struct ck_lock *l);
+
+/**
+ * True while the lock is valid, not released and no renewal failed (false if `l` is NULL).
+ * Check it before committing work done under the lock. Thread-safe.
+ */
+bool ck_lock_is_held(const struct ck_lock *l);
+
+/**
+ * The lock's name (NULL if `l` is NULL). Owned by the lock. Thread-safe.
+ */
+const char *ck_lock_name(const struct ck_lock *l);
+
+/**
+ * This holder's random token (32 hex characters; NULL if `l` is NULL). Owned by the lock.
+ * Thread-safe.
+ */
+const char *ck_lock_token(const struct ck_lock *l);
+
+/**
+ * Extends the lock to `ttl_ms` milliseconds from now. Fails with CK_CONFLICT when the lock
+ * is no longer held with this token (it expired or was taken over), CK_CLOSED after
+ * ck_lock_release, CK_INVALID_ARGUMENT (NULL, bad TTL), CK_UNAVAILABLE (no quorum). Blocks
+ * the calling thread. Thread-safe.
+ */
+enum ck_status ck_lock_extend(const struct ck_lock *l, uint64_t ttl_ms);
+
+/**
+ * Releases the lock (the handle stays valid for its accessors; free it with ck_lock_free).
+ * Fails with CK_CONFLICT when the lock had expired or been taken over before the release
+ * (work done under it may have overlapped another holder), CK_CLOSED when already released,
+ * CK_INVALID_ARGUMENT for NULL, CK_UNAVAILABLE when no quorum answered (the lock then
+ * expires after its TTL). Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_lock_release(const struct ck_lock *l);
+
+/**
+ * Frees a lock handle; a lock still held is released in the background (without waiting).
+ * NULL is a no-op. No other call may use `l` during or after this one; never free twice.
+ */
+void ck_lock_free(struct ck_lock *l);
+
+/**
+ * Starts a new, empty session with a fresh id (32 characters [A-Za-z0-9] from the OS
+ * CSPRNG). Nothing is stored until ck_session_save. On success writes a new session to
+ * `*out`; free it with ck_session_free. Fails with CK_INVALID_ARGUMENT (NULL arguments).
+ * Thread-safe.
+ */
+enum ck_status ck_session_create(const struct ck_deployment *dep, struct ck_session **out);
+
+/**
+ * Loads session `id` (`id_len` bytes). With `lock` true it also takes the session's lock in
+ * the same round trip, waiting for another request's lock up to the configured lock_wait
+ * (CK_TIMEOUT then); the lock is released by ck_session_save or ck_session_unlock. Returns
+ * CK_NOT_FOUND when the session is unknown, expired, or `id` is malformed (never a lookup of
+ * an arbitrary key). On success writes a new session to `*out`. Other failures:
+ * CK_INVALID_ARGUMENT (NULL arguments) or the backend's error. Blocks the calling thread.
+ * Thread-safe.
+ */
+enum ck_status ck_session_load(const struct ck_deployment *dep,
+                               const uint8_t *id,
+                               size_t id_len,
+                               bool lock,
+                               struct ck_session **out);
+
+/**
+ * The session's id (NUL-terminated; NULL if `s` is NULL). Owned by the session: valid until
+ * it is regenerated or freed.
+ */
+const char *ck_session_id(const struct ck_session *s);
+
+/**
+ * True if the session was created by ck_session_create and not saved yet (false for NULL).
+ */
+bool ck_session_is_new(const struct ck_session *s);
+
+/**
+ * Reads field `name`: on success writes a pointer to its bytes to `*data` and their number
+ * to `*len`. The bytes belong to the session and stay valid until the session is changed
+ * (set, remove, save, regenerate) or freed. Returns CK_NOT_FOUND for an absent field,
+ * CK_INVALID_ARGUMENT for NULL arguments or a non-UTF-8 name.
+ */
+enum ck_status ck_session_get(const struct ck_session *s,
+                              const char *name,
+                              const uint8_t **data,
+                              size_t *len);
+
+/**
+ * Sets field `name` to `value` (`value_len` bytes) in the session; stored by the next
+ * ck_session_save (only changed fields are written). Fails with CK_INVALID_ARGUMENT (NULL
+ * arguments, non-UTF-8 name).
+ */
+enum ck_status ck_session_set(struct ck_session *s,
+                              const char *name,
+                              const uint8_t *value,
+                              size_t value_len);
+
+/**
+ * Removes field `name` from the session (removed from the store by the next save; removing
+ * an absent field is fine). Fails with CK_INVALID_ARGUMENT (NULL arguments, non-UTF-8 name).
+ */
+enum ck_status ck_session_remove(struct ck_session *s, const char *name);
+
+/**
+ * Writes to `*out` a new buffer holding the session's field names as a packed list (see
+ * ck_cache_get_many), in sorted order. Fails with CK_INVALID_ARGUMENT (NULL arguments).
+ */
+enum ck_status ck_session_keys(const struct ck_session *s, struct ck_buf **out);
+
+/**
+ * Saves the session: only the fields changed since the load are written (concurrent
+ * requests changing other fields do not overwrite each other), the idle timeout is
+ * refreshed and the session's lock, if this request holds it, is released — one round trip.
+ * Fails with CK_NOT_FOUND (the session expired or was destroyed meanwhile; it is not
+ * resurrected), CK_CONFLICT (its lock was lost), CK_INVALID_ARGUMENT (NULL arguments) or the
+ * backend's error. Blocks the calling thread.
+ */
+enum ck_status ck_session_save(const struct ck_deployment *dep, struct ck_session *s);
+
+/**
+ * Releases the session's lock without saving anything (a request that read the session and
+ * wrote nothing); the unsaved changes stay in `s`. Nothing happens if `s` holds no lock.
+ * Fails with CK_INVALID_ARGUMENT (NULL arguments) or the backend's error. Blocks the calling
+ * thread.
+ */
+enum ck_status ck_session_unlock(const struct ck_deployment *dep, struct ck_session *s);
+
+/**
+ * Gives the session a new id with the same data (unsaved changes are saved first); the old
+ * id stops working at once. Call it at login (session fixation defence). Fails like
+ * ck_session_save. Blocks the calling thread.
+ */
+enum ck_status ck_session_regenerate(const struct ck_deployment *dep, struct ck_session *s);
+
+/**
+ * Deletes session `id`. If `existed` is not NULL, writes whether it existed. A malformed id
+ * is simply absent. Fails with CK_INVALID_ARGUMENT (NULL `dep`, NULL `id` with a length) or
+ * the backend's error. Blocks the calling thread. Thread-safe.
+ */
+enum ck_status ck_session_destroy(const struct ck_deployment *dep,
+                                  const uint8_t *id,
+                                  size_t id_len,
+                                  bool *existed);
+
+/**
+ * Refreshes the idle timeout of session `id` without loading it. If `found` is not NULL,
+ * writes whether the session exists. Fails like ck_session_destroy. Blocks the calling
+ * thread. Thread-safe.
+ */
+enum ck_status ck_session_touch(const struct ck_deployment *dep,
+                                const uint8_t *id,
+                                size_t id_len,
+                                bool *found);
+
+/**
+ * Frees a session. A session lock still held (loaded with lock, never saved or unlocked) is
+ * released in the background without writing. NULL is a no-op; never free twice.
+ */
+void ck_session_free(struct ck_session *s);
 
 #endif  /* CLUSTERKIT_H */

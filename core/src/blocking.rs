@@ -79,7 +79,43 @@ pub fn runtime() -> Result<Arc<Runtime>> {
     Ok(rt)
 }
 
+thread_local! {
+    /// This thread's copy of the runtime handle, tagged with the fork generation it belongs
+    /// to, so a blocking call does not take the global lock.
+    static LOCAL_RUNTIME: std::cell::RefCell<Option<(u64, Arc<Runtime>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn local_runtime() -> Result<Arc<Runtime>> {
+    let generation = FORK_GENERATION.load(Ordering::SeqCst);
+    let cached = LOCAL_RUNTIME
+        .try_with(|slot| match &*slot.borrow() {
+            Some((g, rt)) if *g == generation => Some(rt.clone()),
+            _ => None,
+        })
+        .ok()
+        .flatten();
+    if let Some(rt) = cached {
+        return Ok(rt);
+    }
+    let rt = runtime()?;
+    let _ = LOCAL_RUNTIME.try_with(|slot| {
+        let previous = slot.borrow_mut().replace((generation, rt.clone()));
+        if let Some((g, stale)) = previous {
+            if g != generation {
+                // Inherited across fork(): never drop a runtime whose threads are gone.
+                std::mem::forget(stale);
+            }
+        }
+    });
+    Ok(rt)
+}
+
 /// Runs `fut` to completion on the shared runtime, blocking the calling thread.
+///
+/// The future is first polled once on the calling thread (inside the runtime's context): work
+/// that completes without waiting, such as every operation of the embedded backends, returns
+/// without a thread switch. Only a future that has to wait is driven by the runtime.
 ///
 /// Fails with [`Error::InvalidArgument`] when called from inside an async runtime (blocking
 /// there would stall it; use the async API instead), or as [`runtime`] does.
@@ -90,7 +126,16 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
             "a blocking clusterkit call was made from inside an async runtime; use the async API",
         ));
     }
-    Ok(runtime()?.block_on(fut))
+    let rt = local_runtime()?;
+    let mut fut = std::pin::pin!(fut);
+    {
+        let _context = rt.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return Ok(v);
+        }
+    }
+    Ok(rt.block_on(fut))
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! its pools, their balancers, the cache, the locks and the sessions — or, with no document,
 //! runs fully embedded.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use crate::balance::LoadBalancer;
 use crate::cache::Cache;
@@ -112,5 +113,57 @@ impl Clusterkit {
     /// The document this deployment was built from.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The deployment built from `text` shared by the whole process: the first call parses
+    /// and builds it, later calls with the same text get the same deployment (its
+    /// connections, runtime and health state), like phpredis's persistent connections. A
+    /// PHP-FPM worker or a Python process that builds "its" deployment on every request
+    /// therefore pays for it once. In a forked child the first call builds a fresh one (the
+    /// parent's background tasks do not exist there); the parent's is never dropped in the
+    /// child.
+    ///
+    /// Fails like [`Clusterkit::parse`]; a failure is not remembered.
+    pub fn shared(text: &str) -> Result<Arc<Clusterkit>> {
+        type Registry = HashMap<String, (u64, Arc<Clusterkit>)>;
+        static SHARED: Mutex<Option<Registry>> = Mutex::new(None);
+        let generation = crate::blocking::fork_generation();
+        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let registry = slot.get_or_insert_with(HashMap::new);
+        if let Some((g, ck)) = registry.get(text) {
+            if *g == generation {
+                return Ok(ck.clone());
+            }
+        }
+        let ck = Arc::new(Clusterkit::parse(text)?);
+        if let Some((g, stale)) = registry.insert(text.to_string(), (generation, ck.clone())) {
+            if g != generation {
+                // Built by the parent before fork(): dropping it could wait on tasks that
+                // do not exist in this process.
+                std::mem::forget(stale);
+            }
+        }
+        Ok(ck)
+    }
+
+    /// The deployment's metrics as one JSON object: `cache` (`backend`, `hits`, `misses`,
+    /// `errors`, `writes`) and `pools` (each pool's [`Cluster::metrics`] by name).
+    pub fn metrics(&self) -> serde_json::Value {
+        let stats = self.cache.stats();
+        let pools: serde_json::Map<String, serde_json::Value> = self
+            .pools
+            .iter()
+            .map(|(name, c)| (name.clone(), c.metrics()))
+            .collect();
+        serde_json::json!({
+            "cache": {
+                "namespace": self.cache.namespace(),
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "errors": stats.errors,
+                "writes": stats.writes,
+            },
+            "pools": pools,
+        })
     }
 }

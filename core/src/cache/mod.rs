@@ -498,8 +498,24 @@ impl Cache {
     /// Fails with [`Error::InvalidArgument`] on a bad key, or with the backend's error
     /// (`timeout`, `unavailable`, `backend`).
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        if let Backend::Memory(m) = &*self.backend {
-            // The embedded hot path: the full key on the stack when it is short, no await.
+        if let Some(r) = self.get_now(key) {
+            return r;
+        }
+        let k = self.full_key(key)?;
+        let r = self.count(self.backend.get(&k, self.prefix.len()).await)?;
+        self.count_read(r.is_some());
+        Ok(r)
+    }
+
+    /// [`Cache::get`] without a future, for the backends that answer without waiting: the
+    /// embedded one. `None` for network backends (use `get`). The blocking facades (C, PHP,
+    /// Python) take this path to skip the runtime entirely on embedded reads.
+    pub fn get_now(&self, key: &[u8]) -> Option<Result<Option<Bytes>>> {
+        let Backend::Memory(m) = &*self.backend else {
+            return None;
+        };
+        Some((|| {
+            // The embedded hot path: the full key on the stack when it is short.
             self.check_key(key)?;
             let mut buf = [0u8; 256];
             let n = self.prefix.len() + key.len();
@@ -512,12 +528,8 @@ impl Cache {
             };
             let r = self.count(r)?;
             self.count_read(r.is_some());
-            return Ok(r);
-        }
-        let k = self.full_key(key)?;
-        let r = self.count(self.backend.get(&k, self.prefix.len()).await)?;
-        self.count_read(r.is_some());
-        Ok(r)
+            Ok(r)
+        })())
     }
 
     /// Stores `value` under `key` for `ttl` (`None`: no expiry; zero: delete the key).

@@ -6,6 +6,7 @@
 //! publish it. Subscribers receive a [`ClusterEvent`] for every change.
 
 pub mod health;
+mod report;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -85,17 +85,23 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// A new session id: 24 bytes from the OS CSPRNG, URL-safe base64 without padding.
+/// A new session id: 32 characters of `[A-Za-z0-9]` from the OS CSPRNG (190 bits).
+///
+/// Base62 rather than base64url: PHP's session layer refuses ids containing `_`, and
+/// `-`/`_` are awkward in some cookie parsers; every id made here is valid everywhere. Bytes
+/// are drawn by rejection sampling (values >= 248 are discarded) so every character is
+/// equally likely.
 fn new_id() -> Result<String> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut b = [0u8; 24];
-    getrandom::fill(&mut b)
-        .map_err(|e| Error::Internal(format!("no OS randomness for a session id: {e}")))?;
+    const ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut out = String::with_capacity(ID_LEN);
-    for chunk in b.chunks(3) {
-        let n = (chunk[0] as u32) << 16 | (chunk[1] as u32) << 8 | chunk[2] as u32;
-        for shift in [18, 12, 6, 0] {
-            out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+    while out.len() < ID_LEN {
+        let mut b = [0u8; 48];
+        getrandom::fill(&mut b)
+            .map_err(|e| Error::Internal(format!("no OS randomness for a session id: {e}")))?;
+        for byte in b {
+            if byte < 248 && out.len() < ID_LEN {
+                out.push(ALPHABET[(byte % 62) as usize] as char);
+            }
         }
     }
     Ok(out)
@@ -108,7 +114,9 @@ fn parse_id(id: &[u8]) -> Option<&str> {
         .filter(|s| valid_id(s.as_bytes()))
 }
 
-/// True if `id` has the exact shape of an id this store hands out.
+/// True if `id` has the shape of a session id: 32 URL-safe characters (`[A-Za-z0-9_-]`).
+/// Ids made here are base62; `-` and `_` are accepted too so stores driven by other
+/// frameworks' ids (express-session's 24-byte base64url ids) work.
 pub(crate) fn valid_id(id: &[u8]) -> bool {
     id.len() == ID_LEN
         && id
@@ -493,18 +501,7 @@ impl SessionStore {
                         Locked::Loaded(flat) => {
                             let Some((fields, created)) = decode(flat) else {
                                 // No such session: give the lock back.
-                                let _ = eval::<i64>(
-                                    b,
-                                    id,
-                                    &self.inner.scripts.save_unlock,
-                                    &[&key, &lock],
-                                    &[
-                                        token.as_bytes(),
-                                        self.inner.lock_channel.as_bytes(),
-                                        id.as_bytes(),
-                                    ],
-                                )
-                                .await;
+                                let _ = self.release_lock(b, id, &token).await;
                                 return Ok(None);
                             };
                             return Ok(self.session(id, fields, created, Some(token)));
@@ -527,6 +524,47 @@ impl SessionStore {
             tokio::time::sleep(sleep.min(deadline - now)).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Releases the session's lock without writing anything (a request that read the session
+    /// and decided not to save it, like PHP's `session_abort()`); the unsaved changes stay in
+    /// `s`. Nothing happens for a session that holds no lock. A lock already lost (its
+    /// `lock_ttl` passed) is not an error here: there is nothing left to release.
+    pub async fn unlock(&self, s: &mut Session) -> Result<()> {
+        let Some(token) = s.lock_token.take() else {
+            return Ok(());
+        };
+        match &self.inner.storage {
+            Storage::Memory(b) => {
+                let key = self.key(&s.id);
+                let mut map = self.mem(b);
+                if let Some(m) = map.get_mut(&key) {
+                    if matches!(&m.lock, Some((held, _)) if *held == token) {
+                        m.lock = None;
+                    }
+                }
+                Ok(())
+            }
+            Storage::Redis(b) => self.release_lock(b, &s.id, &token).await,
+        }
+    }
+
+    async fn release_lock(&self, b: &Backend, id: &str, token: &str) -> Result<()> {
+        let key = self.key(id);
+        let (lock, _) = self.lock_keys(id);
+        eval::<i64>(
+            b,
+            id,
+            &self.inner.scripts.save_unlock,
+            &[&key, &lock],
+            &[
+                token.as_bytes(),
+                self.inner.lock_channel.as_bytes(),
+                id.as_bytes(),
+            ],
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Saves the changes made since the load (only those: delta save), refreshes the idle

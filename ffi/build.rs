@@ -13,7 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
+/// The ABI major version (`CK_ABI_MAJOR` in src/lib.rs; `tests/c/run` checks they agree):
+/// the shared library's soname is `libclusterkit.so.<major>`, so a program linked against
+/// one major never loads another.
+const ABI_MAJOR: u32 = 1;
+
 fn main() {
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libclusterkit.so.{ABI_MAJOR}");
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into()));
@@ -80,7 +86,8 @@ fn php_params(line: &str) -> String {
         let ident_len = after
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(after.len());
-        let is_param = ident_len > 0 && matches!(after[ident_len..].chars().next(), Some(',' | ')'));
+        let is_param =
+            ident_len > 0 && matches!(after[ident_len..].chars().next(), Some(',' | ')'));
         result.push_str(&rest[..at]);
         result.push_str(if is_param { "const char *" } else { FROM });
         rest = after;

@@ -1274,7 +1274,10 @@ pub unsafe extern "C" fn ck_cluster_healthy_count(c: *const ck_cluster) -> usize
 /// `consecutive_failures`, `last_latency_us`. Fails with CK_INVALID_ARGUMENT (NULL
 /// arguments). Thread-safe.
 #[no_mangle]
-pub unsafe extern "C" fn ck_cluster_nodes(c: *const ck_cluster, out: *mut *mut ck_buf) -> ck_status {
+pub unsafe extern "C" fn ck_cluster_nodes(
+    c: *const ck_cluster,
+    out: *mut *mut ck_buf,
+) -> ck_status {
     ffi_call("ck_cluster_nodes", || {
         let out = arg_out(out, "out")?;
         // SAFETY: checked by arg_ref; validity is the caller's promise.
@@ -1441,16 +1444,16 @@ pub unsafe extern "C" fn ck_events_next(
             let wait = Duration::from_millis(timeout_ms);
             match clusterkit::blocking::block_on(tokio::time::timeout(wait, rx.recv()))? {
                 Ok(r) => r,
-                Err(_) => {
-                    return Err(Error::Timeout(format!("no event within {timeout_ms} ms")))
-                }
+                Err(_) => return Err(Error::Timeout(format!("no event within {timeout_ms} ms"))),
             }
         };
         let ev = match got {
             Ok(ev) => ck_event::from_event(&ev),
             Err(RecvError::Lagged(n)) => ck_event::lagged(n),
             Err(RecvError::Closed) => {
-                return Err(Error::Closed("the cluster of this subscription is gone".into()))
+                return Err(Error::Closed(
+                    "the cluster of this subscription is gone".into(),
+                ))
             }
         };
         *out = Box::into_raw(Box::new(ev));
@@ -1587,9 +1590,8 @@ pub unsafe extern "C" fn ck_lock_acquire(
         let locks = dep.inner.locks();
         let ttl = Duration::from_millis(ttl_ms);
         let guard = if wait_ms == 0 {
-            run(locks.try_acquire(name, ttl))?.ok_or_else(|| {
-                Error::Conflict(format!("lock {name:?} is held by someone else"))
-            })?
+            run(locks.try_acquire(name, ttl))?
+                .ok_or_else(|| Error::Conflict(format!("lock {name:?} is held by someone else")))?
         } else {
             run(locks.acquire_timeout(name, ttl, Duration::from_millis(wait_ms)))?
         };
@@ -1832,10 +1834,9 @@ pub unsafe extern "C" fn ck_session_get(
         let len = arg_out(len, "len")?;
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (s, name) = unsafe { (arg_ref(s, "session")?, arg_str(name, "name")?) };
-        let v = s
-            .s
-            .get(name)
-            .ok_or_else(|| Error::NotFound(format!("no field {name:?} in the session")))?;
+        let v =
+            s.s.get(name)
+                .ok_or_else(|| Error::NotFound(format!("no field {name:?} in the session")))?;
         *data = v.as_ptr();
         *len = v.len();
         Ok(())
@@ -1881,10 +1882,7 @@ pub unsafe extern "C" fn ck_session_remove(s: *mut ck_session, name: *const c_ch
 /// Writes to `*out` a new buffer holding the session's field names as a packed list (see
 /// ck_cache_get_many), in sorted order. Fails with CK_INVALID_ARGUMENT (NULL arguments).
 #[no_mangle]
-pub unsafe extern "C" fn ck_session_keys(
-    s: *const ck_session,
-    out: *mut *mut ck_buf,
-) -> ck_status {
+pub unsafe extern "C" fn ck_session_keys(s: *const ck_session, out: *mut *mut ck_buf) -> ck_status {
     ffi_call("ck_session_keys", || {
         let out = arg_out(out, "out")?;
         // SAFETY: checked by arg_ref; validity is the caller's promise.

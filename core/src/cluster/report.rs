@@ -43,7 +43,10 @@ impl NodeStatus {
             "consecutive_failures".into(),
             json!(self.stats.consecutive_failures()),
         );
-        m.insert("last_latency_us".into(), json!(self.stats.last_latency_us()));
+        m.insert(
+            "last_latency_us".into(),
+            json!(self.stats.last_latency_us()),
+        );
         Value::Object(m)
     }
 }
@@ -110,9 +113,7 @@ impl ClusterEvent {
                 m.insert("node".into(), Value::Object(node_fields(new)));
                 m.insert("old".into(), Value::Object(node_fields(old)));
             }
-            ClusterEvent::HealthChanged {
-                node, old, new, ..
-            } => {
+            ClusterEvent::HealthChanged { node, old, new, .. } => {
                 m.insert("node".into(), Value::Object(node_fields(node)));
                 m.insert("old_health".into(), json!(old.as_str()));
                 m.insert("new_health".into(), json!(new.as_str()));

@@ -42,6 +42,14 @@ pub(crate) fn fork_generation() -> u64 {
     FORK_GENERATION.load(Ordering::SeqCst)
 }
 
+/// The fork generation without registering the fork handler: a cheap check for hot paths.
+/// Until the runtime was first built nothing ran in the background, so the handler not being
+/// registered yet loses nothing.
+#[inline]
+pub(crate) fn current_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
 /// Number of worker threads of the shared runtime: 2, or the value of the environment
 /// variable `CLUSTERKIT_THREADS` (1..=64) read when the runtime is first built.
 fn worker_threads() -> usize {

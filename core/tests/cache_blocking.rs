@@ -150,3 +150,89 @@ fn deployment_builds_locks_and_sessions() {
         assert!(e.to_string().contains(field), "{bad}: {e}");
     }
 }
+
+/// `Clusterkit::shared`: one deployment per config text in a process (PHP-FPM workers reuse
+/// it across requests); a different text is a different deployment; a bad text is an error
+/// that is not remembered.
+#[test]
+fn shared_deployments_are_one_per_config_text() {
+    use clusterkit::Clusterkit;
+    let doc = "[cache]\nnamespace = \"shared-test\"\n";
+    let a = Clusterkit::shared(doc).unwrap();
+    let b = Clusterkit::shared(doc).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+    block_on(a.cache().set(b"k", "v", None)).unwrap().unwrap();
+    assert_eq!(
+        block_on(b.cache().get(b"k")).unwrap().unwrap().unwrap(),
+        "v"
+    );
+    let c = Clusterkit::shared("[cache]\nnamespace = \"other\"\n").unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &c));
+    assert_eq!(block_on(c.cache().get(b"k")).unwrap().unwrap(), None);
+    let e = Clusterkit::shared("[cache]\nreplicas = \"x\"\n").unwrap_err();
+    assert_eq!(e.kind(), clusterkit::ErrorKind::InvalidArgument);
+    assert!(e.to_string().contains("replicas"), "{e}");
+}
+
+/// `Cache::get_now` answers embedded reads without a future and declines network backends.
+#[test]
+fn get_now_is_the_embedded_fast_path() {
+    let ck = clusterkit::Clusterkit::embedded().unwrap();
+    block_on(ck.cache().set(b"k", "v", None)).unwrap().unwrap();
+    assert_eq!(ck.cache().get_now(b"k").unwrap().unwrap().unwrap(), "v");
+    assert_eq!(ck.cache().get_now(b"absent").unwrap().unwrap(), None);
+    let e = ck.cache().get_now(b"").unwrap().unwrap_err();
+    assert_eq!(e.kind(), clusterkit::ErrorKind::InvalidArgument);
+    let stats = ck.cache().stats();
+    assert_eq!((stats.hits, stats.misses), (1, 1));
+    let server = RedisServer::start();
+    let redis = clusterkit::cache::Cache::redis(
+        &server.addr(),
+        "x",
+        clusterkit::cache::RedisOptions::default(),
+    )
+    .unwrap();
+    assert!(redis.get_now(b"k").is_none());
+}
+
+/// Metrics and events as JSON: the documents every binding hands out unchanged.
+#[test]
+fn metrics_and_events_as_json() {
+    use clusterkit::{Clusterkit, Health};
+    let ck = Clusterkit::parse(
+        "[pools.app]\nstrategy = \"round_robin\"\nnodes = [ { id = \"web-1\", host = \"127.0.0.1\", port = 8081, zone = \"a\" }, { id = \"web-2\", host = \"127.0.0.1\", port = 8082 } ]\n",
+    )
+    .unwrap();
+    let pool = ck.pool("app").unwrap();
+    let mut rx = pool.subscribe();
+    ck.balancer("app")
+        .unwrap()
+        .pick()
+        .unwrap()
+        .success(Duration::from_millis(3));
+    pool.set_health("web-2", Health::Draining, "deploy")
+        .unwrap();
+    let m = ck.metrics();
+    let app = &m["pools"]["app"];
+    assert_eq!(app["total"], 2);
+    assert_eq!(app["healthy"], 1);
+    assert_eq!(app["strategy"], "round_robin");
+    let nodes = app["nodes"].as_array().unwrap();
+    assert_eq!(nodes[0]["id"], "web-1");
+    assert_eq!(nodes[0]["zone"], "a");
+    assert_eq!(nodes[1]["health"], "draining");
+    assert_eq!(nodes[1]["reason"], "deploy");
+    let successes: u64 = nodes.iter().map(|n| n["successes"].as_u64().unwrap()).sum();
+    assert_eq!(successes, 1);
+    assert!(m["cache"]["hits"].is_u64());
+
+    let e = rx.try_recv().unwrap();
+    assert_eq!(e.kind_name(), "health_changed");
+    assert_eq!(e.node_id(), Some("web-2"));
+    assert_eq!(e.message(), "deploy");
+    let j = e.to_json();
+    assert_eq!(j["kind"], "health_changed");
+    assert_eq!(j["old_health"], "healthy");
+    assert_eq!(j["new_health"], "draining");
+    assert_eq!(j["node"]["port"], 8082);
+}

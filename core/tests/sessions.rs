@@ -133,6 +133,31 @@ async fn behaviour(cache: &Cache) {
     }
     let s = store.load(id.as_bytes()).await.unwrap().unwrap();
     assert_eq!(s.get("n").unwrap(), "10", "locked increments were lost");
+
+    // unlock: a request that read under the lock and writes nothing gives the lock back at
+    // once (the next locked load does not wait for lock_ttl) and stores nothing.
+    let mut a = store.load_locked(id.as_bytes()).await.unwrap().unwrap();
+    a.set("n", "999");
+    store.unlock(&mut a).await.unwrap();
+    assert!(!a.is_locked());
+    let started = std::time::Instant::now();
+    let mut b = other.load_locked(id.as_bytes()).await.unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the lock was not released by unlock"
+    );
+    assert_eq!(b.get("n").unwrap(), "10", "unlock must not write");
+    store.unlock(&mut a).await.unwrap(); // no lock held: nothing happens
+    other.save(&mut b).await.unwrap();
+
+    // Ids are base62 (PHP's session layer refuses '_'), 32 characters, all different.
+    let ids: std::collections::HashSet<String> = (0..200)
+        .map(|_| store.create().unwrap().id().to_string())
+        .collect();
+    assert_eq!(ids.len(), 200);
+    assert!(ids
+        .iter()
+        .all(|i| i.len() == 32 && i.bytes().all(|c| c.is_ascii_alphanumeric())));
     // Without locking the same increments lose updates (documented behaviour, not asserted
     // as a number: the loss depends on timing).
 }

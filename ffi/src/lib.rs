@@ -2042,6 +2042,62 @@ mod tests {
     }
 
     #[test]
+    fn packed_lists_round_trip_and_reject_malformed_input() {
+        let mut buf = Vec::new();
+        pack(&mut buf, Some(b"ab")).unwrap();
+        pack(&mut buf, Some(b"")).unwrap();
+        pack(&mut buf, Some(b"xyz")).unwrap();
+        let items = unpack(&buf, "list").unwrap();
+        assert_eq!(items, vec![&b"ab"[..], &b""[..], &b"xyz"[..]]);
+        assert!(unpack(&[], "list").unwrap().is_empty());
+        // A length cut short, and an entry longer than what follows.
+        let e = unpack(&buf[..buf.len() - 1], "list").unwrap_err();
+        assert!(e.to_string().contains("only 2 follow"), "{e}");
+        let e = unpack(&[1, 0], "list").unwrap_err();
+        assert!(e.to_string().contains("cut short"), "{e}");
+        // Absent values are the 0xFFFFFFFF marker, which is never a valid input length.
+        let mut absent = Vec::new();
+        pack(&mut absent, None).unwrap();
+        assert_eq!(absent, vec![0xff; 4]);
+        assert!(unpack(&absent, "list").is_err());
+    }
+
+    #[test]
+    fn reader_returns_lengths_and_negative_statuses() {
+        let mut dep: *mut ck_deployment = std::ptr::null_mut();
+        unsafe {
+            assert_eq!(ck_deployment_new(c"".as_ptr(), &mut dep), ck_status::CK_OK);
+            let mut r: *mut ck_reader = std::ptr::null_mut();
+            assert_eq!(ck_reader_new(dep, 4, &mut r), ck_status::CK_OK);
+            let big = b"0123456789";
+            assert_eq!(
+                ck_cache_set(dep, b"k".as_ptr(), 1, big.as_ptr(), big.len(), 0),
+                ck_status::CK_OK
+            );
+            assert_eq!(
+                ck_cache_set(dep, b"s".as_ptr(), 1, b"ab".as_ptr(), 2, 0),
+                ck_status::CK_OK
+            );
+            assert_eq!(ck_reader_get(r, b"s".as_ptr(), 1), 2);
+            assert_eq!(std::slice::from_raw_parts(ck_reader_data(r), 2), b"ab");
+            assert_eq!(ck_reader_value(r), ck_reader_data(r));
+            // Larger than the buffer: held by the reader.
+            assert_eq!(ck_reader_get(r, b"k".as_ptr(), 1), 10);
+            assert_eq!(std::slice::from_raw_parts(ck_reader_value(r), 10), big);
+            assert_eq!(
+                ck_reader_get(r, b"absent".as_ptr(), 6),
+                -(ck_status::CK_NOT_FOUND as i64)
+            );
+            assert_eq!(
+                ck_reader_get(std::ptr::null_mut(), b"k".as_ptr(), 1),
+                -(ck_status::CK_INVALID_ARGUMENT as i64)
+            );
+            ck_reader_free(r);
+            ck_deployment_free(dep);
+        }
+    }
+
+    #[test]
     fn every_error_kind_has_a_status() {
         assert_eq!(
             ck_status::from(ErrorKind::NotFound),

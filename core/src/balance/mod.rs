@@ -254,6 +254,7 @@ impl LoadBalancer {
     /// Fails with [`Error::Unavailable`] when the pool is empty, or when no node is healthy
     /// and the panic mode is [`PanicMode::Error`].
     pub fn pick(&self) -> Result<Pick> {
+        self.inner.check_fork();
         self.pick_in(self.inner.snapshot.load())
     }
 
@@ -285,6 +286,7 @@ impl LoadBalancer {
     ///
     /// Fails like [`LoadBalancer::pick`].
     pub fn pick_for(&self, key: &[u8]) -> Result<Pick> {
+        self.inner.check_fork();
         let snap = self.inner.snapshot.load();
         if snap.active.is_empty() {
             return Err(snap.no_node_error());
@@ -370,6 +372,7 @@ impl LoadBalancer {
     /// Fails with [`Error::InvalidArgument`] when the strategy does not hash, or like
     /// [`LoadBalancer::pick`] when no node is available.
     pub fn owners(&self, key: &[u8], count: usize) -> Result<Vec<Arc<Node>>> {
+        self.inner.check_fork();
         let snap = self.inner.snapshot.load();
         if snap.active.is_empty() {
             return Err(snap.no_node_error());

@@ -135,12 +135,17 @@ struct Shared {
 
 pub(crate) struct DistributedBackend {
     shared: Arc<Shared>,
-    watcher: tokio::task::AbortHandle,
+    /// The event watcher task and the fork generation whose runtime runs it.
+    watcher: Mutex<(u64, tokio::task::AbortHandle)>,
+    watcher_generation: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for DistributedBackend {
     fn drop(&mut self) {
-        self.watcher.abort();
+        let (generation, handle) = &*lock(&self.watcher);
+        if *generation == crate::blocking::current_generation() {
+            handle.abort();
+        }
     }
 }
 
@@ -185,10 +190,45 @@ impl DistributedBackend {
                 Shared::mark_dirty(&shared, s.node.id());
             }
         }
+        let generation = crate::blocking::current_generation();
         let watcher = crate::blocking::runtime()?
             .spawn(watch_events(Arc::downgrade(&shared), events))
             .abort_handle();
-        Ok(DistributedBackend { shared, watcher })
+        Ok(DistributedBackend {
+            shared,
+            watcher: Mutex::new((generation, watcher)),
+            watcher_generation: std::sync::atomic::AtomicU64::new(generation),
+        })
+    }
+
+    /// In a forked child the parent's watcher task does not exist: start it again (once),
+    /// after marking every node that is not healthy now as dirty (events between the fork and
+    /// now were not seen).
+    fn check_fork(&self) {
+        use std::sync::atomic::Ordering;
+        let generation = crate::blocking::current_generation();
+        if self.watcher_generation.load(Ordering::Relaxed) == generation {
+            return;
+        }
+        let mut w = lock(&self.watcher);
+        if w.0 == generation {
+            return;
+        }
+        let Ok(rt) = crate::blocking::runtime() else {
+            return;
+        };
+        let events = self.shared.cluster.subscribe();
+        for s in self.shared.cluster.nodes() {
+            if s.health != Health::Healthy {
+                Shared::mark_dirty(&self.shared, s.node.id());
+            }
+        }
+        let handle = rt
+            .spawn(watch_events(Arc::downgrade(&self.shared), events))
+            .abort_handle();
+        // The parent's handle: aborting it would touch the parent's runtime.
+        std::mem::forget(std::mem::replace(&mut *w, (generation, handle)));
+        self.watcher_generation.store(generation, Ordering::Relaxed);
     }
 
     pub(crate) fn register_prefix(&self, prefix: &[u8]) {
@@ -198,6 +238,7 @@ impl DistributedBackend {
     /// Owners of the full key `key` whose namespace prefix is `pk` bytes long: placed by the
     /// user's key alone.
     fn owners(&self, key: &[u8], pk: usize) -> Result<Vec<Arc<Node>>> {
+        self.check_fork();
         let user_key = key.get(pk..).unwrap_or(key);
         self.shared
             .cluster

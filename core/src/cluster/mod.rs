@@ -329,6 +329,9 @@ pub(crate) struct Inner {
     pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
     /// True while a refresher task (ejection ends, slow start steps) is scheduled.
     pub(crate) refresher_running: AtomicBool,
+    /// The fork generation whose runtime runs this pool's background tasks; a forked child
+    /// sees a different one and starts them again ([`Inner::check_fork`]).
+    armed: AtomicU64,
     /// Replaced snapshots still read by picks in flight. The writer frees them once no pick
     /// holds them, so a request thread never pays for freeing a large table.
     retired: Mutex<Vec<Arc<Snapshot>>>,
@@ -338,13 +341,19 @@ pub(crate) struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let ours = *self.armed.get_mut() == crate::blocking::current_generation();
         if let Some(h) = self
             .supervisor
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take()
         {
-            h.abort();
+            if ours {
+                h.abort();
+            } else {
+                // The parent's task (after a fork): never touch the parent's runtime.
+                std::mem::forget(h);
+            }
         }
     }
 }
@@ -356,6 +365,44 @@ impl Inner {
     #[inline]
     pub(crate) fn next_turn(&self) -> usize {
         self.turn.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Called on picks and changes: in a process forked after this pool started background
+    /// tasks (active checks, the refresher that ends ejections), those tasks do not exist;
+    /// start them again on the child's runtime. One relaxed load when nothing forked.
+    #[inline]
+    pub(crate) fn check_fork(self: &Arc<Self>) {
+        if crate::blocking::current_generation() != self.armed.load(Ordering::Relaxed) {
+            self.rearm();
+        }
+    }
+
+    #[cold]
+    fn rearm(self: &Arc<Self>) {
+        let generation = crate::blocking::current_generation();
+        if self.armed.swap(generation, Ordering::SeqCst) == generation {
+            return;
+        }
+        let rt = match crate::blocking::runtime() {
+            Ok(rt) => rt,
+            Err(_) => return,
+        };
+        let snap = self.snapshot.load();
+        {
+            let mut sup = self.supervisor.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(stale) = sup.take() {
+                // The parent's task: aborting it would touch the parent's runtime.
+                std::mem::forget(stale);
+            }
+            if snap.health.check.is_some() || !snap.health.per_node.is_empty() {
+                let handle = rt.spawn(health::supervise(Arc::downgrade(self)));
+                *sup = Some(handle.abort_handle());
+            }
+        }
+        self.refresher_running.store(false, Ordering::SeqCst);
+        if snap.next_refresh.is_some() && !self.refresher_running.swap(true, Ordering::SeqCst) {
+            rt.spawn(health::refresher(Arc::downgrade(self)));
+        }
     }
 }
 
@@ -434,6 +481,7 @@ impl Cluster {
                 counters: Counters::default(),
                 supervisor: Mutex::new(None),
                 refresher_running: AtomicBool::new(false),
+                armed: AtomicU64::new(crate::blocking::current_generation()),
                 retired: Mutex::new(Vec::new()),
                 discovery: Mutex::new(Vec::new()),
             }
@@ -511,6 +559,7 @@ impl Cluster {
         health: Option<HealthOptions>,
         f: impl FnOnce(&mut Vec<Member>, &HashMap<Arc<str>, usize>) -> Result<Vec<ClusterEvent>>,
     ) -> Result<()> {
+        self.inner.check_fork();
         let _guard = self.lock();
         let cur = self.inner.snapshot.load_full();
         let mut members = cur.members.clone();

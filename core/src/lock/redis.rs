@@ -87,18 +87,25 @@ pub(crate) struct RedisLocks {
     scripts: Scripts,
     pub(crate) waiters: Arc<Waiters>,
     subscribers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
-    started: std::sync::Once,
+    /// Fork generation + 1 of the subscribers running (0: none started yet).
+    started: std::sync::atomic::AtomicU64,
 }
 
 impl Drop for RedisLocks {
     fn drop(&mut self) {
+        let ours = *self.started.get_mut() == crate::blocking::current_generation() + 1;
         for h in self
             .subscribers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain(..)
         {
-            h.abort();
+            if ours {
+                h.abort();
+            } else {
+                // Tasks of the parent's runtime (after a fork): never touch them.
+                std::mem::forget(h);
+            }
         }
     }
 }
@@ -142,7 +149,7 @@ impl RedisLocks {
             },
             waiters: Arc::new(Waiters::default()),
             subscribers: std::sync::Mutex::new(Vec::new()),
-            started: std::sync::Once::new(),
+            started: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -400,21 +407,34 @@ impl RedisLocks {
 
     /// Starts (once) one subscriber per master on the release channel; a message names the
     /// released lock and wakes its local waiters.
+    /// In a forked child the parent's subscribers do not exist: they are started again.
     fn ensure_subscribed(&self) {
-        self.started.call_once(|| {
-            let Ok(rt) = crate::blocking::runtime() else {
-                return;
-            };
-            let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-            for m in &self.masters {
-                let h = rt.spawn(subscribe_loop(
-                    m.url.clone(),
-                    self.channel(),
-                    self.waiters.clone(),
-                ));
-                subs.push(h.abort_handle());
-            }
-        });
+        use std::sync::atomic::Ordering;
+        let want = crate::blocking::fork_generation() + 1;
+        if self.started.load(Ordering::Acquire) == want {
+            return;
+        }
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.started.load(Ordering::Acquire) == want {
+            return;
+        }
+        let Ok(rt) = crate::blocking::runtime() else {
+            return;
+        };
+        // Handles of the parent's tasks (after a fork): aborting them would touch the
+        // parent's runtime, so they are forgotten.
+        for stale in subs.drain(..) {
+            std::mem::forget(stale);
+        }
+        for m in &self.masters {
+            let h = rt.spawn(subscribe_loop(
+                m.url.clone(),
+                self.channel(),
+                self.waiters.clone(),
+            ));
+            subs.push(h.abort_handle());
+        }
+        self.started.store(want, Ordering::Release);
     }
 }
 

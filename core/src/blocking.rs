@@ -88,6 +88,37 @@ pub fn runtime() -> Result<Arc<Runtime>> {
 }
 
 thread_local! {
+    /// Set while [`block_on`] polls a future on the caller's own thread (see
+    /// [`inline_io_allowed`]).
+    static INLINE_POLL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// True while a blocking caller's thread polls the future itself, the first poll of
+/// [`block_on`]: the caller is blocked anyway, so a backend may do its I/O synchronously on
+/// this thread (like phpredis does) instead of handing it to the runtime's threads and
+/// waiting to be woken — two thread hand-offs less per round trip. Never true on a runtime
+/// thread or inside an async caller's task.
+pub(crate) fn inline_io_allowed() -> bool {
+    INLINE_POLL.try_with(|c| c.get()).unwrap_or(false)
+}
+
+/// Resets [`INLINE_POLL`] also when the poll panics.
+struct InlinePoll;
+
+impl InlinePoll {
+    fn start() -> InlinePoll {
+        let _ = INLINE_POLL.try_with(|c| c.set(true));
+        InlinePoll
+    }
+}
+
+impl Drop for InlinePoll {
+    fn drop(&mut self) {
+        let _ = INLINE_POLL.try_with(|c| c.set(false));
+    }
+}
+
+thread_local! {
     /// This thread's copy of the runtime handle, tagged with the fork generation it belongs
     /// to, so a blocking call does not take the global lock.
     static LOCAL_RUNTIME: std::cell::RefCell<Option<(u64, Arc<Runtime>)>> =
@@ -122,8 +153,9 @@ fn local_runtime() -> Result<Arc<Runtime>> {
 /// Runs `fut` to completion on the shared runtime, blocking the calling thread.
 ///
 /// The future is first polled once on the calling thread (inside the runtime's context): work
-/// that completes without waiting, such as every operation of the embedded backends, returns
-/// without a thread switch. Only a future that has to wait is driven by the runtime.
+/// that completes without waiting, such as every operation of the embedded backends and the
+/// single-Redis backend's synchronous path ([`inline_io_allowed`]), returns without a thread
+/// switch. Only a future that has to wait is driven by the runtime.
 ///
 /// Fails with [`Error::InvalidArgument`] when called from inside an async runtime (blocking
 /// there would stall it; use the async API instead), or as [`runtime`] does.
@@ -138,6 +170,7 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
     let mut fut = std::pin::pin!(fut);
     {
         let _context = rt.enter();
+        let _inline = InlinePoll::start();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Ok(v);

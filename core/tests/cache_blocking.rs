@@ -236,3 +236,54 @@ fn metrics_and_events_as_json() {
     assert_eq!(j["new_health"], "draining");
     assert_eq!(j["node"]["port"], 8082);
 }
+
+/// Blocking callers on one Redis do their I/O on their own thread (like phpredis): a stalled
+/// server makes the call fail with `timeout` after the response timeout (not hang), a killed
+/// one with `unavailable`, and the cache works again once the server is back.
+#[test]
+fn blocking_io_on_the_callers_thread_times_out_and_recovers() {
+    let mut server = RedisServer::start();
+    let options = RedisOptions::default()
+        .with_timeouts(Duration::from_millis(300), Duration::from_millis(300));
+    let c = Cache::redis(&server.addr(), "app", options).unwrap();
+    block_on(c.set(b"k", "v", None)).unwrap().unwrap();
+    // The async path on the same cache still works beside the synchronous one.
+    let rt = clusterkit::blocking::runtime().unwrap();
+    assert_eq!(
+        rt.block_on(async { c.get(b"k").await.unwrap() }).unwrap(),
+        "v"
+    );
+
+    server.pause();
+    let started = std::time::Instant::now();
+    let e = block_on(c.get(b"k")).unwrap().unwrap_err();
+    assert_eq!(e.kind(), clusterkit::ErrorKind::Timeout, "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    server.resume();
+    support::eventually(
+        "recovery after the server resumed",
+        Duration::from_secs(10),
+        || matches!(block_on(c.get(b"k")), Ok(Ok(Some(_)))),
+    );
+
+    server.kill();
+    let e = block_on(c.set(b"k", "w", None)).unwrap().unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            clusterkit::ErrorKind::Unavailable | clusterkit::ErrorKind::Timeout
+        ),
+        "{e}"
+    );
+    server.restart();
+    support::eventually(
+        "recovery after the server restarted",
+        Duration::from_secs(10),
+        || matches!(block_on(c.set(b"k", "w", None)), Ok(Ok(()))),
+    );
+    assert_eq!(block_on(c.get(b"k")).unwrap().unwrap().unwrap(), "w");
+}

@@ -172,6 +172,94 @@ pub(crate) struct RedisConn {
     conn: ForkSafeManager,
     chunk: usize,
     address: String,
+    /// Synchronous connections for blocking callers (see [`SyncPool`]); `None` where
+    /// requests must stay concurrent (the nodes of a sharded pool are queried in parallel).
+    sync: Option<Arc<SyncPool>>,
+}
+
+/// Plain blocking connections to one server, used when a blocking caller's own thread polls
+/// the request ([`crate::blocking::inline_io_allowed`]): the command is written and the answer
+/// read on that thread, as phpredis or redis-py do, instead of going through the runtime's
+/// connection task and waking the caller afterwards. Each caller takes a connection, so
+/// concurrent blocking callers never share one; a connection that failed is dropped, and the
+/// pool is emptied in a forked child (those sockets belong to the parent).
+pub(crate) struct SyncPool {
+    client: Client,
+    options: RedisOptions,
+    idle: Mutex<(u64, Vec<redis::Connection>)>,
+}
+
+/// Idle synchronous connections kept per server.
+const SYNC_IDLE_MAX: usize = 16;
+
+impl SyncPool {
+    fn new(url: &str, options: &RedisOptions) -> Result<SyncPool> {
+        let client =
+            Client::open(url).map_err(|e| Error::invalid("address", format!("{url:?}: {e}")))?;
+        Ok(SyncPool {
+            client,
+            options: options.clone(),
+            idle: Mutex::new((crate::blocking::fork_generation(), Vec::new())),
+        })
+    }
+
+    fn take(&self, address: &str) -> Result<redis::Connection> {
+        let generation = crate::blocking::fork_generation();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if idle.0 != generation {
+                // Inherited across fork(): the parent may be using these sockets.
+                for c in idle.1.drain(..) {
+                    std::mem::forget(c);
+                }
+                idle.0 = generation;
+            }
+            if let Some(c) = idle.1.pop() {
+                return Ok(c);
+            }
+        }
+        let c = self
+            .client
+            .get_connection_with_timeout(self.options.connect_timeout)
+            .map_err(|e| map_err(e, address))?;
+        let t = Some(self.options.response_timeout);
+        c.set_read_timeout(t).map_err(|e| map_err(e, address))?;
+        c.set_write_timeout(t).map_err(|e| map_err(e, address))?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: redis::Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.0 == crate::blocking::fork_generation() && idle.1.len() < SYNC_IDLE_MAX {
+            idle.1.push(c);
+        }
+    }
+
+    /// Runs `f` on a connection; keeps the connection unless the failure may have left it
+    /// out of step (I/O error, timeout, dropped connection).
+    fn with<T>(
+        &self,
+        address: &str,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let mut c = self.take(address)?;
+        match f(&mut c) {
+            Ok(v) => {
+                self.give_back(c);
+                Ok(v)
+            }
+            Err(e) => {
+                if !(e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error())
+                {
+                    self.give_back(c);
+                }
+                Err(map_err(e, address))
+            }
+        }
+    }
 }
 
 /// `SET key value [NX] [PX ms]`.
@@ -231,10 +319,33 @@ impl RedisConn {
             conn,
             chunk: options.batch_chunk,
             address: address.to_string(),
+            sync: None,
         })
     }
 
+    /// Like [`RedisConn::lazy`], plus synchronous connections for blocking callers (the
+    /// single-Redis backend, whose requests are never fanned out).
+    pub(crate) fn lazy_with_sync(address: &str, options: &RedisOptions) -> Result<RedisConn> {
+        let (conn, url) = ForkSafeManager::new(address, options)?;
+        Ok(RedisConn {
+            conn,
+            chunk: options.batch_chunk,
+            address: address.to_string(),
+            sync: Some(Arc::new(SyncPool::new(&url, options)?)),
+        })
+    }
+
+    /// The synchronous pool, when the current poll may do its I/O inline.
+    fn inline(&self) -> Option<&SyncPool> {
+        self.sync
+            .as_deref()
+            .filter(|_| crate::blocking::inline_io_allowed())
+    }
+
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        if let Some(pool) = self.inline() {
+            return pool.with(&self.address, |c| cmd.query(c));
+        }
         let mut c = self.conn.get()?;
         cmd.query_async(&mut c)
             .await
@@ -249,6 +360,9 @@ impl RedisConn {
         args: &[&[u8]],
     ) -> Result<T> {
         let inv = invocation(script, keys, args);
+        if let Some(pool) = self.inline() {
+            return pool.with(&self.address, |c| inv.invoke(c));
+        }
         let mut c = self.conn.get()?;
         inv.invoke_async(&mut c)
             .await

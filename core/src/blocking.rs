@@ -102,6 +102,19 @@ pub(crate) fn inline_io_allowed() -> bool {
     INLINE_POLL.try_with(|c| c.get()).unwrap_or(false)
 }
 
+/// `fut` polled with inline I/O turned off: for requests fanned out to several servers at once
+/// (writes to every replica, batches per node), which must stay concurrent rather than run
+/// one after the other on the caller's thread.
+pub(crate) fn not_inline<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(move |cx| {
+        let was = INLINE_POLL.try_with(|c| c.replace(false)).unwrap_or(false);
+        let r = fut.as_mut().poll(cx);
+        let _ = INLINE_POLL.try_with(|c| c.set(was));
+        r
+    })
+}
+
 /// Resets [`INLINE_POLL`] also when the poll panics.
 struct InlinePoll;
 

@@ -30,7 +30,7 @@ pub struct Node {
     metadata: BTreeMap<String, String>,
 }
 
-fn check_token(field: &str, value: &str, max: usize) -> Result<()> {
+pub(crate) fn check_token(field: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid(field, "must not be empty"));
     }

@@ -287,3 +287,68 @@ fn blocking_io_on_the_callers_thread_times_out_and_recovers() {
     );
     assert_eq!(block_on(c.get(b"k")).unwrap().unwrap().unwrap(), "w");
 }
+
+/// A sharded, replicated pool used through the blocking facade (reads on the caller's
+/// thread, writes fanned out through the runtime): with one replica stalled (SIGSTOP) every
+/// key stays readable, each read bounded by the response timeout, the stalled node is
+/// ejected after its first failure so later reads do not wait, and writes reach a majority.
+#[test]
+fn blocking_pool_reads_survive_a_stalled_replica() {
+    use clusterkit::cache::{DistributedOptions, WriteQuorum};
+    use clusterkit::{BalancerOptions, Cluster, Node, Strategy};
+    let mut r1 = RedisServer::start();
+    let r2 = RedisServer::start();
+    let pool = Cluster::with_nodes(
+        "cache",
+        BalancerOptions::new(Strategy::Ketama),
+        [
+            Node::new("r1", "127.0.0.1", r1.port()).unwrap(),
+            Node::new("r2", "127.0.0.1", r2.port()).unwrap(),
+        ],
+    )
+    .unwrap();
+    let redis = RedisOptions::default()
+        .with_timeouts(Duration::from_millis(200), Duration::from_millis(200));
+    let cache = Cache::distributed(
+        pool,
+        "app",
+        DistributedOptions::default()
+            .with_replicas(2)
+            .with_write_quorum(WriteQuorum::Majority)
+            .with_redis(redis),
+    )
+    .unwrap();
+    for i in 0..20 {
+        block_on(cache.set(format!("k{i}").as_bytes(), format!("v{i}"), None))
+            .unwrap()
+            .unwrap();
+    }
+    r1.pause();
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let t = std::time::Instant::now();
+        let v = block_on(cache.get(format!("k{i}").as_bytes()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()), "key k{i}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "read took {:?}",
+            t.elapsed()
+        );
+    }
+    // One timeout at most per stalled node, not one per key.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "20 reads took {:?}",
+        started.elapsed()
+    );
+    block_on(cache.set(b"during", "pause", None))
+        .unwrap()
+        .unwrap();
+    r1.resume();
+    assert_eq!(
+        block_on(cache.get(b"during")).unwrap().unwrap().unwrap(),
+        "pause"
+    );
+}

@@ -1442,7 +1442,9 @@ pub unsafe extern "C" fn ck_events_next(
             }
         } else {
             let wait = Duration::from_millis(timeout_ms);
-            match clusterkit::blocking::block_on(tokio::time::timeout(wait, rx.recv()))? {
+            // The timer must be created inside the runtime (it needs its clock).
+            let next = async { tokio::time::timeout(wait, rx.recv()).await };
+            match clusterkit::blocking::block_on(next)? {
                 Ok(r) => r,
                 Err(_) => return Err(Error::Timeout(format!("no event within {timeout_ms} ms"))),
             }

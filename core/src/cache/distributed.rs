@@ -149,6 +149,19 @@ impl Drop for DistributedBackend {
     }
 }
 
+/// Runs requests to several nodes concurrently. A single request runs as it is (a blocking
+/// caller may then do its I/O on its own thread); several never run one after the other on
+/// that thread: they go through the runtime together.
+async fn fan_out<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<F> = futs.into_iter().collect();
+    if futs.len() == 1 {
+        if let Some(f) = futs.pop() {
+            return vec![f.await];
+        }
+    }
+    join_all(futs.into_iter().map(crate::blocking::not_inline)).await
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -276,6 +289,14 @@ impl DistributedBackend {
                     .cluster
                     .report_success(node.id(), started.elapsed());
             }
+            // The node answered (with an error for this command: WRONGTYPE, not an
+            // integer, an overflow): it is healthy, the request was wrong.
+            Err(e) if e.kind() == crate::ErrorKind::Backend => {
+                let _ = self
+                    .shared
+                    .cluster
+                    .report_success(node.id(), started.elapsed());
+            }
             Err(_) => {
                 let _ = self.shared.cluster.report_failure(node.id());
             }
@@ -289,9 +310,11 @@ impl DistributedBackend {
         F: Fn(RedisConn) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let results = join_all(owners.iter().map(|n| self.on(n, &op))).await;
+        let results = fan_out(owners.iter().map(|n| self.on(n, &op))).await;
         for (n, r) in owners.iter().zip(&results) {
-            if r.is_err() {
+            // A node that may have missed the write; one that refused the command (an
+            // answer, the same on every replica) did not miss anything.
+            if matches!(r, Err(e) if e.kind() != crate::ErrorKind::Backend) {
                 Shared::mark_dirty(&self.shared, n.id());
             }
         }
@@ -481,7 +504,7 @@ impl DistributedBackend {
                 }
                 continue;
             }
-            let results = join_all(groups.values().map(|(n, idx)| {
+            let results = fan_out(groups.values().map(|(n, idx)| {
                 let ks: Vec<&[u8]> = idx.iter().map(|&i| keys[i].as_slice()).collect();
                 async move {
                     (
@@ -536,7 +559,7 @@ impl DistributedBackend {
                     .push(i);
             }
         }
-        let results = join_all(groups.values().map(|(n, idx)| async move {
+        let results = fan_out(groups.values().map(|(n, idx)| async move {
             let batch: Vec<(&[u8], &[u8])> = idx
                 .iter()
                 .map(|&i| (items[i].0.as_slice(), &items[i].1[..]))
@@ -644,7 +667,7 @@ impl DistributedBackend {
             .into_iter()
             .map(|s| s.node)
             .collect();
-        let results = join_all(
+        let results = fan_out(
             nodes
                 .iter()
                 .map(|n| self.on(n, |c| async move { c.clear_prefix(prefix).await })),

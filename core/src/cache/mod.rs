@@ -323,7 +323,7 @@ impl Cache {
     /// connection's helper task runs on the shared runtime).
     pub fn redis(address: &str, namespace: &str, options: RedisOptions) -> Result<Cache> {
         Cache::from_backend(
-            Backend::Redis(redis::RedisConn::lazy_with_sync(address, &options)?),
+            Backend::Redis(redis::RedisConn::lazy(address, &options)?),
             namespace,
         )
     }

@@ -172,9 +172,8 @@ pub(crate) struct RedisConn {
     conn: ForkSafeManager,
     chunk: usize,
     address: String,
-    /// Synchronous connections for blocking callers (see [`SyncPool`]); `None` where
-    /// requests must stay concurrent (the nodes of a sharded pool are queried in parallel).
-    sync: Option<Arc<SyncPool>>,
+    /// Synchronous connections for blocking callers (see [`SyncPool`]).
+    sync: Arc<SyncPool>,
 }
 
 /// Plain blocking connections to one server, used when a blocking caller's own thread polls
@@ -312,34 +311,21 @@ pub(crate) fn px(ttl: Duration) -> u64 {
 
 impl RedisConn {
     /// A connection that is established on first use (no I/O here). Its helper task runs on
-    /// the caller's tokio runtime, or on the shared one when called outside a runtime.
+    /// the caller's tokio runtime, or on the shared one when called outside a runtime; blocking
+    /// callers get synchronous connections of their own ([`SyncPool`]).
     pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
-        let (conn, _) = ForkSafeManager::new(address, options)?;
-        Ok(RedisConn {
-            conn,
-            chunk: options.batch_chunk,
-            address: address.to_string(),
-            sync: None,
-        })
-    }
-
-    /// Like [`RedisConn::lazy`], plus synchronous connections for blocking callers (the
-    /// single-Redis backend, whose requests are never fanned out).
-    pub(crate) fn lazy_with_sync(address: &str, options: &RedisOptions) -> Result<RedisConn> {
         let (conn, url) = ForkSafeManager::new(address, options)?;
         Ok(RedisConn {
             conn,
             chunk: options.batch_chunk,
             address: address.to_string(),
-            sync: Some(Arc::new(SyncPool::new(&url, options)?)),
+            sync: Arc::new(SyncPool::new(&url, options)?),
         })
     }
 
     /// The synchronous pool, when the current poll may do its I/O inline.
     fn inline(&self) -> Option<&SyncPool> {
-        self.sync
-            .as_deref()
-            .filter(|_| crate::blocking::inline_io_allowed())
+        crate::blocking::inline_io_allowed().then_some(&*self.sync)
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {

@@ -452,8 +452,9 @@ impl Cluster {
     /// Fails with [`Error::InvalidArgument`] if an option is out of range.
     pub fn new(name: impl Into<String>, options: BalancerOptions) -> Result<Cluster> {
         options.validate()?;
-        let (events, _) = broadcast::channel(EVENT_QUEUE);
         let name = name.into();
+        crate::node::check_token("name", &name, crate::node::MAX_ID_LEN)?;
+        let (events, _) = broadcast::channel(EVENT_QUEUE);
         let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
             // An empty pool needs no table: picks fail before they would read one.
             let snapshot = Snapshot {

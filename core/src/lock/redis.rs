@@ -276,13 +276,14 @@ impl RedisLocks {
             // Undo where the lock may be ours: granted, errored or not answered yet.
             let undo: Vec<usize> = (0..n).filter(|i| !busy.contains(i)).collect();
             self.release_on(name, token, Some(&undo)).await;
-            return match (last_err, hint) {
-                (Some(e), None) if refused > n - self.quorum && acquired.is_empty() => {
-                    Err(Error::Unavailable(format!(
-                        "Redlock needs {} of {} masters; {e}",
-                        self.quorum, n
-                    )))
-                }
+            // Busy means "someone else holds it": only when enough masters answered that
+            // a quorum was possible. When too many failed, nobody can say: unavailable.
+            let failed = refused - busy.len();
+            return match last_err {
+                Some(e) if failed > n - self.quorum => Err(Error::Unavailable(format!(
+                    "Redlock needs {} of {} masters, {failed} did not answer; {e}",
+                    self.quorum, n
+                ))),
                 _ => Ok(Attempt::Busy(hint)),
             };
         }

@@ -1,0 +1,107 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Clusterkit;
+
+use Clusterkit\Exception\ConflictException;
+use Clusterkit\Exception\TimeoutException;
+use FFI;
+
+/**
+ * The deployment's distributed locks: embedded in the process, one Redis, or Redlock over
+ * the `[locks]` pool's independent masters. Every acquisition carries a fencing token that
+ * strictly increases across holders of a name: pass it to the resource you protect so that a
+ * holder whose lock expired cannot overwrite a newer holder's work.
+ *
+ * ```php
+ * $locks = $cluster->locks();
+ * $result = $locks->synchronized('report.build', function (Lock $lock) {
+ *     return buildReport($lock->fencingToken());
+ * }, ttl: 30, wait: 5);
+ * ```
+ */
+final class DistributedLock
+{
+    private readonly FFI $ffi;
+
+    public function __construct(private readonly ClusterManager $cluster)
+    {
+        $this->ffi = $cluster->library->ffi;
+    }
+
+    /**
+     * Acquires lock `$name` for `$ttlSeconds`. `$waitSeconds` 0 makes one attempt
+     * (ConflictException if someone else holds it); more waits up to that long, woken by the
+     * holder's release (TimeoutException when it passes). UnavailableException when no
+     * quorum of masters answers.
+     */
+    public function acquire(string $name, float $ttlSeconds = 30.0, float $waitSeconds = 0.0): Lock
+    {
+        $out = $this->ffi->new('ck_lock*');
+        $status = $this->ffi->ck_lock_acquire(
+            $this->cluster->handle,
+            $name,
+            self::ms($ttlSeconds),
+            self::ms($waitSeconds),
+            FFI::addr($out)
+        );
+        if ($status !== 0) {
+            throw $this->cluster->library->error($status);
+        }
+        return new Lock($this->cluster, $out);
+    }
+
+    /** Like acquire(), but null instead of ConflictException / TimeoutException. */
+    public function tryAcquire(string $name, float $ttlSeconds = 30.0, float $waitSeconds = 0.0): ?Lock
+    {
+        try {
+            return $this->acquire($name, $ttlSeconds, $waitSeconds);
+        } catch (ConflictException | TimeoutException) {
+            return null;
+        }
+    }
+
+    /**
+     * Runs `$fn($lock)` while holding lock `$name` and returns its result; the lock is
+     * released afterwards whatever happens. If `$fn` returned normally but the lock had been
+     * lost meanwhile (it expired, someone else took it), the release throws
+     * ConflictException: the work was not protected to its end.
+     *
+     * @template T
+     * @param callable(Lock): T $fn
+     * @return T
+     */
+    public function synchronized(string $name, callable $fn, float $ttl = 30.0, float $wait = 10.0): mixed
+    {
+        $lock = $this->acquire($name, $ttl, $wait);
+        $ok = false;
+        try {
+            $result = $fn($lock);
+            $ok = true;
+        } finally {
+            if ($ok) {
+                $lock->release();
+            } else {
+                try {
+                    $lock->release();
+                } catch (\Throwable) {
+                    // $fn's exception is the one that matters.
+                }
+            }
+        }
+        return $result;
+    }
+
+    /**
+     * Seconds → whole milliseconds (at least 1 for a positive value). A value <= 0 (or not
+     * finite) becomes 0, which the library rejects with its own message.
+     */
+    public static function ms(float $seconds): int
+    {
+        if (!is_finite($seconds) || $seconds <= 0) {
+            return 0;
+        }
+        return max(1, (int) min(round($seconds * 1000), (float) PHP_INT_MAX));
+    }
+}

@@ -1,0 +1,102 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Clusterkit;
+
+use FFI;
+
+/**
+ * A held distributed lock (see {@see DistributedLock::acquire()}). Release it explicitly;
+ * a Lock destroyed while still held is released in the background.
+ */
+final class Lock
+{
+    private readonly FFI $ffi;
+    private ?FFI\CData $handle;
+
+    /** The lock's name. */
+    public readonly string $name;
+
+    /** The holder's random token (what release and extend prove ownership with). */
+    public readonly string $token;
+
+    private readonly int $fence;
+
+    /** @internal */
+    public function __construct(private readonly ClusterManager $cluster, FFI\CData $handle)
+    {
+        $this->ffi = $cluster->library->ffi;
+        $this->handle = $handle;
+        $this->name = (string) $this->ffi->ck_lock_name($handle);
+        $this->token = (string) $this->ffi->ck_lock_token($handle);
+        $this->fence = (int) $this->ffi->ck_lock_fencing_token($handle);
+    }
+
+    /** The fencing token: strictly greater than every earlier holder's of this name. */
+    public function fencingToken(): int
+    {
+        return $this->fence;
+    }
+
+    /** Seconds of validity left as far as this holder knows (0 once released or expired). */
+    public function validity(): float
+    {
+        if ($this->handle === null) {
+            return 0.0;
+        }
+        return $this->ffi->ck_lock_validity_ms($this->handle) / 1000;
+    }
+
+    /** Whether the lock is still held (not released, not known to be expired or lost). */
+    public function isHeld(): bool
+    {
+        return $this->handle !== null && $this->ffi->ck_lock_is_held($this->handle);
+    }
+
+    /**
+     * Extends the lock to `$ttlSeconds` from now. ConflictException if it was lost (expired
+     * and taken), ClosedException if it was released.
+     */
+    public function extend(float $ttlSeconds): void
+    {
+        if ($this->handle === null) {
+            throw new Exception\ClosedException("lock {$this->name} was released");
+        }
+        $status = $this->ffi->ck_lock_extend($this->handle, DistributedLock::ms($ttlSeconds));
+        if ($status !== 0) {
+            throw $this->cluster->library->error($status);
+        }
+    }
+
+    /**
+     * Releases the lock. ConflictException if it had expired or been taken meanwhile (the
+     * protected work may have overlapped another holder's); ClosedException if it was
+     * already released.
+     */
+    public function release(): void
+    {
+        if ($this->handle === null) {
+            throw new Exception\ClosedException("lock {$this->name} was already released");
+        }
+        $h = $this->handle;
+        $this->handle = null;
+        try {
+            $status = $this->ffi->ck_lock_release($h);
+            if ($status !== 0) {
+                throw $this->cluster->library->error($status);
+            }
+        } finally {
+            $this->ffi->ck_lock_free($h);
+        }
+    }
+
+    public function __destruct()
+    {
+        if ($this->handle !== null) {
+            $h = $this->handle;
+            $this->handle = null;
+            $this->ffi->ck_lock_free($h); // releases in the background if still held
+        }
+    }
+}

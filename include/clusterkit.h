@@ -283,6 +283,12 @@ uint16_t ck_pick_port(const struct ck_pick *pick);
 enum ck_status ck_pick_success(struct ck_pick *pick, uint64_t latency_ms);
 
 /**
+ * Like ck_pick_success with the latency in microseconds (for requests faster than a few
+ * milliseconds, where whole milliseconds would lose the difference between nodes).
+ */
+enum ck_status ck_pick_success_us(struct ck_pick *pick, uint64_t latency_us);
+
+/**
  * Reports that the request sent to the picked node failed (feeding outlier detection), and
  * frees the pick (do not use or free it afterwards). Fails with CK_INVALID_ARGUMENT only when
  * `pick` is NULL. The pick must not be in use on another thread.
@@ -393,10 +399,10 @@ const uint8_t *ck_reader_value(const struct ck_reader *r);
 /**
  * Reads `key` (`key_len` bytes) from the cache. Returns the value's length (>= 0) on a hit:
  * the value is at ck_reader_data(r) when the length is <= the capacity, else at
- * ck_reader_value(r). Returns a negative number on a miss or failure: minus the ck_status
- * (-CK_NOT_FOUND for a miss; -CK_INVALID_ARGUMENT for NULL `r`, bad key; the backend's
- * errors), with the message in ck_last_error(). Blocks the calling thread for network
- * backends.
+ * ck_reader_value(r). Returns -CK_NOT_FOUND (-1) on a miss — an ordinary outcome, so
+ * ck_last_error() is left as it was — and minus the ck_status of a failure otherwise
+ * (-CK_INVALID_ARGUMENT for NULL `r` or a bad key; the backend's errors), with the message
+ * in ck_last_error(). Blocks the calling thread for network backends.
  */
 int64_t ck_reader_get(struct ck_reader *r, const uint8_t *key, size_t key_len);
 

@@ -438,6 +438,21 @@ pub unsafe extern "C" fn ck_pick_success(pick: *mut ck_pick, latency_ms: u64) ->
     })
 }
 
+/// Like ck_pick_success with the latency in microseconds (for requests faster than a few
+/// milliseconds, where whole milliseconds would lose the difference between nodes).
+#[no_mangle]
+pub unsafe extern "C" fn ck_pick_success_us(pick: *mut ck_pick, latency_us: u64) -> ck_status {
+    ffi_call("ck_pick_success_us", || {
+        if pick.is_null() {
+            return Err(null("pick"));
+        }
+        // SAFETY: made by Box::into_raw in this library, finished once (caller's promise).
+        let p = unsafe { Box::from_raw(pick) };
+        p.pick.success(Duration::from_micros(latency_us));
+        Ok(())
+    })
+}
+
 /// Reports that the request sent to the picked node failed (feeding outlier detection), and
 /// frees the pick (do not use or free it afterwards). Fails with CK_INVALID_ARGUMENT only when
 /// `pick` is NULL. The pick must not be in use on another thread.
@@ -524,7 +539,7 @@ pub unsafe extern "C" fn ck_cache_get(
         let out = arg_out(out, "out")?;
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, key) = unsafe { (arg_ref(dep, "dep")?, arg_bytes(key, key_len, "key")?) };
-        match cache_get(dep, key)? {
+        match cache_get(&dep.inner, key)? {
             Some(data) => {
                 *out = Box::into_raw(Box::new(ck_buf { data }));
                 Ok(())
@@ -592,8 +607,8 @@ fn put_buf(out: &mut *mut ck_buf, data: Bytes) {
 
 /// Reads `key` from the deployment's cache: answered on the calling thread for the embedded
 /// backend, through the shared runtime otherwise.
-fn cache_get(dep: &ck_deployment, key: &[u8]) -> Result<Option<Bytes>, Error> {
-    let cache = dep.inner.cache();
+fn cache_get(ck: &Clusterkit, key: &[u8]) -> Result<Option<Bytes>, Error> {
+    let cache = ck.cache();
     match cache.get_now(key) {
         Some(r) => r,
         None => run(cache.get(key)),
@@ -634,7 +649,7 @@ pub unsafe extern "C" fn ck_cache_get_into(
         }
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, key) = unsafe { (arg_ref(dep, "dep")?, arg_bytes(key, key_len, "key")?) };
-        let Some(data) = cache_get(dep, key)? else {
+        let Some(data) = cache_get(&dep.inner, key)? else {
             return Err(Error::NotFound("no such key in the cache".into()));
         };
         let n = data.len();
@@ -722,10 +737,10 @@ pub unsafe extern "C" fn ck_reader_value(r: *const ck_reader) -> *const u8 {
 
 /// Reads `key` (`key_len` bytes) from the cache. Returns the value's length (>= 0) on a hit:
 /// the value is at ck_reader_data(r) when the length is <= the capacity, else at
-/// ck_reader_value(r). Returns a negative number on a miss or failure: minus the ck_status
-/// (-CK_NOT_FOUND for a miss; -CK_INVALID_ARGUMENT for NULL `r`, bad key; the backend's
-/// errors), with the message in ck_last_error(). Blocks the calling thread for network
-/// backends.
+/// ck_reader_value(r). Returns -CK_NOT_FOUND (-1) on a miss — an ordinary outcome, so
+/// ck_last_error() is left as it was — and minus the ck_status of a failure otherwise
+/// (-CK_INVALID_ARGUMENT for NULL `r` or a bad key; the backend's errors), with the message
+/// in ck_last_error(). Blocks the calling thread for network backends.
 #[no_mangle]
 pub unsafe extern "C" fn ck_reader_get(r: *mut ck_reader, key: *const u8, key_len: usize) -> i64 {
     let mut len = 0i64;
@@ -734,13 +749,9 @@ pub unsafe extern "C" fn ck_reader_get(r: *mut ck_reader, key: *const u8, key_le
         let r = unsafe { r.as_mut() }.ok_or_else(|| null("reader"))?;
         // SAFETY: checked by arg_bytes; validity is the caller's promise.
         let key = unsafe { arg_bytes(key, key_len, "key")? };
-        let cache = r.dep.cache();
-        let found = match cache.get_now(key) {
-            Some(v) => v,
-            None => run(cache.get(key)),
-        }?;
-        let Some(v) = found else {
-            return Err(Error::NotFound("no such key in the cache".into()));
+        let Some(v) = cache_get(&r.dep, key)? else {
+            len = -(ck_status::CK_NOT_FOUND as i64);
+            return Ok(());
         };
         if let Some(dst) = r.buf.get_mut(..v.len()) {
             dst.copy_from_slice(&v);

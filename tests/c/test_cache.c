@@ -473,7 +473,9 @@ void reader_suite(ck_deployment *dep) {
           memcmp(ck_reader_value(r), "larger than eight bytes", (size_t)n) == 0);
     CHECK(ck_reader_data(r) == data);
     CHECK(ck_reader_get(r, KEY("rd:empty")) == 0);
-    /* Misses and failures: minus the status, with the message. */
+    /* A miss is -CK_NOT_FOUND and leaves the last error as it was (an ordinary outcome);
+     * failures are minus the status, with the message. */
+    CHECK(ck_cache_get(dep, KEY("rd:missing"), &(ck_buf *){NULL}) == CK_NOT_FOUND);
     CHECK(ck_reader_get(r, KEY("rd:missing")) == -(int64_t)CK_NOT_FOUND);
     CHECK(strstr(ck_last_error(), "no such key") != NULL);
     CHECK(ck_reader_get(r, (const uint8_t *)"", 0) == -(int64_t)CK_INVALID_ARGUMENT);

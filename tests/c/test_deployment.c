@@ -215,10 +215,15 @@ void test_deployment_pick(void) {
     CHECK(buf_has(nodes, "\"in_flight\":1"));
     ck_buf_free(nodes);
     CHECK_OK(ck_pick_success(p, 7));
+    /* Microsecond latencies: the node's last latency is kept in microseconds. */
+    CHECK_OK(ck_deployment_pick(dep, "app", NULL, 0, &p));
+    CHECK_OK(ck_pick_success_us(p, 1234));
+    CHECK(ck_pick_success_us(NULL, 1) == CK_INVALID_ARGUMENT);
     nodes = NULL;
     CHECK_OK(ck_cluster_nodes(app, &nodes));
     CHECK(!buf_has(nodes, "\"in_flight\":1"));
     CHECK(buf_has(nodes, "\"successes\":1") || buf_has(nodes, "\"successes\":2"));
+    CHECK(buf_has(nodes, "\"last_latency_us\":1234"));
     CHECK(buf_has(nodes, "\"failures\":1"));
     ck_buf_free(nodes);
     ck_cluster_free(app);

@@ -4,7 +4,7 @@
 //! sharded pool — each session on the node its id hashes to — or a Redis Cluster), under the
 //! cache's namespace: `<namespace>:sess:{<id>}`.
 //!
-//! - **Ids**: 192 bits from the OS CSPRNG, URL-safe base64 (32 characters). An id that is not
+//! - **Ids**: 190 bits from the OS CSPRNG, 32 base62 characters (`[A-Za-z0-9]`, valid for PHP, express-session and any cookie). An id that is not
 //!   exactly that shape is a miss on load, never a key sent to Redis.
 //! - **Timeouts**: idle (sliding: every save or touch sets the TTL again) and absolute (from
 //!   creation, never extended): the TTL is `min(idle, created + absolute - now)`, and a load

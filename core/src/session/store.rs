@@ -10,7 +10,7 @@ use crate::cache::{Backend, Cache};
 use crate::error::{Error, Result};
 use crate::lock::redis::{release_channel, LUA_ACQUIRE_FN, LUA_RELEASE_FN};
 
-/// Length of a session id: 24 random bytes in URL-safe base64.
+/// Length of a session id: 32 base62 characters (190 random bits).
 const ID_LEN: usize = 32;
 /// Field holding the creation time (Unix ms); user fields are stored as `f:<name>`.
 const CREATED: &[u8] = b"_ck:created";

@@ -167,7 +167,7 @@ fn local_runtime() -> Result<Arc<Runtime>> {
 ///
 /// The future is first polled once on the calling thread (inside the runtime's context): work
 /// that completes without waiting, such as every operation of the embedded backends and the
-/// single-Redis backend's synchronous path ([`inline_io_allowed`]), returns without a thread
+/// single-Redis backend's synchronous path (its I/O done on the calling thread), returns without a thread
 /// switch. Only a future that has to wait is driven by the runtime.
 ///
 /// Fails with [`Error::InvalidArgument`] when called from inside an async runtime (blocking

@@ -248,11 +248,12 @@ impl SyncPool {
                 Ok(v)
             }
             Err(e) => {
-                if !(e.is_io_error()
-                    || e.is_timeout()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error())
-                {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    // The server went away (restarted, killed): the idle connections are as
+                    // dead as this one. Dropping them now spares the next callers one failed
+                    // request each.
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+                } else if !(e.is_timeout() || e.is_unrecoverable_error()) {
                     self.give_back(c);
                 }
                 Err(map_err(e, address))

@@ -352,3 +352,43 @@ fn blocking_pool_reads_survive_a_stalled_replica() {
         "pause"
     );
 }
+
+/// A single-master lock service used from plain threads (as C and PHP do): acquire, refuse,
+/// wait for a release from another thread, extend, release — on the callers' own threads.
+#[test]
+fn blocking_single_redis_locks() {
+    use clusterkit::lock::{DistributedLock, LockOptions};
+    let server = RedisServer::start();
+    let locks = DistributedLock::redis(&server.addr(), LockOptions::default()).unwrap();
+    let ttl = Duration::from_secs(5);
+    let a = block_on(locks.try_acquire("job", ttl))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(block_on(locks.try_acquire("job", ttl))
+        .unwrap()
+        .unwrap()
+        .is_none());
+    block_on(a.extend(Duration::from_secs(10)))
+        .unwrap()
+        .unwrap();
+    assert!(a.validity() > Duration::from_secs(5));
+    let fence = a.fencing_token();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let started = std::time::Instant::now();
+            let g = block_on(locks.acquire_timeout("job", ttl, Duration::from_secs(10)))
+                .unwrap()
+                .unwrap();
+            (g.fencing_token(), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        block_on(a.release()).unwrap().unwrap();
+        let (next, waited) = waiter.join().unwrap();
+        assert!(
+            next > fence,
+            "fencing token must increase: {next} after {fence}"
+        );
+        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    });
+}

@@ -192,7 +192,7 @@ pub(crate) struct SyncPool {
 const SYNC_IDLE_MAX: usize = 16;
 
 impl SyncPool {
-    fn new(url: &str, options: &RedisOptions) -> Result<SyncPool> {
+    pub(crate) fn new(url: &str, options: &RedisOptions) -> Result<SyncPool> {
         let client =
             Client::open(url).map_err(|e| Error::invalid("address", format!("{url:?}: {e}")))?;
         Ok(SyncPool {
@@ -236,7 +236,7 @@ impl SyncPool {
 
     /// Runs `f` on a connection; keeps the connection unless the failure may have left it
     /// out of step (I/O error, timeout, dropped connection).
-    fn with<T>(
+    pub(crate) fn with<T>(
         &self,
         address: &str,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
@@ -252,7 +252,11 @@ impl SyncPool {
                     // The server went away (restarted, killed): the idle connections are as
                     // dead as this one. Dropping them now spares the next callers one failed
                     // request each.
-                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+                    self.idle
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .1
+                        .clear();
                 } else if !(e.is_timeout() || e.is_unrecoverable_error()) {
                     self.give_back(c);
                 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::Script;
 
-use crate::cache::redis::{map_err, ForkSafeManager};
+use crate::cache::redis::{map_err, ForkSafeManager, SyncPool};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
@@ -69,6 +69,8 @@ struct Master {
     address: String,
     conn: ForkSafeManager,
     url: String,
+    /// Synchronous connections for blocking callers of a single-master lock service.
+    sync: Arc<SyncPool>,
 }
 
 struct Scripts {
@@ -125,10 +127,12 @@ impl RedisLocks {
                 return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
             }
             let (conn, url) = ForkSafeManager::new(a, &options.redis)?;
+            let sync = Arc::new(SyncPool::new(&url, &options.redis)?);
             masters.push(Master {
                 address: a.to_string(),
                 conn,
                 url,
+                sync,
             });
         }
         Ok(RedisLocks {
@@ -178,6 +182,12 @@ impl RedisLocks {
         let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let inv = crate::cache::redis::invocation(script, &keys, &args);
+        // A blocking caller of a single master does the round trip on its own thread (see
+        // `crate::blocking::inline_io_allowed`); Redlock's masters are always asked
+        // concurrently.
+        if self.masters.len() == 1 && crate::blocking::inline_io_allowed() {
+            return m.sync.with(&m.address, |c| inv.invoke(c));
+        }
         let mut conn = m.conn.get()?;
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
             Ok(r) => r.map_err(|e| map_err(e, &m.address)),

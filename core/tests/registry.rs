@@ -379,7 +379,7 @@ fn entries_written_without_a_notification_are_found_by_the_periodic_read() {
     let _w = reg.watch(&c).unwrap();
     std::thread::sleep(INTERVAL);
     let start = Instant::now();
-    let json = r#"{"id":"silent","host":"10.0.0.9","port":7000,"weight":4,"zone":"b"}"#;
+    let json = r#"{"id":"silent","host":"127.0.0.9","port":7000,"weight":4,"zone":"b"}"#;
     assert_eq!(
         redis.cmd(&["SET", &reg.node_key("silent"), json, "PX", "60000"]),
         "+OK"

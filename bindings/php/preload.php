@@ -6,7 +6,7 @@
  * preloaded, so clusterkit's classes are preloaded here, and the library's FFI scope
  * "clusterkit" is declared once for the whole server:
  *
- *   ; php.ini or the FPM pool
+ *   ; PHP-FPM's php.ini (not a pool: these act when the master starts)
  *   ffi.enable = preload
  *   ffi.preload = /etc/php/8.2/clusterkit.h       ; php bin/clusterkit-ffi-header LIB > that file
  *   opcache.enable = 1
@@ -36,6 +36,10 @@ require_once __DIR__ . '/autoload.php';
     try {
         \FFI::scope(\Clusterkit\Library::SCOPE); // declared by ffi.preload
     } catch (\FFI\Exception) {
+        // PHP refuses FFI::load when opcache.preload_user makes it preload in a child (a
+        // master running as root): ffi.preload is the way then.
+        $hint = ' (when preloading with opcache.preload_user, e.g. in a PHP-FPM master running as root,'
+            . ' set ffi.preload to a header made by ' . __DIR__ . '/bin/clusterkit-ffi-header instead)';
         $lib = getenv('CLUSTERKIT_LIB');
         $header = \Clusterkit\Library::preloadHeader($lib === false || $lib === '' ? null : $lib);
         $dirEnv = getenv('CLUSTERKIT_PRELOAD_DIR');
@@ -44,10 +48,15 @@ require_once __DIR__ . '/autoload.php';
         if (!is_file($file) || file_get_contents($file) !== $header) {
             $tmp = $file . '.' . getmypid() . '.tmp';
             if (file_put_contents($tmp, $header) === false || !rename($tmp, $file)) {
-                throw new \RuntimeException("clusterkit preload: cannot write $file");
+                throw new \RuntimeException("clusterkit preload: cannot write $file$hint");
             }
         }
-        if (\FFI::load($file) === null) {
+        try {
+            $loaded = \FFI::load($file);
+        } catch (\FFI\Exception $e) {
+            throw new \RuntimeException("clusterkit preload: FFI::load($file): {$e->getMessage()}$hint", 0, $e);
+        }
+        if ($loaded === null) {
             throw new \RuntimeException("clusterkit preload: FFI::load($file) failed (is the library at the FFI_LIB path?)");
         }
     }

@@ -86,11 +86,28 @@ pub(crate) fn client_url(address: &str) -> Result<String> {
     Ok(format!("redis://{a}/"))
 }
 
-/// Maps a redis-rs error onto clusterkit's kinds.
+/// Maps a redis-rs error onto clusterkit's kinds. A server that is up but cannot serve yet
+/// (LOADING its dataset after a restart, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, a READONLY
+/// replica) is `unavailable`, like a server that is down, so pools take it out of rotation; a
+/// command the server refused (WRONGTYPE, not an integer) is `backend`.
 pub(crate) fn map_err(e: RedisError, what: &str) -> Error {
+    use redis::{ErrorKind, ServerErrorKind};
     if e.is_timeout() {
         Error::Timeout(format!("{what}: {e}"))
-    } else if e.is_connection_refusal() || e.is_io_error() || e.is_connection_dropped() {
+    } else if e.is_connection_refusal()
+        || e.is_io_error()
+        || e.is_connection_dropped()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+    {
         Error::Unavailable(format!("{what}: {e}"))
     } else {
         Error::Backend(format!("{what}: {e}"))
@@ -495,5 +512,28 @@ impl RedisConn {
             }
             cursor = next;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind as K, ServerErrorKind as S};
+
+    #[test]
+    fn a_server_that_cannot_serve_is_unavailable_a_refused_command_is_backend() {
+        let kind = |k: K| map_err(RedisError::from((k, "test")), "r1").kind();
+        for s in [
+            S::BusyLoading,
+            S::MasterDown,
+            S::TryAgain,
+            S::ClusterDown,
+            S::ReadOnly,
+        ] {
+            assert_eq!(kind(K::Server(s)), crate::ErrorKind::Unavailable, "{s:?}");
+        }
+        assert_eq!(kind(K::Io), crate::ErrorKind::Unavailable);
+        assert_eq!(kind(K::Server(S::ResponseError)), crate::ErrorKind::Backend);
+        assert_eq!(kind(K::UnexpectedReturnType), crate::ErrorKind::Backend);
     }
 }

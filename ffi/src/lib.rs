@@ -204,6 +204,26 @@ fn ttl(ms: u64) -> Option<Duration> {
     (ms != 0).then(|| Duration::from_millis(ms))
 }
 
+/// Body of every `ck_*_free`: drops a handle made by `Box::into_raw` in this library; NULL is a
+/// no-op. A panic in a destructor is caught like everywhere else.
+unsafe fn free_handle<T>(name: &str, p: *mut T) {
+    ffi_value(name, (), || {
+        if !p.is_null() {
+            // SAFETY: made by Box::into_raw in this library and freed once (caller's promise).
+            drop(unsafe { Box::from_raw(p) });
+        }
+    })
+}
+
+/// Takes back a pick made by `Box::into_raw` to finish it (success or failure).
+unsafe fn take_pick(pick: *mut ck_pick) -> Result<Box<ck_pick>, Error> {
+    if pick.is_null() {
+        return Err(null("pick"));
+    }
+    // SAFETY: made by Box::into_raw in this library, finished once (caller's promise).
+    Ok(unsafe { Box::from_raw(pick) })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Version and errors
 // ---------------------------------------------------------------------------------------------
@@ -324,12 +344,8 @@ fn pin_library() {
 /// `dep` during or after this one. Never free a handle twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_deployment_free(dep: *mut ck_deployment) {
-    ffi_value("ck_deployment_free", (), || {
-        if !dep.is_null() {
-            // SAFETY: made by Box::into_raw in ck_deployment_new, freed once (caller's promise).
-            drop(unsafe { Box::from_raw(dep) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_deployment_free", dep) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -428,11 +444,8 @@ pub unsafe extern "C" fn ck_pick_port(pick: *const ck_pick) -> u16 {
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_success(pick: *mut ck_pick, latency_ms: u64) -> ck_status {
     ffi_call("ck_pick_success", || {
-        if pick.is_null() {
-            return Err(null("pick"));
-        }
-        // SAFETY: made by Box::into_raw in ck_deployment_pick, finished once (caller's promise).
-        let p = unsafe { Box::from_raw(pick) };
+        // SAFETY: a pick of this library, finished once (caller's promise).
+        let p = unsafe { take_pick(pick)? };
         p.pick.success(Duration::from_millis(latency_ms));
         Ok(())
     })
@@ -443,11 +456,8 @@ pub unsafe extern "C" fn ck_pick_success(pick: *mut ck_pick, latency_ms: u64) ->
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_success_us(pick: *mut ck_pick, latency_us: u64) -> ck_status {
     ffi_call("ck_pick_success_us", || {
-        if pick.is_null() {
-            return Err(null("pick"));
-        }
-        // SAFETY: made by Box::into_raw in this library, finished once (caller's promise).
-        let p = unsafe { Box::from_raw(pick) };
+        // SAFETY: a pick of this library, finished once (caller's promise).
+        let p = unsafe { take_pick(pick)? };
         p.pick.success(Duration::from_micros(latency_us));
         Ok(())
     })
@@ -459,11 +469,8 @@ pub unsafe extern "C" fn ck_pick_success_us(pick: *mut ck_pick, latency_us: u64)
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_failure(pick: *mut ck_pick) -> ck_status {
     ffi_call("ck_pick_failure", || {
-        if pick.is_null() {
-            return Err(null("pick"));
-        }
-        // SAFETY: made by Box::into_raw in ck_deployment_pick, finished once (caller's promise).
-        let p = unsafe { Box::from_raw(pick) };
+        // SAFETY: a pick of this library, finished once (caller's promise).
+        let p = unsafe { take_pick(pick)? };
         p.pick.failure();
         Ok(())
     })
@@ -473,12 +480,8 @@ pub unsafe extern "C" fn ck_pick_failure(pick: *mut ck_pick) -> ck_status {
 /// no-op. Never free a pick twice, nor one already finished by ck_pick_success/failure.
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_free(pick: *mut ck_pick) {
-    ffi_value("ck_pick_free", (), || {
-        if !pick.is_null() {
-            // SAFETY: made by Box::into_raw in ck_deployment_pick, freed once (caller's promise).
-            drop(unsafe { Box::from_raw(pick) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_pick_free", pick) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,12 +518,8 @@ pub unsafe extern "C" fn ck_buf_len(buf: *const ck_buf) -> usize {
 /// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn ck_buf_free(buf: *mut ck_buf) {
-    ffi_value("ck_buf_free", (), || {
-        if !buf.is_null() {
-            // SAFETY: made by Box::into_raw in ck_cache_get, freed once (caller's promise).
-            drop(unsafe { Box::from_raw(buf) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_buf_free", buf) }
 }
 
 /// Reads `key` (`key_len` bytes, 1..4096) from the deployment's cache. On a hit writes a new
@@ -769,12 +768,8 @@ pub unsafe extern "C" fn ck_reader_get(r: *mut ck_reader, key: *const u8, key_le
 /// Frees a reader. NULL is a no-op; never free twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_reader_free(r: *mut ck_reader) {
-    ffi_value("ck_reader_free", (), || {
-        if !r.is_null() {
-            // SAFETY: made by Box::into_raw in ck_reader_new, freed once.
-            drop(unsafe { Box::from_raw(r) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_reader_free", r) }
 }
 
 /// Stores `value` under `key` only if the key is absent (or expired), expiring after
@@ -1118,12 +1113,8 @@ pub unsafe extern "C" fn ck_deployment_cluster(
 /// may use `c` during or after this one; never free a handle twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_cluster_free(c: *mut ck_cluster) {
-    ffi_value("ck_cluster_free", (), || {
-        if !c.is_null() {
-            // SAFETY: made by Box::into_raw in this library, freed once (caller's promise).
-            drop(unsafe { Box::from_raw(c) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_cluster_free", c) }
 }
 
 fn opt_str<'a>(p: *const c_char, name: &str) -> Result<Option<&'a str>, Error> {
@@ -1478,12 +1469,8 @@ pub unsafe extern "C" fn ck_events_next(
 /// one; never free it twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_events_free(e: *mut ck_events) {
-    ffi_value("ck_events_free", (), || {
-        if !e.is_null() {
-            // SAFETY: made by Box::into_raw in ck_cluster_subscribe, freed once.
-            drop(unsafe { Box::from_raw(e) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_events_free", e) }
 }
 
 /// The event's kind (CK_EVENT_LAGGED if `ev` is NULL). Thread-safe.
@@ -1553,12 +1540,8 @@ pub unsafe extern "C" fn ck_event_json(ev: *const ck_event, out: *mut *mut ck_bu
 /// Releases an event. NULL is a no-op. Never free an event twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_event_free(ev: *mut ck_event) {
-    ffi_value("ck_event_free", (), || {
-        if !ev.is_null() {
-            // SAFETY: made by Box::into_raw in ck_events_next, freed once.
-            drop(unsafe { Box::from_raw(ev) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_event_free", ev) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1710,12 +1693,8 @@ pub unsafe extern "C" fn ck_lock_release(l: *const ck_lock) -> ck_status {
 /// NULL is a no-op. No other call may use `l` during or after this one; never free twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_lock_free(l: *mut ck_lock) {
-    ffi_value("ck_lock_free", (), || {
-        if !l.is_null() {
-            // SAFETY: made by Box::into_raw in ck_lock_acquire, freed once.
-            drop(unsafe { Box::from_raw(l) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_lock_free", l) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2008,12 +1987,8 @@ pub unsafe extern "C" fn ck_session_touch(
 /// released in the background without writing. NULL is a no-op; never free twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_session_free(s: *mut ck_session) {
-    ffi_value("ck_session_free", (), || {
-        if !s.is_null() {
-            // SAFETY: made by Box::into_raw in this library, freed once.
-            drop(unsafe { Box::from_raw(s) });
-        }
-    })
+    // SAFETY: the handle is the caller's to give up (see above).
+    unsafe { free_handle("ck_session_free", s) }
 }
 
 // Handles cross threads in C: make sure the Rust types allow it.

@@ -205,8 +205,9 @@ pub(crate) struct SyncPool {
     idle: Mutex<(u64, Vec<redis::Connection>)>,
 }
 
-/// Idle synchronous connections kept per server.
-const SYNC_IDLE_MAX: usize = 16;
+/// Idle synchronous connections kept per server: one per concurrent blocking caller is kept
+/// (up to this many), so a steady number of threads never reconnects.
+const SYNC_IDLE_MAX: usize = 128;
 
 impl SyncPool {
     pub(crate) fn new(url: &str, options: &RedisOptions) -> Result<SyncPool> {

@@ -90,14 +90,14 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<CString>> = const { RefCell::new(None) };
 }
 
+/// A C string of `s`; an interior NUL (which C cannot carry) becomes `?` rather than cutting
+/// the text or failing.
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "?")).unwrap_or_default()
+}
+
 fn set_last_error(message: String) {
-    // A message with an interior NUL is cut there rather than lost.
-    let bytes: Vec<u8> = message
-        .into_bytes()
-        .into_iter()
-        .take_while(|&b| b != 0)
-        .collect();
-    let c = CString::new(bytes).unwrap_or_default();
+    let c = c_string(&message);
     let _ = LAST_ERROR.try_with(|slot| {
         if let Ok(mut slot) = slot.try_borrow_mut() {
             *slot = Some(c);
@@ -364,12 +364,15 @@ pub struct ck_pick {
 }
 
 impl ck_pick {
-    fn new(pick: Pick) -> Result<ck_pick, Error> {
-        let id =
-            CString::new(pick.id()).map_err(|_| Error::Internal("node id contains NUL".into()))?;
-        let host = CString::new(pick.host())
-            .map_err(|_| Error::Internal("node host contains NUL".into()))?;
-        Ok(ck_pick { pick, id, host })
+    /// A pick of `lb`, following `key` when it is not empty, as a new handle.
+    fn make(lb: &clusterkit::LoadBalancer, key: &[u8]) -> Result<*mut ck_pick, Error> {
+        let pick = if key.is_empty() {
+            lb.pick()?
+        } else {
+            lb.pick_for(key)?
+        };
+        let (id, host) = (c_string(pick.id()), c_string(pick.host()));
+        Ok(Box::into_raw(Box::new(ck_pick { pick, id, host })))
     }
 }
 
@@ -397,13 +400,7 @@ pub unsafe extern "C" fn ck_deployment_pick(
                 arg_bytes(key, key_len, "key")?,
             )
         };
-        let lb = dep.inner.balancer(pool)?;
-        let pick = if key.is_empty() {
-            lb.pick()?
-        } else {
-            lb.pick_for(key)?
-        };
-        *out = Box::into_raw(Box::new(ck_pick::new(pick)?));
+        *out = ck_pick::make(&dep.inner.balancer(pool)?, key)?;
         Ok(())
     })
 }
@@ -538,7 +535,7 @@ pub unsafe extern "C" fn ck_cache_get(
         let out = arg_out(out, "out")?;
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, key) = unsafe { (arg_ref(dep, "dep")?, arg_bytes(key, key_len, "key")?) };
-        match cache_get(&dep.inner, key)? {
+        match dep.inner.cache().get_blocking(key)? {
             Some(data) => {
                 *out = Box::into_raw(Box::new(ck_buf { data }));
                 Ok(())
@@ -572,7 +569,7 @@ pub unsafe extern "C" fn ck_cache_set(
             )
         };
         let value = Bytes::copy_from_slice(value);
-        clusterkit::blocking::block_on(dep.inner.cache().set(key, value, ttl(ttl_ms)))?
+        run(dep.inner.cache().set(key, value, ttl(ttl_ms)))
     })
 }
 
@@ -590,7 +587,7 @@ pub unsafe extern "C" fn ck_cache_delete(
     ffi_call("ck_cache_delete", || {
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, key) = unsafe { (arg_ref(dep, "dep")?, arg_bytes(key, key_len, "key")?) };
-        let found = clusterkit::blocking::block_on(dep.inner.cache().delete(key))??;
+        let found = run(dep.inner.cache().delete(key))?;
         // SAFETY: a non-NULL `existed` points to writable storage (caller's promise).
         if let Some(existed) = unsafe { existed.as_mut() } {
             *existed = found;
@@ -602,16 +599,6 @@ pub unsafe extern "C" fn ck_cache_delete(
 /// Writes a new library-owned buffer holding `data` to `out`.
 fn put_buf(out: &mut *mut ck_buf, data: Bytes) {
     *out = Box::into_raw(Box::new(ck_buf { data }));
-}
-
-/// Reads `key` from the deployment's cache: answered on the calling thread for the embedded
-/// backend, through the shared runtime otherwise.
-fn cache_get(ck: &Clusterkit, key: &[u8]) -> Result<Option<Bytes>, Error> {
-    let cache = ck.cache();
-    match cache.get_now(key) {
-        Some(r) => r,
-        None => run(cache.get(key)),
-    }
 }
 
 /// The deployment's blocking bridge: runs `fut` on the shared runtime.
@@ -648,7 +635,7 @@ pub unsafe extern "C" fn ck_cache_get_into(
         }
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, key) = unsafe { (arg_ref(dep, "dep")?, arg_bytes(key, key_len, "key")?) };
-        let Some(data) = cache_get(&dep.inner, key)? else {
+        let Some(data) = dep.inner.cache().get_blocking(key)? else {
             return Err(Error::NotFound("no such key in the cache".into()));
         };
         let n = data.len();
@@ -748,7 +735,7 @@ pub unsafe extern "C" fn ck_reader_get(r: *mut ck_reader, key: *const u8, key_le
         let r = unsafe { r.as_mut() }.ok_or_else(|| null("reader"))?;
         // SAFETY: checked by arg_bytes; validity is the caller's promise.
         let key = unsafe { arg_bytes(key, key_len, "key")? };
-        let Some(v) = cache_get(&r.dep, key)? else {
+        let Some(v) = r.dep.cache().get_blocking(key)? else {
             len = -(ck_status::CK_NOT_FOUND as i64);
             return Ok(());
         };
@@ -1241,13 +1228,7 @@ pub unsafe extern "C" fn ck_cluster_pick(
         let out = arg_out(out, "out")?;
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (c, key) = unsafe { (arg_ref(c, "cluster")?, arg_bytes(key, key_len, "key")?) };
-        let lb = c.inner.balancer();
-        let pick = if key.is_empty() {
-            lb.pick()?
-        } else {
-            lb.pick_for(key)?
-        };
-        *out = Box::into_raw(Box::new(ck_pick::new(pick)?));
+        *out = ck_pick::make(&c.inner.balancer(), key)?;
         Ok(())
     })
 }
@@ -1356,10 +1337,6 @@ pub struct ck_event {
     json: String,
 }
 
-fn c_string(s: String) -> CString {
-    CString::new(s.replace('\0', "?")).unwrap_or_default()
-}
-
 impl ck_event {
     fn from_event(e: &ClusterEvent) -> ck_event {
         let kind = match e {
@@ -1377,10 +1354,10 @@ impl ck_event {
         };
         ck_event {
             kind,
-            node_id: c_string(e.node_id().unwrap_or("").to_string()),
+            node_id: c_string(e.node_id().unwrap_or("")),
             old,
             new,
-            message: c_string(e.message()),
+            message: c_string(&e.message()),
             json: e.to_json().to_string(),
         }
     }
@@ -1394,7 +1371,7 @@ impl ck_event {
             new: ck_health::CK_HEALTHY,
             json: serde_json::json!({"kind": "lagged", "message": message, "missed": missed})
                 .to_string(),
-            message: c_string(message),
+            message: c_string(&message),
         }
     }
 }
@@ -1592,8 +1569,8 @@ pub unsafe extern "C" fn ck_lock_acquire(
             run(locks.acquire_timeout(name, ttl, Duration::from_millis(wait_ms)))?
         };
         let lock = ck_lock {
-            name: c_string(guard.name().to_string()),
-            token: c_string(guard.token().to_string()),
+            name: c_string(guard.name()),
+            token: c_string(guard.token()),
             fence: guard.fencing_token(),
             guard: Mutex::new(Some(guard)),
         };
@@ -1714,7 +1691,7 @@ pub struct ck_session {
 impl ck_session {
     fn new(store: &SessionStore, s: Session) -> ck_session {
         ck_session {
-            id: c_string(s.id().to_string()),
+            id: c_string(s.id()),
             store: store.clone(),
             s,
         }
@@ -1934,7 +1911,7 @@ pub unsafe extern "C" fn ck_session_regenerate(
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, s) = unsafe { (arg_ref(dep, "dep")?, arg_session(s)?) };
         run(dep.inner.sessions().regenerate(&mut s.s))?;
-        s.id = c_string(s.s.id().to_string());
+        s.id = c_string(s.s.id());
         Ok(())
     })
 }

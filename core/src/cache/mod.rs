@@ -507,6 +507,18 @@ impl Cache {
         Ok(r)
     }
 
+    /// [`Cache::get`] for blocking callers (the C, PHP and Python layers): an embedded read is
+    /// answered on the calling thread without entering the runtime ([`Cache::get_now`]),
+    /// anything else goes through [`crate::blocking::block_on`].
+    ///
+    /// Fails like [`Cache::get`], or like `block_on` when called inside an async runtime.
+    pub fn get_blocking(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        match self.get_now(key) {
+            Some(r) => r,
+            None => crate::blocking::block_on(self.get(key))?,
+        }
+    }
+
     /// [`Cache::get`] without a future, for the backends that answer without waiting: the
     /// embedded one. `None` for network backends (use `get`). The blocking facades (C, PHP,
     /// Python) take this path to skip the runtime entirely on embedded reads.

@@ -69,8 +69,9 @@ struct Master {
     address: String,
     conn: ForkSafeManager,
     url: String,
-    /// Synchronous connections for blocking callers of a single-master lock service.
-    sync: Arc<SyncPool>,
+    /// Synchronous connections for blocking callers, only when this is the only master
+    /// (Redlock's masters are always asked concurrently, through the runtime).
+    sync: Option<Arc<SyncPool>>,
 }
 
 struct Scripts {
@@ -127,7 +128,10 @@ impl RedisLocks {
                 return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
             }
             let (conn, url) = ForkSafeManager::new(a, &options.redis)?;
-            let sync = Arc::new(SyncPool::new(&url, &options.redis)?);
+            let sync = match addresses.len() {
+                1 => Some(Arc::new(SyncPool::new(&url, &options.redis)?)),
+                _ => None,
+            };
             masters.push(Master {
                 address: a.to_string(),
                 conn,
@@ -183,10 +187,13 @@ impl RedisLocks {
         let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
         let inv = crate::cache::redis::invocation(script, &keys, &args);
         // A blocking caller of a single master does the round trip on its own thread (see
-        // `crate::blocking::inline_io_allowed`); Redlock's masters are always asked
-        // concurrently.
-        if self.masters.len() == 1 && crate::blocking::inline_io_allowed() {
-            return m.sync.with(&m.address, |c| inv.invoke(c));
+        // `crate::blocking::inline_io_allowed`).
+        if let Some(pool) = m
+            .sync
+            .as_ref()
+            .filter(|_| crate::blocking::inline_io_allowed())
+        {
+            return pool.with(&m.address, |c| inv.invoke(c));
         }
         let mut conn = m.conn.get()?;
         match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {

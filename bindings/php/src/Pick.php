@@ -38,8 +38,8 @@ final class Pick
     public function success(float $latencySeconds = 0.0): void
     {
         $h = $this->take();
-        $ms = $latencySeconds > 0 ? (int) round($latencySeconds * 1000) : 0;
-        $this->ffi->ck_pick_success($h, $ms);
+        $us = $latencySeconds > 0 ? (int) round($latencySeconds * 1e6) : 0;
+        $this->ffi->ck_pick_success_us($h, $us);
     }
 
     /** The request failed (consecutive failures eject the node for a while). */

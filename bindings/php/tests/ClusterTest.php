@@ -261,12 +261,12 @@ final class ClusterTest extends TestCase
         $this->assertSame("127.0.0.1:{$p->port}", $p->address());
         $inFlight = array_sum(array_map(fn (Node $n) => $n->counters->inFlight, $c->nodes('app')));
         $this->assertSame(1, $inFlight, 'a live pick is in flight');
-        $p->success(0.0042); // the ABI reports whole milliseconds
+        $p->success(0.0042); // reported in microseconds (ck_pick_success_us)
         $this->assertTrue($p->isFinished());
         $node = $c->pool('app')->node($p->nodeId);
         $this->assertSame(1, $node?->counters->successes);
         $this->assertSame(0, $node?->counters->inFlight);
-        $this->assertSame(4000, $node?->counters->lastLatencyUs);
+        $this->assertSame(4200, $node?->counters->lastLatencyUs);
 
         $q = $lb->pick();
         $q->failure();

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The ABI major version (`CK_ABI_MAJOR` in src/lib.rs; `tests/c/run` checks they agree):
+/// The ABI major version (`CK_ABI_MAJOR` in src/version.rs; `tests/c/run` checks they agree):
 /// the shared library's soname is `libclusterkit.so.<major>`, so a program linked against
 /// one major never loads another.
 const ABI_MAJOR: u32 = 1;

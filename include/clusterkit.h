@@ -302,6 +302,15 @@ enum ck_status ck_pick_failure(struct ck_pick *pick);
 void ck_pick_free(struct ck_pick *pick);
 
 /**
+ * Picks a node of the cluster, following `key` when given (see ck_deployment_pick). Fails
+ * with CK_INVALID_ARGUMENT or CK_UNAVAILABLE (no node to pick). Thread-safe.
+ */
+enum ck_status ck_cluster_pick(const struct ck_cluster *c,
+                               const uint8_t *key,
+                               size_t key_len,
+                               struct ck_pick **out);
+
+/**
  * The bytes of `buf` (`ck_buf_len(buf)` of them; not NUL-terminated), or NULL if `buf` is
  * NULL. Valid until ck_buf_free(buf). Thread-safe.
  */
@@ -372,44 +381,6 @@ enum ck_status ck_cache_get_into(const struct ck_deployment *dep,
                                  size_t dst_cap,
                                  size_t *out_len,
                                  struct ck_buf **out_big);
-
-/**
- * Makes a reader for the deployment's cache with a buffer of `capacity` bytes (1..16 MiB;
- * values up to that size are copied into it, larger ones are held by the reader, see
- * ck_reader_value). On success writes it to `*out`; free it with ck_reader_free. Fails with
- * CK_INVALID_ARGUMENT (NULL arguments, capacity out of range). Thread-safe.
- */
-enum ck_status ck_reader_new(const struct ck_deployment *dep,
-                             size_t capacity,
-                             struct ck_reader **out);
-
-/**
- * The reader's buffer (fixed for its life; NULL if `r` is NULL): after a ck_reader_get that
- * returned a length <= the capacity, the value is its first bytes.
- */
-const uint8_t *ck_reader_data(const struct ck_reader *r);
-
-/**
- * The value of the last successful ck_reader_get, wherever it is (the buffer or, for a
- * value larger than the capacity, memory held by the reader); NULL before the first hit or
- * if `r` is NULL. Valid until the next ck_reader_get or ck_reader_free.
- */
-const uint8_t *ck_reader_value(const struct ck_reader *r);
-
-/**
- * Reads `key` (`key_len` bytes) from the cache. Returns the value's length (>= 0) on a hit:
- * the value is at ck_reader_data(r) when the length is <= the capacity, else at
- * ck_reader_value(r). Returns -CK_NOT_FOUND (-1) on a miss — an ordinary outcome, so
- * ck_last_error() is left as it was — and minus the ck_status of a failure otherwise
- * (-CK_INVALID_ARGUMENT for NULL `r` or a bad key; the backend's errors), with the message
- * in ck_last_error(). Blocks the calling thread for network backends.
- */
-int64_t ck_reader_get(struct ck_reader *r, const uint8_t *key, size_t key_len);
-
-/**
- * Frees a reader. NULL is a no-op; never free twice.
- */
-void ck_reader_free(struct ck_reader *r);
 
 /**
  * Stores `value` under `key` only if the key is absent (or expired), expiring after
@@ -490,12 +461,59 @@ enum ck_status ck_cache_delete_many(const struct ck_deployment *dep,
 enum ck_status ck_cache_clear(const struct ck_deployment *dep, uint64_t *deleted);
 
 /**
+ * Makes a reader for the deployment's cache with a buffer of `capacity` bytes (1..16 MiB;
+ * values up to that size are copied into it, larger ones are held by the reader, see
+ * ck_reader_value). On success writes it to `*out`; free it with ck_reader_free. Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, capacity out of range). Thread-safe.
+ */
+enum ck_status ck_reader_new(const struct ck_deployment *dep,
+                             size_t capacity,
+                             struct ck_reader **out);
+
+/**
+ * The reader's buffer (fixed for its life; NULL if `r` is NULL): after a ck_reader_get that
+ * returned a length <= the capacity, the value is its first bytes.
+ */
+const uint8_t *ck_reader_data(const struct ck_reader *r);
+
+/**
+ * The value of the last successful ck_reader_get, wherever it is (the buffer or, for a
+ * value larger than the capacity, memory held by the reader); NULL before the first hit or
+ * if `r` is NULL. Valid until the next ck_reader_get or ck_reader_free.
+ */
+const uint8_t *ck_reader_value(const struct ck_reader *r);
+
+/**
+ * Reads `key` (`key_len` bytes) from the cache. Returns the value's length (>= 0) on a hit:
+ * the value is at ck_reader_data(r) when the length is <= the capacity, else at
+ * ck_reader_value(r). Returns -CK_NOT_FOUND (-1) on a miss — an ordinary outcome, so
+ * ck_last_error() is left as it was — and minus the ck_status of a failure otherwise
+ * (-CK_INVALID_ARGUMENT for NULL `r` or a bad key; the backend's errors), with the message
+ * in ck_last_error(). Blocks the calling thread for network backends.
+ */
+int64_t ck_reader_get(struct ck_reader *r, const uint8_t *key, size_t key_len);
+
+/**
+ * Frees a reader. NULL is a no-op; never free twice.
+ */
+void ck_reader_free(struct ck_reader *r);
+
+/**
  * Writes to `*out` a new buffer with the deployment's metrics as a JSON object: `cache`
  * (`namespace`, `hits`, `misses`, `errors`, `writes`) and `pools` (per pool: `name`,
  * `strategy`, `version`, `total`, `healthy`, `in_panic`, `health` counters and `nodes`, as
  * ck_cluster_metrics). Fails with CK_INVALID_ARGUMENT (NULL arguments). Thread-safe.
  */
 enum ck_status ck_deployment_metrics(const struct ck_deployment *dep, struct ck_buf **out);
+
+/**
+ * Writes to `*out` a new buffer with the cluster's metrics as a JSON object: `name`,
+ * `strategy`, `version`, `total`, `healthy`, `in_panic`, `health` (`checks`,
+ * `check_failures`, `marked_unhealthy`, `marked_healthy`, `ejections`,
+ * `ejections_refused`) and `nodes` (as ck_cluster_nodes). Fails with CK_INVALID_ARGUMENT
+ * (NULL arguments). Thread-safe.
+ */
+enum ck_status ck_cluster_metrics(const struct ck_cluster *c, struct ck_buf **out);
 
 /**
  * Builds an empty pool named `name` balancing with `strategy` ("round_robin",
@@ -561,15 +579,6 @@ enum ck_status ck_cluster_set_health(const struct ck_cluster *c,
 enum ck_status ck_cluster_set_weight(const struct ck_cluster *c, const char *id, uint32_t weight);
 
 /**
- * Picks a node of the cluster, following `key` when given (see ck_deployment_pick). Fails
- * with CK_INVALID_ARGUMENT or CK_UNAVAILABLE (no node to pick). Thread-safe.
- */
-enum ck_status ck_cluster_pick(const struct ck_cluster *c,
-                               const uint8_t *key,
-                               size_t key_len,
-                               struct ck_pick **out);
-
-/**
  * Number of nodes in the cluster (0 if `c` is NULL). Thread-safe.
  */
 size_t ck_cluster_len(const struct ck_cluster *c);
@@ -587,15 +596,6 @@ size_t ck_cluster_healthy_count(const struct ck_cluster *c);
  * arguments). Thread-safe.
  */
 enum ck_status ck_cluster_nodes(const struct ck_cluster *c, struct ck_buf **out);
-
-/**
- * Writes to `*out` a new buffer with the cluster's metrics as a JSON object: `name`,
- * `strategy`, `version`, `total`, `healthy`, `in_panic`, `health` (`checks`,
- * `check_failures`, `marked_unhealthy`, `marked_healthy`, `ejections`,
- * `ejections_refused`) and `nodes` (as ck_cluster_nodes). Fails with CK_INVALID_ARGUMENT
- * (NULL arguments). Thread-safe.
- */
-enum ck_status ck_cluster_metrics(const struct ck_cluster *c, struct ck_buf **out);
 
 /**
  * Subscribes to the cluster's events from now on (node added, removed, updated, health

@@ -17,6 +17,20 @@
 #include <stdint.h>
 
 /**
+ * Longest cache TTL a caller may pass (100 years, in ms). The core has no cache maximum,
+ * but a larger value means a bug in the caller (an unconverted unit, a wrapped negative
+ * number), and near `u64::MAX` the embedded cache's deadline overflows (it would never
+ * expire) and Redis rejects the `PX` with a backend error.
+ */
+#define CK_MAX_CACHE_TTL_MS 3153600000000
+
+/**
+ * Longest wait or timeout a caller may pass (24 h, in ms): a longer blocking call is a
+ * caller's bug, and near `u64::MAX` a deadline `now + wait` cannot be represented.
+ */
+#define CK_MAX_WAIT_MS 86400000
+
+/**
  * The result of every fallible ck_ function. CK_OK is 0; every other value has a message in
  * ck_last_error(). The codes map clusterkit's error kinds one to one.
  */
@@ -277,14 +291,17 @@ uint16_t ck_pick_port(const struct ck_pick *pick);
 
 /**
  * Reports that the request sent to the picked node succeeded after `latency_ms`
- * milliseconds, and frees the pick (do not use or free it afterwards). Fails with
- * CK_INVALID_ARGUMENT only when `pick` is NULL. The pick must not be in use on another thread.
+ * milliseconds (at most CK_MAX_WAIT_MS, 24 h), and frees the pick (do not use or free it
+ * afterwards; it is freed without a report when the call fails). Fails with
+ * CK_INVALID_ARGUMENT when `pick` is NULL or `latency_ms` is over the maximum. The pick
+ * must not be in use on another thread.
  */
 enum ck_status ck_pick_success(struct ck_pick *pick, uint64_t latency_ms);
 
 /**
  * Like ck_pick_success with the latency in microseconds (for requests faster than a few
- * milliseconds, where whole milliseconds would lose the difference between nodes).
+ * milliseconds, where whole milliseconds would lose the difference between nodes); at most
+ * CK_MAX_WAIT_MS * 1000 microseconds.
  */
 enum ck_status ck_pick_success_us(struct ck_pick *pick, uint64_t latency_us);
 
@@ -342,7 +359,8 @@ enum ck_status ck_cache_get(const struct ck_deployment *dep,
 /**
  * Stores `value` (`value_len` bytes; `value` may be NULL when `value_len` is 0) under `key`
  * (`key_len` bytes, 1..4096) in the deployment's cache, expiring after `ttl_ms` milliseconds
- * (0: no expiry). Fails with CK_INVALID_ARGUMENT (NULL `dep`, empty or oversized key,
+ * (0: no expiry; at most CK_MAX_CACHE_TTL_MS, 100 years). Fails with CK_INVALID_ARGUMENT (NULL
+ * `dep`, empty or oversized key, `ttl_ms` over the maximum,
  * oversized value, NULL pointer with a non-zero length) or the backend's error. Blocks the
  * calling thread. Thread-safe.
  */
@@ -384,7 +402,7 @@ enum ck_status ck_cache_get_into(const struct ck_deployment *dep,
 
 /**
  * Stores `value` under `key` only if the key is absent (or expired), expiring after
- * `ttl_ms` milliseconds (0: never). Writes to `*added` whether it was stored. Fails like
+ * `ttl_ms` milliseconds (0: never; at most CK_MAX_CACHE_TTL_MS). Writes to `*added` whether it was stored. Fails like
  * ck_cache_set (also when `added` is NULL). Blocks the calling thread. Thread-safe.
  */
 enum ck_status ck_cache_add(const struct ck_deployment *dep,
@@ -432,7 +450,8 @@ enum ck_status ck_cache_get_many(const struct ck_deployment *dep,
                                  struct ck_buf **out);
 
 /**
- * Stores many values at once, all expiring after `ttl_ms` milliseconds (0: never).
+ * Stores many values at once, all expiring after `ttl_ms` milliseconds (0: never; at most
+ * CK_MAX_CACHE_TTL_MS).
  * `packed_pairs` is a packed list (see ck_cache_get_many) alternating key, value, key,
  * value. Fails with CK_INVALID_ARGUMENT (NULL arguments, a malformed list or an odd number
  * of entries, a bad key or value) or the backend's error; on a backend error some keys may
@@ -607,9 +626,10 @@ enum ck_status ck_cluster_subscribe(const struct ck_cluster *c, struct ck_events
 
 /**
  * Takes the next event of subscription `e`, waiting up to `timeout_ms` milliseconds for
- * one (0: do not wait). On success writes a new event to `*out` (release it with
+ * one (0: do not wait; at most CK_MAX_WAIT_MS, 24 h). On success writes a new event to `*out` (release it with
  * ck_event_free). Returns CK_TIMEOUT when no event came in time, CK_CLOSED when the cluster
- * is gone and every event was read, CK_INVALID_ARGUMENT for NULL arguments. Blocks the
+ * is gone and every event was read, CK_INVALID_ARGUMENT for NULL arguments or a
+ * `timeout_ms` over the maximum. Blocks the
  * calling thread up to the timeout. Thread-safe (concurrent callers take turns).
  */
 enum ck_status ck_events_next(const struct ck_events *e,
@@ -668,11 +688,13 @@ void ck_event_free(struct ck_event *ev);
  * Acquires the lock `name` (1..1024 bytes of UTF-8) for `ttl_ms` milliseconds
  * (1..86400000) with the deployment's lock service (embedded, one Redis, or Redlock over
  * the `[locks]` pool's masters). `wait_ms` 0 makes one attempt and returns CK_CONFLICT if
- * someone else holds the lock; otherwise waits up to `wait_ms` (woken by the holder's
+ * someone else holds the lock; otherwise waits up to `wait_ms` (at most CK_MAX_WAIT_MS,
+ * 24 h; woken by the holder's
  * release) and returns CK_TIMEOUT when that passes. On success writes a new lock to `*out`
  * carrying its fencing token (strictly increasing across holders of `name`); release it
  * with ck_lock_release and free it with ck_lock_free. Other failures: CK_INVALID_ARGUMENT
- * (NULL arguments, bad name or TTL), CK_UNAVAILABLE (no quorum of masters answered).
+ * (NULL arguments, bad name, `ttl_ms` or `wait_ms` out of range: the message names it),
+ * CK_UNAVAILABLE (no quorum of masters answered).
  * Blocks the calling thread. Thread-safe.
  */
 enum ck_status ck_lock_acquire(const struct ck_deployment *dep,
@@ -711,12 +733,13 @@ const char *ck_lock_name(const struct ck_lock *l);
 const char *ck_lock_token(const struct ck_lock *l);
 
 /**
- * Extends the lock to `ttl_ms` milliseconds from now. Fails with CK_CONFLICT when the lock
+ * Extends the lock to `ttl_ms` milliseconds (1..86400000) from now. Fails with CK_CONFLICT when the lock
  * is no longer held with this token (it expired or was taken over), CK_CLOSED after
- * ck_lock_release, CK_INVALID_ARGUMENT (NULL, bad TTL), CK_UNAVAILABLE (no quorum). Blocks
+ * ck_lock_release, CK_INVALID_ARGUMENT (NULL, `ttl_ms` out of range), CK_UNAVAILABLE (no quorum). Blocks
  * the calling thread. Thread-safe.
  */
-enum ck_status ck_lock_extend(const struct ck_lock *l, uint64_t ttl_ms);
+enum ck_status ck_lock_extend(const struct ck_lock *l,
+                              uint64_t ttl_ms);
 
 /**
  * Releases the lock (the handle stays valid for its accessors; free it with ck_lock_free).

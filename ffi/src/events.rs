@@ -2,14 +2,15 @@
 
 use crate::buf::{ck_buf, put_buf};
 use crate::cluster::{ck_cluster, ck_health};
-use crate::status::{arg_out, arg_ref, c_string, ck_status, ffi_call, ffi_value, free_handle};
+use crate::status::{
+    arg_ms, arg_out, arg_ref, c_string, ck_status, ffi_call, ffi_value, free_handle, CK_MAX_WAIT_MS,
+};
 use clusterkit::cache::Bytes;
 use clusterkit::ClusterEvent;
 use clusterkit::Error;
 use std::ffi::c_char;
 use std::ffi::CString;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// A subscription to a cluster's events, read with ck_events_next. Opaque. Each subscription
 /// has its own queue (1024 events; a reader that falls further behind gets one
@@ -113,9 +114,10 @@ pub unsafe extern "C" fn ck_cluster_subscribe(
 }
 
 /// Takes the next event of subscription `e`, waiting up to `timeout_ms` milliseconds for
-/// one (0: do not wait). On success writes a new event to `*out` (release it with
+/// one (0: do not wait; at most CK_MAX_WAIT_MS, 24 h). On success writes a new event to `*out` (release it with
 /// ck_event_free). Returns CK_TIMEOUT when no event came in time, CK_CLOSED when the cluster
-/// is gone and every event was read, CK_INVALID_ARGUMENT for NULL arguments. Blocks the
+/// is gone and every event was read, CK_INVALID_ARGUMENT for NULL arguments or a
+/// `timeout_ms` over the maximum. Blocks the
 /// calling thread up to the timeout. Thread-safe (concurrent callers take turns).
 #[no_mangle]
 pub unsafe extern "C" fn ck_events_next(
@@ -129,7 +131,8 @@ pub unsafe extern "C" fn ck_events_next(
         // SAFETY: checked by arg_ref; validity is the caller's promise.
         let e = unsafe { arg_ref(e, "events")? };
         let mut rx = e.rx.lock().unwrap_or_else(|p| p.into_inner());
-        let got = if timeout_ms == 0 {
+        let wait = arg_ms(timeout_ms, CK_MAX_WAIT_MS, "timeout_ms")?;
+        let got = if wait.is_zero() {
             match rx.try_recv() {
                 Ok(ev) => Ok(ev),
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
@@ -137,7 +140,6 @@ pub unsafe extern "C" fn ck_events_next(
                 Err(TryRecvError::Empty) => return Err(Error::Timeout("no event".into())),
             }
         } else {
-            let wait = Duration::from_millis(timeout_ms);
             // The timer must be created inside the runtime (it needs its clock).
             let next = async { tokio::time::timeout(wait, rx.recv()).await };
             match clusterkit::blocking::block_on(next)? {

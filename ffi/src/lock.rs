@@ -2,14 +2,14 @@
 
 use crate::deployment::ck_deployment;
 use crate::status::{
-    arg_out, arg_ref, arg_str, c_string, ck_status, ffi_call, ffi_value, free_handle, run,
+    arg_lock_ttl, arg_ms, arg_out, arg_ref, arg_str, c_string, ck_status, ffi_call, ffi_value,
+    free_handle, run, CK_MAX_WAIT_MS,
 };
 use clusterkit::lock::LockGuard;
 use clusterkit::Error;
 use std::ffi::c_char;
 use std::ffi::CString;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// A held (or formerly held) distributed lock. Opaque. Thread-safe: accessors, extend and
 /// release may be called from any thread (calls that change it are serialized).
@@ -28,11 +28,13 @@ pub(crate) fn lock_guard(l: &ck_lock) -> std::sync::MutexGuard<'_, Option<LockGu
 /// Acquires the lock `name` (1..1024 bytes of UTF-8) for `ttl_ms` milliseconds
 /// (1..86400000) with the deployment's lock service (embedded, one Redis, or Redlock over
 /// the `[locks]` pool's masters). `wait_ms` 0 makes one attempt and returns CK_CONFLICT if
-/// someone else holds the lock; otherwise waits up to `wait_ms` (woken by the holder's
+/// someone else holds the lock; otherwise waits up to `wait_ms` (at most CK_MAX_WAIT_MS,
+/// 24 h; woken by the holder's
 /// release) and returns CK_TIMEOUT when that passes. On success writes a new lock to `*out`
 /// carrying its fencing token (strictly increasing across holders of `name`); release it
 /// with ck_lock_release and free it with ck_lock_free. Other failures: CK_INVALID_ARGUMENT
-/// (NULL arguments, bad name or TTL), CK_UNAVAILABLE (no quorum of masters answered).
+/// (NULL arguments, bad name, `ttl_ms` or `wait_ms` out of range: the message names it),
+/// CK_UNAVAILABLE (no quorum of masters answered).
 /// Blocks the calling thread. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ck_lock_acquire(
@@ -47,12 +49,13 @@ pub unsafe extern "C" fn ck_lock_acquire(
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, name) = unsafe { (arg_ref(dep, "dep")?, arg_str(name, "name")?) };
         let locks = dep.inner.locks();
-        let ttl = Duration::from_millis(ttl_ms);
-        let guard = if wait_ms == 0 {
+        let ttl = arg_lock_ttl(ttl_ms)?;
+        let wait = arg_ms(wait_ms, CK_MAX_WAIT_MS, "wait_ms")?;
+        let guard = if wait.is_zero() {
             run(locks.try_acquire(name, ttl))?
                 .ok_or_else(|| Error::Conflict(format!("lock {name:?} is held by someone else")))?
         } else {
-            run(locks.acquire_timeout(name, ttl, Duration::from_millis(wait_ms)))?
+            run(locks.acquire_timeout(name, ttl, wait))?
         };
         let lock = ck_lock {
             name: c_string(guard.name()),
@@ -118,9 +121,9 @@ pub unsafe extern "C" fn ck_lock_token(l: *const ck_lock) -> *const c_char {
     })
 }
 
-/// Extends the lock to `ttl_ms` milliseconds from now. Fails with CK_CONFLICT when the lock
+/// Extends the lock to `ttl_ms` milliseconds (1..86400000) from now. Fails with CK_CONFLICT when the lock
 /// is no longer held with this token (it expired or was taken over), CK_CLOSED after
-/// ck_lock_release, CK_INVALID_ARGUMENT (NULL, bad TTL), CK_UNAVAILABLE (no quorum). Blocks
+/// ck_lock_release, CK_INVALID_ARGUMENT (NULL, `ttl_ms` out of range), CK_UNAVAILABLE (no quorum). Blocks
 /// the calling thread. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ck_lock_extend(l: *const ck_lock, ttl_ms: u64) -> ck_status {
@@ -131,7 +134,7 @@ pub unsafe extern "C" fn ck_lock_extend(l: *const ck_lock, ttl_ms: u64) -> ck_st
         let g = slot
             .as_ref()
             .ok_or_else(|| Error::Closed("the lock was already released".into()))?;
-        run(g.extend(Duration::from_millis(ttl_ms)))
+        run(g.extend(arg_lock_ttl(ttl_ms)?))
     })
 }
 

@@ -4,8 +4,8 @@
 use crate::cluster::ck_cluster;
 use crate::deployment::ck_deployment;
 use crate::status::{
-    arg_bytes, arg_out, arg_ref, arg_str, c_string, ck_status, ffi_call, ffi_value, free_handle,
-    null,
+    arg_bytes, arg_ms, arg_out, arg_ref, arg_str, c_string, ck_status, ffi_call, ffi_value,
+    free_handle, null, CK_MAX_WAIT_MS,
 };
 use clusterkit::Error;
 use clusterkit::Pick;
@@ -106,25 +106,36 @@ pub unsafe extern "C" fn ck_pick_port(pick: *const ck_pick) -> u16 {
 }
 
 /// Reports that the request sent to the picked node succeeded after `latency_ms`
-/// milliseconds, and frees the pick (do not use or free it afterwards). Fails with
-/// CK_INVALID_ARGUMENT only when `pick` is NULL. The pick must not be in use on another thread.
+/// milliseconds (at most CK_MAX_WAIT_MS, 24 h), and frees the pick (do not use or free it
+/// afterwards; it is freed without a report when the call fails). Fails with
+/// CK_INVALID_ARGUMENT when `pick` is NULL or `latency_ms` is over the maximum. The pick
+/// must not be in use on another thread.
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_success(pick: *mut ck_pick, latency_ms: u64) -> ck_status {
     ffi_call("ck_pick_success", || {
         // SAFETY: a pick of this library, finished once (caller's promise).
         let p = unsafe { take_pick(pick)? };
-        p.pick.success(Duration::from_millis(latency_ms));
+        p.pick
+            .success(arg_ms(latency_ms, CK_MAX_WAIT_MS, "latency_ms")?);
         Ok(())
     })
 }
 
 /// Like ck_pick_success with the latency in microseconds (for requests faster than a few
-/// milliseconds, where whole milliseconds would lose the difference between nodes).
+/// milliseconds, where whole milliseconds would lose the difference between nodes); at most
+/// CK_MAX_WAIT_MS * 1000 microseconds.
 #[no_mangle]
 pub unsafe extern "C" fn ck_pick_success_us(pick: *mut ck_pick, latency_us: u64) -> ck_status {
     ffi_call("ck_pick_success_us", || {
         // SAFETY: a pick of this library, finished once (caller's promise).
         let p = unsafe { take_pick(pick)? };
+        let max_us = CK_MAX_WAIT_MS.saturating_mul(1000);
+        if latency_us > max_us {
+            return Err(Error::invalid(
+                "latency_us",
+                format!("must be at most {max_us} us, got {latency_us}"),
+            ));
+        }
         p.pick.success(Duration::from_micros(latency_us));
         Ok(())
     })

@@ -168,8 +168,45 @@ pub(crate) fn arg_out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T, Error> 
     unsafe { p.as_mut() }.ok_or_else(|| null(name))
 }
 
-pub(crate) fn ttl(ms: u64) -> Option<Duration> {
-    (ms != 0).then(|| Duration::from_millis(ms))
+/// Longest cache TTL a caller may pass (100 years, in ms). The core has no cache maximum,
+/// but a larger value means a bug in the caller (an unconverted unit, a wrapped negative
+/// number), and near `u64::MAX` the embedded cache's deadline overflows (it would never
+/// expire) and Redis rejects the `PX` with a backend error.
+pub const CK_MAX_CACHE_TTL_MS: u64 = 3153600000000;
+
+/// Longest wait or timeout a caller may pass (24 h, in ms): a longer blocking call is a
+/// caller's bug, and near `u64::MAX` a deadline `now + wait` cannot be represented.
+pub const CK_MAX_WAIT_MS: u64 = 86400000;
+
+// Written as plain literals so the C header gets plain (long) literals, not `int` products.
+const _: () = assert!(CK_MAX_CACHE_TTL_MS == 100 * 365 * 86_400 * 1000);
+const _: () = assert!(CK_MAX_WAIT_MS == 86_400 * 1000);
+
+/// A duration argument in milliseconds, at most `max_ms`; the error names `name`.
+pub(crate) fn arg_ms(ms: u64, max_ms: u64, name: &str) -> Result<Duration, Error> {
+    if ms > max_ms {
+        return Err(Error::invalid(
+            name,
+            format!("must be at most {max_ms} ms, got {ms}"),
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// A cache TTL argument: 0 is "no expiry" (`None`), otherwise 1..=[`CK_MAX_CACHE_TTL_MS`].
+pub(crate) fn arg_cache_ttl(ms: u64) -> Result<Option<Duration>, Error> {
+    let ttl = arg_ms(ms, CK_MAX_CACHE_TTL_MS, "ttl_ms")?;
+    Ok((ms != 0).then_some(ttl))
+}
+
+/// A lock TTL argument: 1..=the core's [`clusterkit::lock::MAX_TTL`] (checked here too, so
+/// the message names the C parameter).
+pub(crate) fn arg_lock_ttl(ms: u64) -> Result<Duration, Error> {
+    let max = u64::try_from(clusterkit::lock::MAX_TTL.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Err(Error::invalid("ttl_ms", "must be at least 1 ms, got 0"));
+    }
+    arg_ms(ms, max, "ttl_ms")
 }
 
 /// Body of every `ck_*_free`: drops a handle made by `Box::into_raw` in this library; NULL is a

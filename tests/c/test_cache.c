@@ -426,8 +426,37 @@ static void cache_clear(ck_deployment *dep) {
     CHECK(deleted == 99);
 }
 
+/* TTLs: 0 is "no expiry", CK_MAX_CACHE_TTL_MS (100 years) is the longest; more (for
+ * example a negative number of a caller converted to uint64_t) is refused with a message
+ * naming ttl_ms, on every call that takes a TTL, and nothing is written. */
+static void cache_ttl_bounds(ck_deployment *dep) {
+    bool added = true;
+    CHECK_OK(ck_cache_set(dep, KEY("tb:max"), KEY("v"), CK_MAX_CACHE_TTL_MS));
+    ck_buf *buf = NULL;
+    CHECK_OK(ck_cache_get(dep, KEY("tb:max"), &buf));
+    CHECK(buf_is(buf, "v"));
+    ck_buf_free(buf);
+    const uint64_t too_long[] = {CK_MAX_CACHE_TTL_MS + 1, (uint64_t)-1000, UINT64_MAX};
+    for (size_t i = 0; i < sizeof too_long / sizeof too_long[0]; i++) {
+        CHECK_INVALID(ck_cache_set(dep, KEY("tb:over"), KEY("v"), too_long[i]), "ttl_ms");
+        CHECK(strstr(ck_last_error(), "3153600000000") != NULL);
+        CHECK_INVALID(ck_cache_add(dep, KEY("tb:over"), KEY("v"), too_long[i], &added), "ttl_ms");
+        CHECK(added == true); /* untouched */
+        packer pairs = {0};
+        pack_str(&pairs, "tb:over");
+        pack_str(&pairs, "v");
+        CHECK_INVALID(ck_cache_set_many(dep, pairs.data, pairs.len, too_long[i]), "ttl_ms");
+        pack_free(&pairs);
+    }
+    bool has = true;
+    CHECK_OK(ck_cache_has(dep, KEY("tb:over"), &has));
+    CHECK(!has);
+    CHECK_OK(ck_cache_delete(dep, KEY("tb:max"), NULL));
+}
+
 void cache_suite(ck_deployment *dep) {
     cache_basics(dep);
+    cache_ttl_bounds(dep);
     cache_get_into(dep);
     cache_add_has_increment(dep);
     cache_batches(dep);

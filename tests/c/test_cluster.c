@@ -203,6 +203,17 @@ void test_cluster(void) {
     CHECK(held && strcmp(ck_pick_node_id(held), "c") == 0 && ck_pick_port(held) == 8003);
     CHECK(held && strcmp(ck_pick_host(held), "localhost") == 0);
     if (held) CHECK_OK(ck_pick_success(held, 2));
+    /* Latencies of more than CK_MAX_WAIT_MS (24 h) are refused naming the argument; the pick
+     * is freed all the same (valgrind would report it otherwise). */
+    ck_pick *q = NULL;
+    CHECK_OK(ck_cluster_pick(c, NULL, 0, &q));
+    if (q) CHECK_INVALID(ck_pick_success(q, CK_MAX_WAIT_MS + 1), "latency_ms");
+    q = NULL;
+    CHECK_OK(ck_cluster_pick(c, NULL, 0, &q));
+    if (q) CHECK_INVALID(ck_pick_success_us(q, UINT64_MAX), "latency_us");
+    q = NULL;
+    CHECK_OK(ck_cluster_pick(c, NULL, 0, &q));
+    if (q) CHECK_OK(ck_pick_success_us(q, (uint64_t)CK_MAX_WAIT_MS * 1000));
     CHECK_ERR(ck_cluster_remove_node(c, "c"), CK_NOT_FOUND, "\"c\"");
     CHECK_INVALID(ck_cluster_remove_node(NULL, "a"), "cluster");
     CHECK_INVALID(ck_cluster_remove_node(c, NULL), "id");
@@ -367,6 +378,12 @@ void test_events(void) {
     CHECK(ev == SENTINEL(ck_event));
     CHECK_INVALID(ck_events_next(NULL, 0, &ev), "events");
     CHECK_INVALID(ck_events_next(e, 0, NULL), "out");
+    CHECK(ev == SENTINEL(ck_event));
+    /* Timeouts of at most CK_MAX_WAIT_MS (24 h): more is refused at once, naming timeout_ms. */
+    t0 = now_ms();
+    CHECK_INVALID(ck_events_next(e, CK_MAX_WAIT_MS + 1, &ev), "timeout_ms");
+    CHECK_INVALID(ck_events_next(e, UINT64_MAX, &ev), "timeout_ms");
+    CHECK(now_ms() - t0 < 2000);
     CHECK(ev == SENTINEL(ck_event));
 
     /* Added. */

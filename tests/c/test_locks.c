@@ -19,13 +19,20 @@ struct releaser {
     ck_lock *lock;
     long after_ms;
     ck_status status;
+    uint64_t released_at; /* now_ms() when the release call started */
 };
 
 static void *release_later(void *arg) {
     struct releaser *r = arg;
     sleep_ms(r->after_ms);
+    r->released_at = now_ms();
     r->status = ck_lock_release(r->lock);
     return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
 }
 
 void lock_suite(ck_deployment *dep) {
@@ -45,7 +52,13 @@ void lock_suite(ck_deployment *dep) {
     CHECK(strstr(ck_last_error(), "name") != NULL);
     CHECK_INVALID(ck_lock_acquire(dep, "lk", 0, 0, &l), "ttl");
     CHECK_INVALID(ck_lock_acquire(dep, "lk", 86400001, 0, &l), "ttl");
-    CHECK_INVALID(ck_lock_acquire(dep, "lk", UINT64_MAX, 100, &l), "ttl");
+    CHECK_INVALID(ck_lock_acquire(dep, "lk", UINT64_MAX, 100, &l), "ttl_ms");
+    CHECK_INVALID(ck_lock_acquire(dep, "lk", 0, 0, &l), "ttl_ms");
+    /* Waits of at most CK_MAX_WAIT_MS (24 h): a longer one (a wrapped negative number) is
+     * refused naming wait_ms, before any attempt. */
+    CHECK_INVALID(ck_lock_acquire(dep, "lk", 1000, CK_MAX_WAIT_MS + 1, &l), "wait_ms");
+    CHECK_INVALID(ck_lock_acquire(dep, "lk", 1000, UINT64_MAX, &l), "wait_ms");
+    CHECK_INVALID(ck_lock_acquire(dep, "lk", 1000, (uint64_t)-1, &l), "86400000");
     CHECK(l == SENTINEL(ck_lock));
     /* The boundaries themselves are fine. */
     long_name[1024] = '\0';
@@ -91,7 +104,8 @@ void lock_suite(ck_deployment *dep) {
     CHECK(ck_lock_validity_ms(a) > 5000 && ck_lock_validity_ms(a) <= 20000);
     CHECK(ck_lock_is_held(a));
     CHECK_INVALID(ck_lock_extend(a, 0), "ttl");
-    CHECK_INVALID(ck_lock_extend(a, 86400001), "ttl");
+    CHECK_INVALID(ck_lock_extend(a, 86400001), "ttl_ms");
+    CHECK_INVALID(ck_lock_extend(a, UINT64_MAX), "ttl_ms");
     CHECK_INVALID(ck_lock_extend(NULL, 1000), "lock");
     CHECK(ck_lock_is_held(a));
 
@@ -121,26 +135,57 @@ void lock_suite(ck_deployment *dep) {
     }
     CHECK(increasing);
 
-    /* A waiter is woken by the holder's release, well before its deadline. */
-    ck_lock *holder = NULL;
-    CHECK_OK(ck_lock_acquire(dep, "lk", 5000, 0, &holder));
-    if (holder) {
-        struct releaser rel = {holder, 150, CK_INTERNAL};
+    /* A waiter is woken by the holder's release, not by its retry backoff. The backoff
+     * doubles from 10 ms to 250 ms (jittered x0.5..1.5), so after the holder kept the lock
+     * for 700 ms a waiter left to its backoff sleeps 125..375 ms between attempts, and
+     * would acquire on average ~120 ms after the release (under 40 ms in about 1 round of 6).
+     * Woken by the release, it acquires in about one attempt's time. Each round measures
+     * release → acquired against the time of an uncontended acquisition measured just
+     * before (so valgrind's slowdown of both cancels out); the median of 9 rounds must be
+     * under twice that + 40 ms and at least 6 rounds must be. Backoff alone passes that about
+     * once in a hundred runs. */
+    uint64_t delays[9], baseline[9];
+    int fast = 0;
+    for (int round = 0; round < 9; round++) {
+        delays[round] = baseline[round] = UINT64_MAX;
+        ck_lock *probe = NULL;
+        t0 = now_ms();
+        CHECK_OK(ck_lock_acquire(dep, "lk-wake", 5000, 0, &probe));
+        baseline[round] = now_ms() - t0;
+        if (probe) CHECK_OK(ck_lock_release(probe));
+        ck_lock_free(probe);
+        ck_lock *holder = NULL;
+        CHECK_OK(ck_lock_acquire(dep, "lk-wake", 5000, 0, &holder));
+        if (holder == NULL) continue;
+        struct releaser rel = {holder, 700 + 13 * round, CK_INTERNAL, 0};
         pthread_t t;
         CHECK(pthread_create(&t, NULL, release_later, &rel) == 0);
         ck_lock *waiter = NULL;
         t0 = now_ms();
-        CHECK_OK(ck_lock_acquire(dep, "lk", 5000, 10000, &waiter));
-        waited = now_ms() - t0;
+        CHECK_OK(ck_lock_acquire(dep, "lk-wake", 5000, 10000, &waiter));
+        uint64_t acquired = now_ms();
         pthread_join(t, NULL);
         CHECK_OK(rel.status);
-        CHECK(waited >= 100 && waited < 8000);
+        CHECK(acquired - t0 >= 650); /* it did wait for the holder */
+        if (acquired >= rel.released_at) delays[round] = acquired - rel.released_at;
+        else delays[round] = 0; /* acquired while the release call was still returning */
         CHECK(waiter && ck_lock_fencing_token(waiter) > ck_lock_fencing_token(holder));
-        if (waiter) last = ck_lock_fencing_token(waiter);
         if (waiter) CHECK_OK(ck_lock_release(waiter));
         ck_lock_free(waiter);
         ck_lock_free(holder);
     }
+    qsort(delays, 9, sizeof delays[0], cmp_u64);
+    qsort(baseline, 9, sizeof baseline[0], cmp_u64);
+    /* The release and the wake-up each cost about one uncontended acquisition. */
+    uint64_t bound = 2 * baseline[4] + 40;
+    for (int i = 0; i < 9; i++) fast += delays[i] <= bound;
+    if (getenv("CK_TEST_VERBOSE") || !(delays[4] <= bound && fast >= 6)) {
+        fprintf(stderr, "[%s] wake-up after release (ms, sorted):", ck_context);
+        for (int i = 0; i < 9; i++) fprintf(stderr, " %llu", (unsigned long long)delays[i]);
+        fprintf(stderr, "; uncontended acquire median %llu ms\n", (unsigned long long)baseline[4]);
+    }
+    CHECK(delays[4] <= bound);
+    CHECK(fast >= 6);
 
     /* Freeing a held lock releases it (in the background): it can be acquired again. */
     ck_lock *dropped = NULL;
@@ -185,7 +230,7 @@ void lock_suite(ck_deployment *dep) {
     ck_lock *moved = NULL;
     CHECK_OK(ck_lock_acquire(dep, "lk-moved", 5000, 0, &moved));
     if (moved) {
-        struct releaser rel = {moved, 0, CK_INTERNAL};
+        struct releaser rel = {moved, 0, CK_INTERNAL, 0};
         pthread_t t;
         CHECK(pthread_create(&t, NULL, release_later, &rel) == 0);
         pthread_join(t, NULL);

@@ -7,7 +7,7 @@ pub use reader::*;
 
 use crate::buf::{ck_buf, put_buf};
 use crate::deployment::ck_deployment;
-use crate::status::{arg_bytes, arg_out, arg_ref, ck_status, ffi_call, run, ttl};
+use crate::status::{arg_bytes, arg_cache_ttl, arg_out, arg_ref, ck_status, ffi_call, run};
 use clusterkit::cache::Bytes;
 use clusterkit::Error;
 use packed::{pack, unpack};
@@ -40,7 +40,8 @@ pub unsafe extern "C" fn ck_cache_get(
 
 /// Stores `value` (`value_len` bytes; `value` may be NULL when `value_len` is 0) under `key`
 /// (`key_len` bytes, 1..4096) in the deployment's cache, expiring after `ttl_ms` milliseconds
-/// (0: no expiry). Fails with CK_INVALID_ARGUMENT (NULL `dep`, empty or oversized key,
+/// (0: no expiry; at most CK_MAX_CACHE_TTL_MS, 100 years). Fails with CK_INVALID_ARGUMENT (NULL
+/// `dep`, empty or oversized key, `ttl_ms` over the maximum,
 /// oversized value, NULL pointer with a non-zero length) or the backend's error. Blocks the
 /// calling thread. Thread-safe.
 #[no_mangle]
@@ -62,7 +63,7 @@ pub unsafe extern "C" fn ck_cache_set(
             )
         };
         let value = Bytes::copy_from_slice(value);
-        run(dep.inner.cache().set(key, value, ttl(ttl_ms)))
+        run(dep.inner.cache().set(key, value, arg_cache_ttl(ttl_ms)?))
     })
 }
 
@@ -135,7 +136,7 @@ pub unsafe extern "C" fn ck_cache_get_into(
 }
 
 /// Stores `value` under `key` only if the key is absent (or expired), expiring after
-/// `ttl_ms` milliseconds (0: never). Writes to `*added` whether it was stored. Fails like
+/// `ttl_ms` milliseconds (0: never; at most CK_MAX_CACHE_TTL_MS). Writes to `*added` whether it was stored. Fails like
 /// ck_cache_set (also when `added` is NULL). Blocks the calling thread. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ck_cache_add(
@@ -158,7 +159,7 @@ pub unsafe extern "C" fn ck_cache_add(
             )
         };
         let value = Bytes::copy_from_slice(value);
-        *added = run(dep.inner.cache().add(key, value, ttl(ttl_ms)))?;
+        *added = run(dep.inner.cache().add(key, value, arg_cache_ttl(ttl_ms)?))?;
         Ok(())
     })
 }
@@ -237,7 +238,8 @@ pub unsafe extern "C" fn ck_cache_get_many(
     })
 }
 
-/// Stores many values at once, all expiring after `ttl_ms` milliseconds (0: never).
+/// Stores many values at once, all expiring after `ttl_ms` milliseconds (0: never; at most
+/// CK_MAX_CACHE_TTL_MS).
 /// `packed_pairs` is a packed list (see ck_cache_get_many) alternating key, value, key,
 /// value. Fails with CK_INVALID_ARGUMENT (NULL arguments, a malformed list or an odd number
 /// of entries, a bad key or value) or the backend's error; on a backend error some keys may
@@ -271,7 +273,7 @@ pub unsafe extern "C" fn ck_cache_set_many(
             .chunks_exact(2)
             .map(|kv| (kv[0], Bytes::copy_from_slice(kv[1])))
             .collect();
-        run(dep.inner.cache().set_many(pairs, ttl(ttl_ms)))
+        run(dep.inner.cache().set_many(pairs, arg_cache_ttl(ttl_ms)?))
     })
 }
 

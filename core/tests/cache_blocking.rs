@@ -355,11 +355,18 @@ fn blocking_pool_reads_survive_a_stalled_replica() {
 
 /// A single-master lock service used from plain threads (as C and PHP do): acquire, refuse,
 /// wait for a release from another thread, extend, release — on the callers' own threads.
+/// The waiter's retry backoff is 5 s (jittered: at least 2.5 s before its second attempt),
+/// so acquiring within 1.5 s of the start shows the release itself woke it.
 #[test]
 fn blocking_single_redis_locks() {
     use clusterkit::lock::{DistributedLock, LockOptions};
     let server = RedisServer::start();
-    let locks = DistributedLock::redis(&server.addr(), LockOptions::default()).unwrap();
+    let backoff = Duration::from_secs(5);
+    let locks = DistributedLock::redis(
+        &server.addr(),
+        LockOptions::default().with_retry(backoff, backoff),
+    )
+    .unwrap();
     let ttl = Duration::from_secs(5);
     let a = block_on(locks.try_acquire("job", ttl))
         .unwrap()
@@ -389,6 +396,10 @@ fn blocking_single_redis_locks() {
             next > fence,
             "fencing token must increase: {next} after {fence}"
         );
-        assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+        // Released after 200 ms; the backoff alone would not retry before 2.5 s.
+        assert!(
+            waited < Duration::from_millis(1500),
+            "woken {waited:?} after the start: by the backoff, not by the release"
+        );
     });
 }

@@ -74,6 +74,8 @@ final class Cluster implements \Countable
     /** Adds a node (ConflictException if the id is taken; InvalidArgumentException names a bad field). */
     public function addNode(Node $node): void
     {
+        self::checkRange('port', $node->port, 0, 0xFFFF);
+        self::checkRange('weight', $node->weight, 0, 0xFFFFFFFF);
         $meta = $node->metadata === [] ? null : json_encode((object) $node->metadata, JSON_THROW_ON_ERROR | JSON_UNESCAPED_UNICODE);
         $status = $this->library->ffi->ck_cluster_add_node(
             $this->handle,
@@ -113,9 +115,22 @@ final class Cluster implements \Countable
     /** Changes a node's weight (1..256). */
     public function setWeight(string $id, int $weight): void
     {
+        self::checkRange('weight', $weight, 0, 0xFFFFFFFF);
         $status = $this->library->ffi->ck_cluster_set_weight($this->handle, $id, $weight);
         if ($status !== 0) {
             throw $this->library->error($status);
+        }
+    }
+
+    /**
+     * A number for a C parameter of a narrower type: outside its range, PHP's FFI would wrap
+     * it silently (70000 → port 4464), so it is refused here with the field's name; the
+     * library checks the exact bounds (port 1..65535, weight 1..256) of what passes.
+     */
+    private static function checkRange(string $name, int $value, int $min, int $max): void
+    {
+        if ($value < $min || $value > $max) {
+            throw new Exception\InvalidArgumentException("invalid $name: must be between $min and $max, got $value");
         }
     }
 

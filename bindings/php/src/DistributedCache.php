@@ -77,6 +77,9 @@ final class DistributedCache implements CacheInterface
         $this->dep = $cluster->handle;
         $this->serializer = $serializer ?? new PhpSerializer();
         $this->php = $serializer === null;
+        if ($defaultTtl !== null && ($defaultTtl < 0 || $defaultTtl > self::MAX_TTL_SECONDS)) {
+            throw new InvalidArgumentException(sprintf('invalid defaultTtl: must be between 0 and %d seconds (100 years), got %d', self::MAX_TTL_SECONDS, $defaultTtl));
+        }
         $this->defaultTtlMs = $defaultTtl !== null && $defaultTtl > 0 ? $defaultTtl * 1000 : 0;
         $this->big = $ffi->new('ck_buf*[1]');
         $this->flag = $ffi->new('bool[1]');
@@ -478,18 +481,37 @@ final class DistributedCache implements CacheInterface
         return new InvalidArgumentException(sprintf('invalid key %s: must not contain any of %s (PSR-16 reserved characters)', json_encode($key, JSON_INVALID_UTF8_SUBSTITUTE | JSON_UNESCAPED_SLASHES), self::RESERVED));
     }
 
+    /** Longest cache TTL, in seconds: 100 years (the library's CK_MAX_CACHE_TTL_MS). */
+    public const MAX_TTL_SECONDS = 3_153_600_000;
+
+    private static function ttlTooLong(string $got): InvalidArgumentException
+    {
+        return new InvalidArgumentException(sprintf('invalid ttl: must be at most %d seconds (100 years), got %s', self::MAX_TTL_SECONDS, $got));
+    }
+
     /**
-     * A PSR-16 TTL in milliseconds: -1 for "expired" (<= 0), 0 is never returned for a given
-     * TTL. Only int and DateInterval are TTLs; anything else is an InvalidArgumentException.
+     * A PSR-16 TTL in milliseconds: -1 for "expired" (<= 0, as PSR-16 says: the item is
+     * deleted), 0 is never returned for a given TTL. Only int and DateInterval are TTLs;
+     * anything else, and more than MAX_TTL_SECONDS, is an InvalidArgumentException naming ttl.
      */
     public static function ttlMs($ttl): int
     {
         if (\is_int($ttl)) {
+            if ($ttl > self::MAX_TTL_SECONDS) {
+                throw self::ttlTooLong((string) $ttl);
+            }
             return $ttl <= 0 ? -1 : $ttl * 1000;
         }
         if ($ttl instanceof \DateInterval) {
             $now = new \DateTimeImmutable();
-            $seconds = $now->add($ttl)->getTimestamp() - $now->getTimestamp();
+            try {
+                $seconds = $now->add($ttl)->getTimestamp() - $now->getTimestamp();
+            } catch (\Throwable $e) {
+                throw new InvalidArgumentException('invalid ttl: the DateInterval cannot be added to now: ' . $e->getMessage(), previous: $e);
+            }
+            if ($seconds > self::MAX_TTL_SECONDS) {
+                throw self::ttlTooLong($ttl->format('%r%yy %mm %dd %hh %im %ss') . " ($seconds seconds)");
+            }
             return $seconds <= 0 ? -1 : $seconds * 1000;
         }
         throw new InvalidArgumentException('invalid ttl: must be null, an int of seconds or a DateInterval, got ' . get_debug_type($ttl));

@@ -42,8 +42,8 @@ final class DistributedLock
         $status = $this->ffi->ck_lock_acquire(
             $this->cluster->handle,
             $name,
-            self::ms($ttlSeconds),
-            self::ms($waitSeconds),
+            self::ms($ttlSeconds, 'ttlSeconds', self::MAX_TTL_SECONDS),
+            self::ms($waitSeconds, 'waitSeconds', self::MAX_WAIT_SECONDS, true),
             FFI::addr($out)
         );
         if ($status !== 0) {
@@ -93,15 +93,22 @@ final class DistributedLock
         return $result;
     }
 
+    /** Longest lock TTL, in seconds (the library's maximum: 24 h). */
+    public const MAX_TTL_SECONDS = 86_400;
+    /** Longest wait or timeout of a blocking call, in seconds (the library's CK_MAX_WAIT_MS: 24 h). */
+    public const MAX_WAIT_SECONDS = 86_400;
+
     /**
-     * Seconds → whole milliseconds (at least 1 for a positive value). A value <= 0 (or not
-     * finite) becomes 0, which the library rejects with its own message.
+     * Seconds → whole milliseconds (at least 1 for a positive value), for the parameter
+     * `$name`. InvalidArgumentException naming it for NaN, an infinity, a negative value, more
+     * than `$maxSeconds`, or 0 unless `$zeroAllowed`: nothing is clamped or rounded to 0.
      */
-    public static function ms(float $seconds): int
+    public static function ms(float $seconds, string $name = 'ttlSeconds', float $maxSeconds = self::MAX_TTL_SECONDS, bool $zeroAllowed = false): int
     {
-        if (!is_finite($seconds) || $seconds <= 0) {
-            return 0;
+        if (is_nan($seconds) || $seconds < 0 || $seconds > $maxSeconds || (!$zeroAllowed && $seconds == 0)) {
+            $range = $zeroAllowed ? "between 0 and $maxSeconds" : "more than 0 and at most $maxSeconds";
+            throw new Exception\InvalidArgumentException(sprintf('invalid %s: must be %s seconds, got %s', $name, $range, var_export($seconds, true)));
         }
-        return max(1, (int) min(round($seconds * 1000), (float) PHP_INT_MAX));
+        return $seconds == 0 ? 0 : max(1, (int) round($seconds * 1000));
     }
 }

@@ -36,6 +36,9 @@ final class EventStream
             throw new Exception\ClosedException('this event subscription is closed');
         }
         $ffi = $this->library->ffi;
+        if (is_nan($timeoutSeconds) || $timeoutSeconds < 0 || $timeoutSeconds > DistributedLock::MAX_WAIT_SECONDS) {
+            throw new Exception\InvalidArgumentException(sprintf('invalid timeoutSeconds: must be between 0 and %d seconds, got %s', DistributedLock::MAX_WAIT_SECONDS, var_export($timeoutSeconds, true)));
+        }
         $ms = $timeoutSeconds > 0 ? (int) ceil($timeoutSeconds * 1000) : 0;
         $status = $ffi->ck_events_next($this->handle, $ms, $this->out);
         if ($status === Exception\ClusterkitException::TIMEOUT) {

@@ -63,7 +63,7 @@ final class Lock
         if ($this->handle === null) {
             throw new Exception\ClosedException("lock {$this->name} was released");
         }
-        $status = $this->ffi->ck_lock_extend($this->handle, DistributedLock::ms($ttlSeconds));
+        $status = $this->ffi->ck_lock_extend($this->handle, DistributedLock::ms($ttlSeconds, 'ttlSeconds', DistributedLock::MAX_TTL_SECONDS));
         if ($status !== 0) {
             throw $this->cluster->library->error($status);
         }

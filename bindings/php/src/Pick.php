@@ -37,6 +37,10 @@ final class Pick
     /** The request succeeded after `$latencySeconds` (e.g. (hrtime(true) - $t0) / 1e9). */
     public function success(float $latencySeconds = 0.0): void
     {
+        if (is_nan($latencySeconds) || $latencySeconds < 0 || $latencySeconds > DistributedLock::MAX_WAIT_SECONDS) {
+            // Checked before the pick is taken: it can still be finished.
+            throw new Exception\InvalidArgumentException(sprintf('invalid latencySeconds: must be between 0 and %d seconds, got %s', DistributedLock::MAX_WAIT_SECONDS, var_export($latencySeconds, true)));
+        }
         $h = $this->take();
         $us = $latencySeconds > 0 ? (int) round($latencySeconds * 1e6) : 0;
         $this->ffi->ck_pick_success_us($h, $us);

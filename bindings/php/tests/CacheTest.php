@@ -47,6 +47,55 @@ final class CacheTest extends TestCase
         $this->made = [];
     }
 
+    /**
+     * TTLs keep PSR-16's meaning (0 or negative, or a negative DateInterval: the entry is
+     * deleted) but nonsense is refused naming the field: more than 100 years (an int that
+     * overflowed into milliseconds used to become a float and a TypeError, or a wrapped
+     * number), a DateInterval of centuries, a negative or absurd default TTL.
+     *
+     * @dataProvider backends
+     */
+    public function testOutOfRangeTtlsNameTheField(string $backend): void
+    {
+        $cache = $this->cache($backend);
+        $cache->set('k', 'v', DistributedCache::MAX_TTL_SECONDS);
+        $this->assertSame('v', $cache->get('k'));
+        $neg = new \DateInterval('PT1H');
+        $neg->invert = 1;
+        $cache->set('k', 'v', $neg); // PSR-16: expired, so deleted
+        $this->assertFalse($cache->has('k'));
+        $cache->set('k', 'v');
+        $cache->set('k', 'v', -5);
+        $this->assertFalse($cache->has('k'));
+        $bad = [DistributedCache::MAX_TTL_SECONDS + 1, PHP_INT_MAX, intdiv(PHP_INT_MAX, 1000) + 1, new \DateInterval('P101Y'), new \DateInterval('P99999Y')];
+        foreach ($bad as $ttl) {
+            $shown = $ttl instanceof \DateInterval ? $ttl->format('%yy') : (string) $ttl;
+            foreach (['set', 'setRaw', 'add', 'setMultiple'] as $op) {
+                try {
+                    match ($op) {
+                        'set' => $cache->set('k', 'v', $ttl),
+                        'setRaw' => $cache->setRaw('k', 'v', $ttl),
+                        'add' => $cache->add('k', 'v', $ttl),
+                        'setMultiple' => $cache->setMultiple(['k' => 'v'], $ttl),
+                    };
+                    $this->fail("$op accepted ttl $shown");
+                } catch (InvalidArgumentException $e) {
+                    $this->assertStringContainsString('invalid ttl', $e->getMessage(), "$op ttl $shown");
+                    $this->assertInstanceOf(\Psr\SimpleCache\InvalidArgumentException::class, $e);
+                }
+            }
+        }
+        $this->assertFalse($cache->has('k'), 'nothing was written');
+        foreach ([-1, DistributedCache::MAX_TTL_SECONDS + 1, PHP_INT_MAX] as $default) {
+            try {
+                $this->cache($backend, null, $default);
+                $this->fail("accepted default TTL $default");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString('invalid defaultTtl', $e->getMessage());
+            }
+        }
+    }
+
     /** @dataProvider backends */
     public function testBadKeysAreRejectedBeforeAnyCall(string $backend): void
     {

@@ -211,6 +211,48 @@ final class ClusterTest extends TestCase
         $this->assertSame(2, $pool->healthyCount());
         $pool->setWeight('b', 5);
         $this->assertSame(5, $pool->node('b')?->weight);
+        // Numbers outside the C parameter's type are refused by name, not wrapped by FFI
+        // (port 70000 would become 4464, weight 2^32 + 5 would become 5).
+        foreach ([[70_000, 1, 'port'], [-1, 1, 'port'], [9005, -1, 'weight'], [9005, (1 << 32) + 5, 'weight']] as [$port, $weight, $field]) {
+            try {
+                $pool->addNode(new Node('d', '127.0.0.1', $port, weight: $weight));
+                $this->fail("port $port weight $weight accepted");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString("invalid $field", $e->getMessage());
+            }
+        }
+        foreach ([-1, (1 << 32) + 5, PHP_INT_MIN] as $weight) {
+            try {
+                $pool->setWeight('b', $weight);
+                $this->fail("weight $weight accepted");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString('invalid weight', $e->getMessage());
+            }
+        }
+        $this->assertSame(5, $pool->node('b')?->weight);
+        $this->assertNull($pool->node('d'));
+        // A pick's latency and an event stream's timeout: NaN, infinities, negatives and more
+        // than 24 h are refused by name; the pick can still be finished afterwards.
+        $p = $c->pick('app');
+        foreach ([NAN, INF, -0.001, 86_401.0] as $bad) {
+            try {
+                $p->success($bad);
+                $this->fail("latency $bad accepted");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString('invalid latencySeconds', $e->getMessage());
+            }
+        }
+        $p->success(0.002);
+        $events = $pool->subscribe();
+        foreach ([NAN, INF, -1.0, 86_401.0] as $bad) {
+            try {
+                $events->next($bad);
+                $this->fail("timeout $bad accepted");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString('invalid timeoutSeconds', $e->getMessage());
+            }
+        }
+        $this->assertNull($events->next(0.0));
         $c->removeNode('app', 'a');
         $this->assertCount(1, $pool);
         $this->expectException(NotFoundException::class);

@@ -216,4 +216,47 @@ final class LockTest extends TestCase
             }
         }
     }
+
+    /**
+     * Out-of-range numbers are refused with the parameter's name, before any call: nothing
+     * is clamped (1e12 s used to become 1 ms) or turned into "no wait".
+     *
+     * @dataProvider backends
+     */
+    public function testOutOfRangeNumbersNameTheParameter(string $backend): void
+    {
+        $locks = $this->locks($backend);
+        $name = self::name();
+        $cases = [
+            [NAN, 0.0, 'ttlSeconds'], [INF, 0.0, 'ttlSeconds'], [-INF, 0.0, 'ttlSeconds'],
+            [-0.5, 0.0, 'ttlSeconds'], [0.0, 0.0, 'ttlSeconds'], [1e12, 0.0, 'ttlSeconds'],
+            [86_400.5, 0.0, 'ttlSeconds'], [(float) PHP_INT_MAX, 0.0, 'ttlSeconds'],
+            [10.0, NAN, 'waitSeconds'], [10.0, INF, 'waitSeconds'], [10.0, -1.0, 'waitSeconds'],
+            [10.0, 86_401.0, 'waitSeconds'], [10.0, 1e300, 'waitSeconds'],
+        ];
+        foreach ($cases as [$ttl, $wait, $field]) {
+            try {
+                $locks->acquire($name, $ttl, $wait);
+                $this->fail("accepted ttl $ttl wait $wait");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString("invalid $field", $e->getMessage(), "ttl $ttl wait $wait");
+                $this->assertSame('invalid_argument', $e->kind());
+            }
+        }
+        // The boundaries pass: 24 h TTL, no wait; a tiny positive TTL is 1 ms, not 0.
+        $lock = $locks->acquire($name, 86_400.0, 0.0);
+        $this->assertGreaterThan(85_000.0, $lock->validity()); // minus a ~1% clock drift margin
+        foreach ([NAN, INF, -1.0, 0.0, 86_400.001] as $bad) {
+            try {
+                $lock->extend($bad);
+                $this->fail("extend accepted $bad");
+            } catch (InvalidArgumentException $e) {
+                $this->assertStringContainsString('invalid ttlSeconds', $e->getMessage());
+            }
+        }
+        $this->assertTrue($lock->isHeld());
+        $lock->release();
+        $this->assertSame(1, DistributedLock::ms(0.0001));
+        $this->assertSame(0, DistributedLock::ms(0.0, 'waitSeconds', DistributedLock::MAX_WAIT_SECONDS, true));
+    }
 }

@@ -7,35 +7,77 @@
  */
 #include "ck_test.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Waits for `pid` up to `timeout_ms`; kills it (by its pid) if it hangs. Returns true if it
- * exited with status 0. */
-static bool wait_child(pid_t pid, long timeout_ms, const char *who) {
+/* Waits for `pid` up to `timeout_ms`; on the deadline kills it with SIGKILL — its whole
+ * process group when `group` (children of this test call setpgid(0, 0), so a grandchild goes
+ * with them) — reaps it and returns false. Returns true if it exited with status 0. Never
+ * blocks longer than the deadline plus the reaping of a killed process. */
+static bool wait_child(pid_t pid, long timeout_ms, const char *who, bool group) {
     uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
     int status = 0;
     for (;;) {
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid) break;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
-            fprintf(stderr, "  waitpid(%s) failed\n", who);
+            fprintf(stderr, "  waitpid(%s) failed: %s\n", who, strerror(errno));
             return false;
         }
         if (now_ms() > deadline) {
-            fprintf(stderr, "  %s (pid %d) hung: killing it\n", who, (int)pid);
+            fprintf(stderr, "  %s (pid %d) did not exit within %ld ms: killing it\n", who, (int)pid, timeout_ms);
+            if (group) kill(-pid, SIGKILL);
             kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
+            while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+            }
             return false;
         }
-        sleep_ms(20);
+        sleep_ms(10);
     }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
     if (WIFEXITED(status)) fprintf(stderr, "  %s exited with status %d\n", who, WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) fprintf(stderr, "  %s was killed by signal %d\n", who, WTERMSIG(status));
     return false;
+}
+
+/* The deadline itself works: a child that hangs (here: it and its own child sleep for a
+ * minute) makes wait_child fail within about the deadline, and both are gone afterwards
+ * (the pipe they hold open reaches EOF), so a deadlocked child fails the suite instead of
+ * hanging it. */
+static void a_hung_child_fails_on_the_deadline(void) {
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+        close(fds[0]);
+        if (fork() >= 0) sleep(60); /* child and grandchild, both holding fds[1] */
+        _exit(0);
+    }
+    close(fds[1]);
+    if (pid < 0) {
+        close(fds[0]);
+        return;
+    }
+    uint64_t t0 = now_ms();
+    fprintf(stderr, "  (expected below: the deadline test kills a child that hangs on purpose)\n");
+    CHECK(!wait_child(pid, 300, "hanging child", true));
+    uint64_t took = now_ms() - t0;
+    CHECK(took >= 290 && took < 5000);
+    CHECK(kill(pid, 0) == -1 && errno == ESRCH); /* reaped */
+    struct pollfd pfd = {fds[0], POLLIN, 0};
+    CHECK(poll(&pfd, 1, 5000) == 1);
+    char c;
+    CHECK(read(fds[0], &c, 1) == 0); /* EOF: the grandchild is dead too */
+    close(fds[0]);
 }
 
 /* Everything a process should still be able to do after a fork, on both deployments. */
@@ -74,6 +116,7 @@ static void keep_working(ck_deployment *emb, ck_deployment *red, const char *who
 }
 
 void test_fork(void) {
+    a_hung_child_fails_on_the_deadline();
     int cache[2], locks[3], dead;
     if (!redis_ports(cache, locks, &dead)) return;
     char ns[64], cfg[4096];
@@ -118,6 +161,7 @@ void test_fork(void) {
     pid_t pid = fork();
     CHECK(pid >= 0);
     if (pid == 0) {
+        setpgid(0, 0); /* a kill on the deadline takes the grandchild too */
         /* The child: count only its own failures and report them by exit status. */
         int before = atomic_load(&ck_failed);
         ck_context = "fork child";
@@ -188,7 +232,7 @@ void test_fork(void) {
             _exit(atomic_load(&ck_failed) == gbefore ? 0 : 1);
         }
         CHECK(g > 0);
-        if (g > 0) CHECK(wait_child(g, 60000, "grandchild"));
+        if (g > 0) CHECK(wait_child(g, 60000, "grandchild", false));
         keep_working(emb, red, "child-after");
         /* The child releases what it inherited, as a long-lived worker would. */
         ck_events_free(events);
@@ -199,7 +243,7 @@ void test_fork(void) {
         fflush(stderr);
         _exit(atomic_load(&ck_failed) == before ? 0 : 1);
     }
-    if (pid > 0) CHECK(wait_child(pid, 90000, "child"));
+    if (pid > 0) CHECK(wait_child(pid, 90000, "child", true));
 
     /* The parent keeps working, and sees what the child wrote to Redis. */
     keep_working(emb, red, "parent-after");

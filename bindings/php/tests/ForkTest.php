@@ -23,9 +23,11 @@ final class ForkTest extends TestCase
 
     /**
      * Runs `$child` in a forked child; returns what it returned (JSON through a file). The
-     * child leaves through exec, so that no PHPUnit shutdown code runs twice.
+     * child leaves through exec, so that no PHPUnit shutdown code runs twice. The child gets
+     * its own process group: when it does not exit within `$deadlineSeconds` the whole group
+     * (with any process it forked) is killed and the test fails instead of hanging.
      */
-    private function inChild(callable $child): mixed
+    private function inChild(callable $child, float $deadlineSeconds = 30.0): mixed
     {
         $file = tempnam(sys_get_temp_dir(), 'ck-fork');
         $pid = pcntl_fork();
@@ -33,6 +35,7 @@ final class ForkTest extends TestCase
             $this->fail('fork failed');
         }
         if ($pid === 0) {
+            posix_setpgid(0, 0);
             try {
                 $result = ['ok' => true, 'value' => $child()];
             } catch (\Throwable $e) {
@@ -42,7 +45,7 @@ final class ForkTest extends TestCase
             pcntl_exec('/bin/true');
             posix_kill(posix_getpid(), SIGKILL); // exec failed
         }
-        $deadline = microtime(true) + 30;
+        $deadline = microtime(true) + $deadlineSeconds;
         do {
             $done = pcntl_waitpid($pid, $status, WNOHANG);
             if ($done === 0) {
@@ -50,9 +53,11 @@ final class ForkTest extends TestCase
             }
         } while ($done === 0 && microtime(true) < $deadline);
         if ($done === 0) {
+            posix_kill(-$pid, SIGKILL);
             posix_kill($pid, SIGKILL);
             pcntl_waitpid($pid, $status);
-            $this->fail('the child hung (killed after 30 s)');
+            @unlink($file);
+            $this->fail(sprintf('the child hung (killed after %.1f s)', $deadlineSeconds));
         }
         $this->assertTrue(pcntl_wifexited($status), 'the child exited normally');
         $result = json_decode((string) file_get_contents($file), true);
@@ -60,6 +65,36 @@ final class ForkTest extends TestCase
         $this->assertIsArray($result, 'the child reported');
         $this->assertTrue($result['ok'], $result['error'] ?? '');
         return $result['value'];
+    }
+
+    /**
+     * The deadline works: a child that hangs (it and a process it forked sleep for a minute)
+     * fails the test within about the deadline, and both are killed (the pipe they hold open
+     * reaches EOF).
+     */
+    public function testAHungChildFailsOnTheDeadline(): void
+    {
+        [$r, $w] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+        $t0 = microtime(true);
+        try {
+            $this->inChild(function () use ($r) {
+                fclose($r);
+                pcntl_fork(); // both processes hold the write end
+                sleep(60);
+                return null;
+            }, 0.5);
+            $this->fail('a hanging child was not detected');
+        } catch (\PHPUnit\Framework\AssertionFailedError $e) {
+            $this->assertStringContainsString('the child hung', $e->getMessage());
+        }
+        $took = microtime(true) - $t0;
+        $this->assertGreaterThanOrEqual(0.45, $took);
+        $this->assertLessThan(10.0, $took);
+        fclose($w);
+        stream_set_timeout($r, 5);
+        $this->assertSame('', (string) fread($r, 1), 'the child and its child are gone (EOF)');
+        $this->assertTrue(feof($r), 'EOF rather than the 5 s read timeout');
+        fclose($r);
     }
 
     public function testEmbeddedAfterFork(): void

@@ -394,12 +394,21 @@ fn check_document_len(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// serde_path_to_error prints `.` for the root; show `document` instead.
+/// serde_path_to_error prints `.` for the root and `?` for a segment it could not name (a
+/// syntax error inside a key): drop those, and show `document` for what remains empty.
 fn display_path(path: &str) -> String {
-    if path == "." || path.is_empty() {
+    let mut p = path;
+    loop {
+        let trimmed = p.trim_end_matches('?').trim_end_matches('.');
+        if trimmed == p {
+            break;
+        }
+        p = trimmed;
+    }
+    if p.is_empty() {
         "document".to_string()
     } else {
-        path.to_string()
+        p.to_string()
     }
 }
 

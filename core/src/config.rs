@@ -10,21 +10,62 @@
 //! ]
 //! ```
 //!
-//! Unknown fields are rejected; every error names the field by its path
-//! (`pools.app.nodes[1].port`). An empty document is valid and means "everything embedded".
+//! Unknown fields are rejected; every error names the field by its path as written in the
+//! document (`pools.app.nodes[1].port`, `pools.app.health.fall`, `sessions.lock_ttl`). An
+//! empty document is valid and means "everything embedded".
+//!
+//! This file aggregates the sections and the pools. Each concern owns its section beside its
+//! code: [`CacheConfig`] in `cache/config.rs`, [`LocksConfig`] in `lock/config.rs`,
+//! [`SessionsConfig`] in `session/config.rs`, the health sections ([`HealthCheckConfig`],
+//! [`OutlierConfig`]) in `cluster/config.rs` and [`DiscoveryConfig`] in
+//! `discovery/config.rs`; they are re-exported here.
+//!
+//! # Bounds
+//!
+//! [`Config::parse`] checks every value, so a document that parses builds (unless a server
+//! is unreachable, which is only known later). Durations have a unit and a per-field range
+//! (for example health `interval` 10ms..=1h, `timeout` 1ms..=60s, session timeouts up to 365
+//! days); counts, sizes, shares and string lengths have one too (see the constants of each
+//! section's module, [`MAX_POOL_NODES`] and
+//! [`MAX_TABLE_SIZE`](crate::hash::maglev::MAX_TABLE_SIZE)).
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use std::time::Duration;
-
 use crate::balance::{BalancerOptions, PanicMode, Strategy};
-use crate::cluster::health::{CheckKind, CheckOptions, HealthOptions, OutlierOptions};
+use crate::cluster::health::HealthOptions;
 use crate::cluster::Cluster;
-use crate::discovery::{RedisRegistry, RegistryOptions};
 use crate::error::{Error, Result};
 use crate::node::Node;
+
+pub use crate::cache::config::{CacheConfig, QuorumName, ReadFailureName};
+pub use crate::cluster::config::{CheckName, HealthCheckConfig, OutlierConfig};
+pub use crate::discovery::config::DiscoveryConfig;
+pub use crate::lock::config::LocksConfig;
+pub use crate::session::config::SessionsConfig;
+
+/// Most nodes in one pool (a Maglev table of [`MAX_TABLE_SIZE`](crate::hash::maglev::MAX_TABLE_SIZE)
+/// slots holds 100 per node).
+pub const MAX_POOL_NODES: usize = 10_000;
+/// Longest pool name, in bytes.
+pub const MAX_POOL_NAME_LEN: usize = 128;
+/// Most pools in one document.
+pub const MAX_POOLS: usize = 256;
+/// Largest bounded-load factor.
+pub const MAX_BOUNDED_LOAD: f64 = 100.0;
+/// Longest slow start window (1 h).
+pub const MAX_SLOW_START: Duration = Duration::from_secs(3600);
+/// Most metadata entries on one node.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata key, in bytes.
+pub const MAX_METADATA_KEY_LEN: usize = 255;
+/// Longest metadata value, in bytes.
+pub const MAX_METADATA_VALUE_LEN: usize = 4096;
+/// Longest document accepted by [`Config::parse`], in bytes (1 MiB).
+pub const MAX_DOCUMENT_LEN: usize = 1 << 20;
 
 /// The whole document.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,270 +83,6 @@ pub struct Config {
     /// Session timeouts (sessions live in the cache's backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionsConfig>,
-}
-
-/// `[locks]`: `pool = "locks"` — one node is a single Redis, three or more a Redlock over
-/// independent masters (a majority must agree).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocksConfig {
-    /// Pool of independent Redis masters (its nodes' addresses are used; its strategy is not).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// Per-master response timeout during acquisition (default 100ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<DurationText>,
-    /// Key prefix (default `clusterkit:lock`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_prefix: Option<String>,
-    /// Extend held locks at a third of their TTL until released (default false).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auto_renew: Option<bool>,
-}
-
-impl LocksConfig {
-    /// Builds the lock service (no I/O). `pools` are the built pools of the same document.
-    pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::lock::DistributedLock> {
-        let mut o = crate::lock::LockOptions::default();
-        if let Some(t) = self.timeout {
-            let connect = o.redis.connect_timeout;
-            o.redis = o.redis.with_timeouts(connect, t.0);
-        }
-        if let Some(p) = &self.key_prefix {
-            o = o.with_key_prefix(p.clone());
-        }
-        if let Some(r) = self.auto_renew {
-            o = o.with_auto_renew(r);
-        }
-        let Some(name) = &self.pool else {
-            o.validate()?;
-            return Ok(crate::lock::DistributedLock::memory());
-        };
-        let pool = pools
-            .get(name)
-            .ok_or_else(|| Error::invalid("pool", format!("no pool named {name:?} in [pools]")))?;
-        let addrs: Vec<String> = pool.nodes().iter().map(|s| s.node.address()).collect();
-        if addrs.is_empty() {
-            return Err(Error::invalid(
-                "pool",
-                format!("pool {name:?} has no nodes"),
-            ));
-        }
-        let refs: Vec<&str> = addrs.iter().map(|a| a.as_str()).collect();
-        crate::lock::DistributedLock::redlock(&refs, o)
-    }
-}
-
-/// `[sessions]`: `idle_timeout = "30m"`, `absolute_timeout = "12h"`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionsConfig {
-    /// Idle (sliding) timeout (default 30m).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<DurationText>,
-    /// Absolute timeout from creation (default 12h).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub absolute_timeout: Option<DurationText>,
-    /// Unchanged sessions are not refreshed more often than this (default 60s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_interval: Option<DurationText>,
-    /// Lock TTL for locked loads (default 30s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_ttl: Option<DurationText>,
-    /// Longest wait for a session lock (default 10s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lock_wait: Option<DurationText>,
-}
-
-impl SessionsConfig {
-    /// The session options this section describes.
-    pub fn options(&self) -> crate::session::SessionOptions {
-        let d = crate::session::SessionOptions::default();
-        let pick = |v: Option<DurationText>, default: std::time::Duration| {
-            v.map(|x| x.0).unwrap_or(default)
-        };
-        d.clone()
-            .with_timeouts(
-                pick(self.idle_timeout, d.idle_timeout),
-                pick(self.absolute_timeout, d.absolute_timeout),
-            )
-            .with_refresh_interval(pick(self.refresh_interval, d.refresh_interval))
-            .with_lock(
-                pick(self.lock_ttl, d.lock_ttl),
-                pick(self.lock_wait, d.lock_wait),
-            )
-    }
-}
-
-/// `[cache]`: where the cache lives and how.
-///
-/// ```toml
-/// [cache]
-/// pool = "cache"        # shard over this pool's Redis nodes (it must use a hashing strategy)
-/// replicas = 2
-/// namespace = "myapp"
-/// ```
-/// or `redis = "127.0.0.1:6379"` for one server; neither means the embedded in-process cache
-/// (bounded by `max_bytes`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    /// Pool of Redis nodes to shard over.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pool: Option<String>,
-    /// One Redis server (`host:port` or a `redis://` URL) instead of a pool.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis: Option<String>,
-    /// Key namespace (default `clusterkit`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Owners per key with a pool (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<usize>,
-    /// `all` (default) or `majority` of the owners must acknowledge a write.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_quorum: Option<QuorumName>,
-    /// `miss` (default) or `error` when no owner of a key answers a read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_unavailable: Option<ReadFailureName>,
-    /// Connect and response timeout per Redis operation (default 500ms).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<DurationText>,
-    /// Keys per MGET / pipeline chunk (default 500).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub batch_chunk: Option<usize>,
-    /// Largest value in bytes (default 16 MiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_value_bytes: Option<usize>,
-    /// Byte bound of the embedded cache (default 64 MiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<u64>,
-}
-
-/// Write quorum names in the config document.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuorumName {
-    /// Every owner.
-    All,
-    /// More than half of the owners.
-    Majority,
-}
-
-/// Read-failure policy names in the config document.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadFailureName {
-    /// A miss.
-    Miss,
-    /// The error.
-    Error,
-}
-
-impl CacheConfig {
-    fn redis_options(&self) -> crate::cache::RedisOptions {
-        let mut o = crate::cache::RedisOptions::default();
-        if let Some(t) = self.timeout {
-            o = o.with_timeouts(t.0, t.0);
-        }
-        if let Some(c) = self.batch_chunk {
-            o = o.with_batch_chunk(c);
-        }
-        o
-    }
-
-    /// Checks the section against the pools it names; errors name the field.
-    pub fn validate(&self, pools: &BTreeMap<String, PoolConfig>) -> Result<()> {
-        if self.pool.is_some() && self.redis.is_some() {
-            return Err(Error::invalid(
-                "pool",
-                "give either pool or redis, not both",
-            ));
-        }
-        if let Some(p) = &self.pool {
-            let Some(pool) = pools.get(p) else {
-                return Err(Error::invalid(
-                    "pool",
-                    format!("no pool named {p:?} in [pools]"),
-                ));
-            };
-            if !pool.strategy.is_hashing() {
-                return Err(Error::invalid(
-                    "pool",
-                    format!(
-                        "pool {p:?} must use ketama, maglev or rendezvous to shard a cache, not {}",
-                        pool.strategy
-                    ),
-                ));
-            }
-        }
-        if let Some(r) = self.replicas {
-            if r == 0 || r > 16 {
-                return Err(Error::invalid(
-                    "replicas",
-                    format!("must be 1..=16, got {r}"),
-                ));
-            }
-        }
-        if let Some(m) = self.max_value_bytes {
-            if m == 0 || m > crate::cache::MAX_VALUE_LEN_LIMIT {
-                return Err(Error::invalid(
-                    "max_value_bytes",
-                    format!("must be 1..={}", crate::cache::MAX_VALUE_LEN_LIMIT),
-                ));
-            }
-        }
-        if let Some(b) = self.max_bytes {
-            if b < 1024 {
-                return Err(Error::invalid("max_bytes", "must be at least 1024"));
-            }
-        }
-        self.redis_options().validate()
-    }
-
-    /// Builds the cache (no I/O: Redis connections open on first use). `pools` are the built
-    /// pools of the same document.
-    pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::cache::Cache> {
-        use crate::cache::{
-            Cache, CacheLimits, DistributedOptions, MemoryOptions, ReadFailure, WriteQuorum,
-        };
-        let ns = self.namespace.as_deref().unwrap_or("clusterkit");
-        let cache = if let Some(p) = &self.pool {
-            let pool = pools
-                .get(p)
-                .ok_or_else(|| Error::invalid("pool", format!("no pool named {p:?}")))?;
-            let mut o = DistributedOptions::default()
-                .with_replicas(self.replicas.unwrap_or(1))
-                .with_redis(self.redis_options());
-            if let Some(q) = self.write_quorum {
-                o = o.with_write_quorum(match q {
-                    QuorumName::All => WriteQuorum::All,
-                    QuorumName::Majority => WriteQuorum::Majority,
-                });
-            }
-            if let Some(f) = self.on_unavailable {
-                o = o.with_on_unavailable(match f {
-                    ReadFailureName::Miss => ReadFailure::Miss,
-                    ReadFailureName::Error => ReadFailure::Error,
-                });
-            }
-            Cache::distributed(pool.clone(), ns, o)?
-        } else if let Some(r) = &self.redis {
-            Cache::redis(r, ns, self.redis_options())?
-        } else {
-            let mut o = MemoryOptions::default();
-            if let Some(b) = self.max_bytes {
-                o = o.with_max_bytes(b);
-            }
-            Cache::memory(ns, o)?
-        };
-        match self.max_value_bytes {
-            Some(m) => cache.with_limits(CacheLimits { max_value_len: m }),
-            None => Ok(cache),
-        }
-    }
 }
 
 /// One pool: its nodes and how requests are balanced over them.
@@ -346,42 +123,6 @@ pub struct PoolConfig {
     pub discovery: Option<DiscoveryConfig>,
 }
 
-/// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DiscoveryConfig {
-    /// Registry address: `host:port` or a `redis://` URL.
-    pub redis: String,
-    /// Service name under which nodes register.
-    pub service: String,
-    /// Heartbeat TTL (default 10s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<DurationText>,
-    /// Heartbeat and full re-listing interval (default ttl / 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<DurationText>,
-    /// Key prefix (default `clusterkit:registry`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_prefix: Option<String>,
-}
-
-impl DiscoveryConfig {
-    /// The registry this section describes (no I/O). Fails on a bad address or option.
-    pub fn registry(&self) -> Result<RedisRegistry> {
-        let mut o = RegistryOptions::default();
-        if let Some(t) = self.ttl {
-            o = o.with_ttl(t.0);
-        }
-        if let Some(i) = self.interval {
-            o = o.with_heartbeat_interval(i.0);
-        }
-        if let Some(p) = &self.key_prefix {
-            o = o.with_key_prefix(p.clone());
-        }
-        RedisRegistry::new(&self.redis, &self.service, o)
-    }
-}
-
 /// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, and
 /// decimals such as `"1.5s"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -397,7 +138,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     let bad = || {
         Error::invalid(
             "duration",
-            format!("expected a number with a unit like \"1500ms\", \"30s\", \"2m\" or \"12h\", got {text:?}"),
+            format!("expected a number with a unit like \"1500ms\", \"30s\", \"2m\" or \"12h\", got {:?}", excerpt(text)),
         )
     };
     let value: f64 = num.parse().map_err(|_| bad())?;
@@ -417,7 +158,13 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 
 impl Serialize for DurationText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        // Microseconds when the value is not a whole number of milliseconds, so a document
+        // written back parses to the same durations.
+        if self.0.subsec_nanos().is_multiple_of(1_000_000) {
+            s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        } else {
+            s.serialize_str(&format!("{}us", self.0.as_micros()))
+        }
     }
 }
 
@@ -433,118 +180,94 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
-/// Which probe an active check uses.
-#[non_exhaustive]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckName {
-    /// TCP connect.
-    Tcp,
-    /// HTTP GET.
-    Http,
-    /// Redis PING.
-    Redis,
+/// `d` written with the largest unit that keeps it short: `10ms`, `1.5s`, `2m`, `12h`, `30d`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    let (v, unit) = if ms < 1.0 {
+        (ms * 1e3, "us")
+    } else if ms < 1e3 {
+        (ms, "ms")
+    } else if ms < 60e3 {
+        (ms / 1e3, "s")
+    } else if ms < 3600e3 {
+        (ms / 60e3, "m")
+    } else if ms < 86_400e3 {
+        (ms / 3600e3, "h")
+    } else {
+        (ms / 86_400e3, "d")
+    };
+    let v = (v * 1000.0).round() / 1000.0;
+    format!("{v}{unit}")
 }
 
-/// `health = { check = "http", path = "/healthz", interval = "2s", rise = 2, fall = 3 }`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheckConfig {
-    /// The probe: `tcp`, `http` or `redis`.
-    pub check: CheckName,
-    /// HTTP path (default `/`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// Accepted HTTP statuses `[low, high]` (default `[200, 299]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected_status: Option<[u16; 2]>,
-    /// Time between checks (default 2s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interval: Option<DurationText>,
-    /// Check timeout (default 1s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<DurationText>,
-    /// Successes to become healthy (default 2).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rise: Option<u32>,
-    /// Failures to become unhealthy (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fall: Option<u32>,
-    /// Interval jitter share, 0.0..=0.5 (default 0.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub jitter: Option<f64>,
-}
-
-impl HealthCheckConfig {
-    /// The check options this section describes.
-    pub fn options(&self) -> CheckOptions {
-        let kind = match self.check {
-            CheckName::Tcp => CheckKind::Tcp,
-            CheckName::Redis => CheckKind::RedisPing,
-            CheckName::Http => {
-                let [lo, hi] = self.expected_status.unwrap_or([200, 299]);
-                CheckKind::Http {
-                    path: self.path.clone().unwrap_or_else(|| "/".into()),
-                    expected: lo..=hi,
-                }
-            }
-        };
-        let mut o = CheckOptions::new(kind);
-        if let Some(d) = self.interval {
-            o.interval = d.0;
-        }
-        if let Some(d) = self.timeout {
-            o.timeout = d.0;
-        }
-        if let Some(r) = self.rise {
-            o.rise = r;
-        }
-        if let Some(f) = self.fall {
-            o.fall = f;
-        }
-        if let Some(j) = self.jitter {
-            o.jitter = j;
-        }
-        o
+/// At most 64 characters of `s` (for error messages about values that may be huge).
+pub(crate) fn excerpt(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
     }
 }
 
-/// `outlier = { consecutive_failures = 5, base_ejection_time = "30s", max_ejection_time = "300s", max_ejected_percent = 50 }`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutlierConfig {
-    /// Consecutive failures that eject (default 5).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consecutive_failures: Option<u32>,
-    /// First ejection time (default 30s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base_ejection_time: Option<DurationText>,
-    /// Longest ejection (default 300s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_ejection_time: Option<DurationText>,
-    /// Largest share of the pool ejected at once, in percent (default 50).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_ejected_percent: Option<f64>,
+/// Fails naming `field` unless `min <= d <= max`.
+pub(crate) fn check_duration(field: &str, d: Duration, min: Duration, max: Duration) -> Result<()> {
+    if d < min || d > max {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must be between {} and {}, got {}",
+                human(min),
+                human(max),
+                human(d)
+            ),
+        ));
+    }
+    Ok(())
 }
 
-impl OutlierConfig {
-    /// The outlier options this section describes.
-    pub fn options(&self) -> OutlierOptions {
-        let mut o = OutlierOptions::default();
-        if let Some(n) = self.consecutive_failures {
-            o.consecutive_failures = n;
-        }
-        if let Some(d) = self.base_ejection_time {
-            o.base_ejection_time = d.0;
-        }
-        if let Some(d) = self.max_ejection_time {
-            o.max_ejection_time = d.0;
-        }
-        if let Some(p) = self.max_ejected_percent {
-            o.max_ejected_share = p / 100.0;
-        }
-        o
+/// Fails naming `field` unless `min <= v <= max`.
+pub(crate) fn check_int<T: PartialOrd + Display>(field: &str, v: T, min: T, max: T) -> Result<()> {
+    if v < min || v > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be between {min} and {max}, got {v}"),
+        ));
     }
+    Ok(())
+}
+
+/// Fails naming `field` unless `v` is a finite number with `min <= v <= max`.
+pub(crate) fn check_float(field: &str, v: f64, min: f64, max: f64) -> Result<()> {
+    if !v.is_finite() || v < min || v > max {
+        return Err(Error::invalid(
+            field,
+            format!("must be a number between {min} and {max}, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Fails naming `field` unless `v` is 1..=`max` bytes without whitespace or control
+/// characters (names, prefixes, ids).
+pub(crate) fn check_text(field: &str, v: &str, max: usize) -> Result<()> {
+    if v.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if v.len() > max {
+        return Err(Error::invalid(
+            field,
+            format!("is {} bytes long, the maximum is {max}", v.len()),
+        ));
+    }
+    if let Some(c) = v.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "must not contain whitespace or control characters (found {c:?} in {:?})",
+                excerpt(v)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One node of a pool.
@@ -575,6 +298,7 @@ impl Config {
     /// Parses a JSON document. Fails with [`Error::InvalidArgument`] naming the field path of
     /// the first syntax error, unknown field or bad value.
     pub fn from_json(text: &str) -> Result<Config> {
+        check_document_len(text)?;
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -586,6 +310,7 @@ impl Config {
 
     /// Parses a TOML document. Fails like [`Config::from_json`].
     pub fn from_toml(text: &str) -> Result<Config> {
+        check_document_len(text)?;
         let de = toml::Deserializer::new(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -598,6 +323,9 @@ impl Config {
 
     /// Parses either format: a document whose first non-blank character is `{` is JSON,
     /// anything else TOML. An empty or blank document is the default (everything embedded).
+    ///
+    /// Every value is checked (see [`Config::validate`]); the error is
+    /// [`Error::InvalidArgument`] with the field's path as written in the document.
     pub fn parse(text: &str) -> Result<Config> {
         match text.trim_start().chars().next() {
             None => Ok(Config::default()),
@@ -606,55 +334,35 @@ impl Config {
         }
     }
 
-    /// Checks every value that the types alone do not: node fields, duplicate ids, options.
+    /// Checks every value that the types alone do not: node fields, duplicate ids, the pools
+    /// the sections name, and the bound of every count, size, share, duration and name.
+    /// Fails with [`Error::InvalidArgument`] whose field is the value's path in the document
+    /// (`pools.app.outlier.base_ejection_time`, `locks.timeout`, `cache.batch_chunk`).
     pub fn validate(&self) -> Result<()> {
+        if self.pools.len() > MAX_POOLS {
+            return Err(Error::invalid(
+                "pools",
+                format!("at most {MAX_POOLS} pools, got {}", self.pools.len()),
+            ));
+        }
         for (name, pool) in &self.pools {
-            pool.nodes()
-                .and_then(|_| pool.options().validate())
-                .and_then(|_| pool.health_options().validate())
-                .and_then(|_| match &pool.discovery {
-                    Some(d) => d
-                        .registry()
-                        .map(|_| ())
-                        .map_err(|e| e.in_field("discovery")),
-                    None => Ok(()),
-                })
-                .map_err(|e| e.in_field(&format!("pools.{name}")))?;
-            if let Some(m) = pool.maglev_table_size {
-                crate::hash::maglev::check_table_size(m, pool.nodes.len())
-                    .map_err(|e| e.in_field(&format!("pools.{name}")))?;
-            }
-            let mut seen = std::collections::HashSet::new();
-            for (i, n) in pool.nodes.iter().enumerate() {
-                if !seen.insert(n.id.as_str()) {
-                    return Err(Error::invalid(
-                        format!("pools.{name}.nodes[{i}].id"),
-                        format!("duplicate node id {:?}", n.id),
-                    ));
+            check_text("pools", name, MAX_POOL_NAME_LEN).map_err(|e| match e {
+                Error::InvalidArgument { field, message } => {
+                    Error::invalid(field, format!("pool name: {message}"))
                 }
-            }
+                other => other,
+            })?;
+            pool.validate()
+                .map_err(|e| e.in_field(&format!("pools.{name}")))?;
         }
         if let Some(c) = &self.cache {
             c.validate(&self.pools).map_err(|e| e.in_field("cache"))?;
         }
         if let Some(l) = &self.locks {
-            if let Some(p) = &l.pool {
-                let Some(pool) = self.pools.get(p) else {
-                    return Err(Error::invalid(
-                        "locks.pool",
-                        format!("no pool named {p:?} in [pools]"),
-                    ));
-                };
-                if pool.nodes.is_empty() {
-                    return Err(Error::invalid(
-                        "locks.pool",
-                        format!("pool {p:?} has no nodes"),
-                    ));
-                }
-            }
+            l.validate(&self.pools).map_err(|e| e.in_field("locks"))?;
         }
         if let Some(s) = &self.sessions {
-            s.options().validate().map_err(|e| e.in_field("sessions"))?;
+            s.validate().map_err(|e| e.in_field("sessions"))?;
         }
         Ok(())
     }
@@ -673,12 +381,34 @@ impl Config {
     }
 }
 
-/// serde_path_to_error prints `.` for the root; show `document` instead.
+fn check_document_len(text: &str) -> Result<()> {
+    if text.len() > MAX_DOCUMENT_LEN {
+        return Err(Error::invalid(
+            "document",
+            format!(
+                "is {} bytes long, the maximum is {MAX_DOCUMENT_LEN}",
+                text.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// serde_path_to_error prints `.` for the root and `?` for a segment it could not name (a
+/// syntax error inside a key): drop those, and show `document` for what remains empty.
 fn display_path(path: &str) -> String {
-    if path == "." || path.is_empty() {
+    let mut p = path;
+    loop {
+        let trimmed = p.trim_end_matches('?').trim_end_matches('.');
+        if trimmed == p {
+            break;
+        }
+        p = trimmed;
+    }
+    if p.is_empty() {
         "document".to_string()
     } else {
-        path.to_string()
+        p.to_string()
     }
 }
 
@@ -691,6 +421,62 @@ impl PoolConfig {
         o.bounded_load = self.bounded_load;
         o.maglev_table_size = self.maglev_table_size;
         o
+    }
+
+    /// Checks every value of the pool against its bound (no I/O). Fails with
+    /// [`Error::InvalidArgument`] naming the field relative to the pool, as written in the
+    /// document (`nodes[0].health.interval`, `outlier.max_ejected_percent`).
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes.len() > MAX_POOL_NODES {
+            return Err(Error::invalid(
+                "nodes",
+                format!(
+                    "at most {MAX_POOL_NODES} nodes in a pool, got {}",
+                    self.nodes.len()
+                ),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            n.validate()
+                .map_err(|e| e.in_field(&format!("nodes[{i}]")))?;
+            if !seen.insert(n.id.as_str()) {
+                return Err(Error::invalid(
+                    format!("nodes[{i}].id"),
+                    format!("duplicate node id {:?}", n.id),
+                ));
+            }
+        }
+        check_float("panic_threshold", self.panic_threshold, 0.0, 1.0)?;
+        if let Some(c) = self.bounded_load {
+            check_float("bounded_load", c, 1.0, MAX_BOUNDED_LOAD)?;
+        }
+        if let Some(m) = self.maglev_table_size {
+            if self.strategy != Strategy::Maglev {
+                return Err(Error::invalid(
+                    "maglev_table_size",
+                    format!(
+                        "applies to strategy = \"maglev\" only, not {}",
+                        self.strategy
+                    ),
+                ));
+            }
+            crate::hash::maglev::check_table_size(m, self.nodes.len())?;
+        }
+        if let Some(h) = &self.health {
+            h.validate().map_err(|e| e.in_field("health"))?;
+        }
+        if let Some(o) = &self.outlier {
+            o.validate().map_err(|e| e.in_field("outlier"))?;
+        }
+        if let Some(w) = self.slow_start {
+            check_duration("slow_start", w.0, Duration::from_millis(1), MAX_SLOW_START)?;
+        }
+        if let Some(d) = &self.discovery {
+            d.validate().map_err(|e| e.in_field("discovery"))?;
+        }
+        // The core's own rules (bounded_load needs a hashing strategy, ...).
+        self.options().validate()
     }
 
     /// The pool's nodes, validated. Errors name the node as `nodes[i]`.
@@ -768,11 +554,52 @@ impl NodeConfig {
         }
         Ok(n)
     }
+
+    /// Checks every value of the node (no I/O). Fails with [`Error::InvalidArgument`] naming
+    /// the field relative to the node (`port`, `metadata.role`, `health.fall`).
+    pub fn validate(&self) -> Result<()> {
+        self.to_node().map_err(strip_node_prefix)?;
+        if self.metadata.len() > MAX_METADATA_ENTRIES {
+            return Err(Error::invalid(
+                "metadata",
+                format!(
+                    "at most {MAX_METADATA_ENTRIES} entries, got {}",
+                    self.metadata.len()
+                ),
+            ));
+        }
+        for (k, v) in &self.metadata {
+            if k.len() > MAX_METADATA_KEY_LEN {
+                return Err(Error::invalid(
+                    "metadata",
+                    format!(
+                        "keys are at most {MAX_METADATA_KEY_LEN} bytes, got {} bytes starting {:?}",
+                        k.len(),
+                        excerpt(k)
+                    ),
+                ));
+            }
+            if v.len() > MAX_METADATA_VALUE_LEN {
+                return Err(Error::invalid(
+                    format!("metadata.{k}"),
+                    format!(
+                        "is {} bytes long, the maximum is {MAX_METADATA_VALUE_LEN}",
+                        v.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(h) = &self.health {
+            h.validate().map_err(|e| e.in_field("health"))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::health::CheckKind;
     use crate::error::ErrorKind;
 
     const TOML: &str = r#"
@@ -922,7 +749,7 @@ slow_start = "30s"
         let e = err("[pools.app]\nhealth = { check = \"http\", path = \"no-slash\" }\n");
         assert!(e.contains("pools.app.health.path"), "{e}");
         let e = err("[pools.app]\noutlier = { max_ejected_percent = 150 }\n");
-        assert!(e.contains("pools.app.outlier.max_ejected_share"), "{e}");
+        assert!(e.contains("pools.app.outlier.max_ejected_percent"), "{e}");
         let e = err("{ not json");
         assert!(e.contains("document") || e.contains("line"), "{e}");
         let e = err("[pools.app\n");

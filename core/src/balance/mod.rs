@@ -195,7 +195,7 @@ impl BalancerOptions {
 
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
-        if !(0.0..=1.0).contains(&self.panic_threshold) {
+        if !self.panic_threshold.is_finite() || !(0.0..=1.0).contains(&self.panic_threshold) {
             return Err(Error::invalid(
                 "panic_threshold",
                 format!("must be between 0.0 and 1.0, got {}", self.panic_threshold),
@@ -223,6 +223,15 @@ impl BalancerOptions {
                 return Err(Error::invalid(
                     "maglev_table_size",
                     format!("must be a prime number, got {m}"),
+                ));
+            }
+            if m > crate::hash::maglev::MAX_TABLE_SIZE {
+                return Err(Error::invalid(
+                    "maglev_table_size",
+                    format!(
+                        "must be at most {}, got {m}",
+                        crate::hash::maglev::MAX_TABLE_SIZE
+                    ),
                 ));
             }
         }

@@ -15,6 +15,7 @@
 //! `None` means no expiry.
 
 mod compute;
+pub mod config;
 pub(crate) mod distributed;
 mod memory;
 pub(crate) mod redis;
@@ -272,7 +273,7 @@ impl fmt::Debug for Cache {
     }
 }
 
-fn check_namespace(ns: &str) -> Result<()> {
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
     if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN {
         return Err(Error::invalid(
             "namespace",

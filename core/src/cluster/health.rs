@@ -110,13 +110,13 @@ impl CheckOptions {
         if self.timeout.is_zero() {
             return Err(Error::invalid("health.timeout", "must be more than 0"));
         }
-        if self.rise == 0 || self.fall == 0 {
-            return Err(Error::invalid(
-                "health.rise",
-                "rise and fall must be at least 1",
-            ));
+        if self.rise == 0 {
+            return Err(Error::invalid("health.rise", "must be at least 1"));
         }
-        if !(0.0..=0.5).contains(&self.jitter) {
+        if self.fall == 0 {
+            return Err(Error::invalid("health.fall", "must be at least 1"));
+        }
+        if !self.jitter.is_finite() || !(0.0..=0.5).contains(&self.jitter) {
             return Err(Error::invalid(
                 "health.jitter",
                 "must be between 0.0 and 0.5",
@@ -194,10 +194,16 @@ impl OutlierOptions {
                 "must be at least 1",
             ));
         }
-        if self.base_ejection_time.is_zero() || self.max_ejection_time < self.base_ejection_time {
+        if self.base_ejection_time.is_zero() {
+            return Err(Error::invalid(
+                "outlier.base_ejection_time",
+                "must be more than 0",
+            ));
+        }
+        if self.max_ejection_time < self.base_ejection_time {
             return Err(Error::invalid(
                 "outlier.max_ejection_time",
-                "base_ejection_time must be > 0 and <= max_ejection_time",
+                "must be at least base_ejection_time",
             ));
         }
         if !(0.0..=1.0).contains(&self.max_ejected_share) {

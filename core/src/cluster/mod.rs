@@ -5,6 +5,7 @@
 //! changes) are serialized by a mutex, build the next snapshot with its strategy table once, and
 //! publish it. Subscribers receive a [`ClusterEvent`] for every change.
 
+pub mod config;
 pub mod health;
 mod report;
 

@@ -27,6 +27,7 @@
 //! # Ok::<(), clusterkit::Error>(())
 //! ```
 
+pub mod config;
 pub mod redis;
 
 use std::fmt;

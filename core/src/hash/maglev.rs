@@ -10,8 +10,13 @@ use crate::hash::{key_hash, reduce};
 
 /// Default table size: a prime, 65537 (Envoy's and the paper's default).
 pub const DEFAULT_TABLE_SIZE: u32 = 65537;
-/// Largest number of nodes a table can index (entries are `u16`).
+/// Largest number of nodes a table can index (entries are `u16`). A table also needs 100
+/// slots per node and at most [`MAX_TABLE_SIZE`] slots, so in practice a Maglev pool holds at
+/// most `MAX_TABLE_SIZE / 100` (10 000) nodes.
 pub const MAX_NODES: usize = u16::MAX as usize;
+/// Largest table size: 1 000 003 (a prime), 2 MB of `u16` entries, room for 10 000 nodes at
+/// 100 slots each. A larger configured size is refused rather than allocated.
+pub const MAX_TABLE_SIZE: u32 = 1_000_003;
 
 /// One node as the table sees it.
 #[derive(Debug, Clone, Copy)]
@@ -71,8 +76,16 @@ pub fn table_size_for(nodes: usize) -> u32 {
     m
 }
 
-/// Checks a configured table size for `nodes` nodes: it must be a prime `>= 100 * nodes`.
+/// Checks a configured table size for `nodes` nodes: it must be a prime `>= 100 * nodes`
+/// and at most [`MAX_TABLE_SIZE`]. Fails with [`Error::InvalidArgument`] naming
+/// `maglev_table_size`.
 pub fn check_table_size(size: u32, nodes: usize) -> Result<()> {
+    if size > MAX_TABLE_SIZE {
+        return Err(Error::invalid(
+            "maglev_table_size",
+            format!("must be at most {MAX_TABLE_SIZE}, got {size}"),
+        ));
+    }
     if !is_prime(size) {
         return Err(Error::invalid(
             "maglev_table_size",
@@ -247,6 +260,10 @@ mod tests {
     #[test]
     fn primes_and_sizes() {
         assert!(is_prime(65537));
+        assert!(is_prime(MAX_TABLE_SIZE));
+        assert!(check_table_size(MAX_TABLE_SIZE, 10_000).is_ok());
+        let e = check_table_size(2_147_483_647, 1).unwrap_err();
+        assert!(e.to_string().contains("at most 1000003"), "{e}");
         assert!(!is_prime(65535));
         assert_eq!(table_size_for(10), 65537);
         let m = table_size_for(1000);

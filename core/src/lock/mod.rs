@@ -41,6 +41,7 @@
 //!   (its fence is assigned in the acquiring script itself); N = 2 needs both, so it tolerates
 //!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
 
+pub mod config;
 mod memory;
 pub(crate) mod redis;
 

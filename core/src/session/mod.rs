@@ -21,6 +21,7 @@
 //!
 //! Round trips per request: load 1 + save 1, with or without the lock.
 
+pub mod config;
 mod store;
 
 pub(crate) use store::MemSessions;

@@ -73,7 +73,10 @@ impl SessionOptions {
         {
             return Err(Error::invalid("absolute_timeout", "must be more than 0"));
         }
-        crate::lock::check_ttl(self.lock_ttl).map_err(|e| e.in_field("lock"))?;
+        crate::lock::check_ttl(self.lock_ttl).map_err(|e| match e {
+            Error::InvalidArgument { message, .. } => Error::invalid("lock_ttl", message),
+            other => other,
+        })?;
         Ok(())
     }
 }

@@ -1,0 +1,115 @@
+//! A pool's `discovery = { ... }` section in the config document: the Redis registry its
+//! nodes register in.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{check_duration, check_text, DurationText};
+use crate::discovery::{RedisRegistry, RegistryOptions};
+use crate::error::{Error, Result};
+
+/// Shortest heartbeat TTL.
+pub const MIN_TTL: Duration = Duration::from_millis(100);
+/// Longest heartbeat TTL (1 day).
+pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// Shortest heartbeat / re-listing interval.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest service name and key prefix, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Registry address: `host:port` or a `redis://` URL.
+    pub redis: String,
+    /// Service name under which nodes register.
+    pub service: String,
+    /// Heartbeat TTL (default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<DurationText>,
+    /// Heartbeat and full re-listing interval (default ttl / 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<DurationText>,
+    /// Key prefix (default `clusterkit:registry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_prefix: Option<String>,
+}
+
+impl DiscoveryConfig {
+    /// The registry options this section describes.
+    fn options(&self) -> RegistryOptions {
+        let mut o = RegistryOptions::default();
+        if let Some(t) = self.ttl {
+            o = o.with_ttl(t.0);
+        }
+        if let Some(i) = self.interval {
+            o = o.with_heartbeat_interval(i.0);
+        }
+        if let Some(p) = &self.key_prefix {
+            o = o.with_key_prefix(p.clone());
+        }
+        o
+    }
+
+    /// Checks every value against its bound (no I/O). Fails with [`Error::InvalidArgument`]
+    /// naming the field as written in the section (`redis`, `service`, `ttl`, `interval`,
+    /// `key_prefix`).
+    pub fn validate(&self) -> Result<()> {
+        if self.redis.trim().is_empty() {
+            return Err(Error::invalid("redis", "must not be empty"));
+        }
+        check_text("service", &self.service, MAX_NAME_LEN)?;
+        let o = self.options();
+        check_duration("ttl", o.ttl, MIN_TTL, MAX_TTL)?;
+        if let Some(i) = self.interval {
+            check_duration("interval", i.0, MIN_INTERVAL, MAX_TTL)?;
+        }
+        let interval = o.interval();
+        if interval >= o.ttl {
+            let field = if self.interval.is_some() {
+                "interval"
+            } else {
+                "ttl"
+            };
+            return Err(Error::invalid(
+                field,
+                format!(
+                    "the interval ({}) must be shorter than the ttl ({})",
+                    crate::config::human(interval),
+                    crate::config::human(o.ttl)
+                ),
+            ));
+        }
+        if interval < MIN_INTERVAL {
+            return Err(Error::invalid(
+                "ttl",
+                format!(
+                    "ttl / 3 ({}) is below the shortest interval (10ms): set interval",
+                    crate::config::human(interval)
+                ),
+            ));
+        }
+        if let Some(p) = &self.key_prefix {
+            check_text("key_prefix", p, MAX_NAME_LEN)?;
+        }
+        self.registry().map(|_| ())
+    }
+
+    /// The registry this section describes (no I/O). Fails on a bad address or option,
+    /// naming the field as written in the section.
+    pub fn registry(&self) -> Result<RedisRegistry> {
+        RedisRegistry::new(&self.redis, &self.service, self.options()).map_err(|e| match e {
+            Error::InvalidArgument { field, message } => {
+                let field = match field.as_str() {
+                    "heartbeat_interval" => "interval".to_string(),
+                    "address" => "redis".to_string(),
+                    _ => field,
+                };
+                Error::InvalidArgument { field, message }
+            }
+            other => other,
+        })
+    }
+}

@@ -243,7 +243,7 @@ async fn a_resumed_replica_does_not_serve_stale_values() {
     assert!(c.dirty_nodes().is_empty(), "r1 was never flushed");
     // r1 holds no old value of this namespace.
     for k in &ks {
-        let full = format!("app:{k}");
+        let full = format!("app:c:{k}");
         let reply = s[1].cmd(&["GET", &full]);
         assert!(reply == "$-1" || reply == "$3", "r1 holds {full} = {reply}");
     }

@@ -64,11 +64,15 @@ fn allowed(key: &str, ns: &str) -> Option<Option<i64>> {
         "l" if braced => Some(Some(86_400_000)),
         "f" if braced => Some(Some(hour.max(86_400_000))),
         "c" => Some(Some(i64::MAX)), // user data, with the TTL the user gave
-        "r" if rest.starts_with('{') => Some(if rest.ends_with(":epoch") {
-            None
-        } else {
-            Some(86_400_000)
-        }),
+        // The service's listing and epoch are owned by the service (no TTL); node entries
+        // live for the heartbeat TTL.
+        "r" if rest.starts_with('{') => Some(
+            if rest.ends_with(":epoch") || rest.ends_with(":nodes") {
+                None
+            } else {
+                Some(86_400_000)
+            },
+        ),
         _ => None,
     }
 }
@@ -303,14 +307,21 @@ async fn redlock_leaves_only_fences_with_a_ttl_on_every_master() {
         g.release().await.unwrap();
     }
     assert!(last < 1 << 53);
+    let fence = "clusterkit:f:{job}".to_string();
     for s in &servers {
         // Releases complete in the background on the last master: wait for them (bounded).
+        // A master outside every storing quorum has no fence at all.
         let clean = support::wait_until(Duration::from_secs(3), || {
-            key_names(s.port()) == vec!["clusterkit:f:{job}".to_string()]
+            key_names(s.port()).iter().all(|k| *k == fence)
         });
         assert!(clean, "master {}: {:?}", s.addr(), keys_of(s.port()));
         assert_documented(s.port(), "clusterkit", "redlock release");
     }
+    let with_fence = servers
+        .iter()
+        .filter(|s| key_names(s.port()).contains(&fence))
+        .count();
+    assert!(with_fence >= 2, "the fence is stored on {with_fence} masters");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,8 +375,8 @@ async fn session_alive(cache: &Cache, id: &str) -> bool {
 }
 
 /// `clear` of namespace `a` on `a`'s cache: exactly `a`'s entries, `ab`'s stay, sessions of
-/// both stay.
-async fn clear_scoped(a: &Cache) {
+/// both stay. `copies`: how many servers hold each entry; `extra`: entries `a` already holds.
+async fn clear_scoped(a: &Cache, copies: u64, extra: u64) {
     let ab = a.with_namespace("ab").unwrap();
     assert_eq!(
         a.with_namespace("a:b").unwrap_err().kind(),
@@ -374,19 +385,19 @@ async fn clear_scoped(a: &Cache) {
     );
     let sa = populate(a, 20).await;
     let sab = populate(&ab, 7).await;
-    assert_eq!(a.clear().await.unwrap(), 20);
+    assert_eq!(a.clear().await.unwrap(), 20 * copies + extra);
     assert!(a.get(b"k0").await.unwrap().is_none());
     assert_eq!(ab.get(b"k6").await.unwrap().unwrap(), "v");
     assert!(session_alive(a, &sa).await, "clear deleted a session");
     assert!(session_alive(&ab, &sab).await);
-    assert_eq!(ab.clear().await.unwrap(), 7);
+    assert_eq!(ab.clear().await.unwrap(), 7 * copies);
     assert!(session_alive(&ab, &sab).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_on_the_embedded_backend_deletes_cache_entries_only() {
     let a = Cache::memory("a", MemoryOptions::default()).unwrap();
-    clear_scoped(&a).await;
+    clear_scoped(&a, 1, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,7 +430,7 @@ async fn clear_on_one_redis_deletes_cache_entries_only() {
         .into_iter()
         .filter(|k| !k.starts_with("a:c:"))
         .collect();
-    clear_scoped(&a).await;
+    clear_scoped(&a, 1, 2).await;
     assert!(a.get(b"*").await.unwrap().is_none());
     let after: Vec<String> = key_names(port)
         .into_iter()
@@ -457,7 +468,7 @@ async fn clear_on_a_sharded_pool_deletes_cache_entries_only() {
     )
     .unwrap();
     let a = Cache::distributed(pool, "a", DistributedOptions::default().with_replicas(2)).unwrap();
-    clear_scoped(&a).await;
+    clear_scoped(&a, 2, 0).await;
     for s in &servers {
         for k in key_names(s.port()) {
             assert!(
@@ -475,7 +486,17 @@ async fn clear_on_a_redis_cluster_deletes_cache_entries_only() {
     let seeds = cluster.addrs();
     let refs: Vec<&str> = seeds.iter().map(|s| s.as_str()).collect();
     let a = Cache::redis_cluster(&refs, "a", options()).unwrap();
-    clear_scoped(&a).await;
+    clear_scoped(&a, 1, 0).await;
+    // Only sessions are left on the masters.
+    for node in cluster.nodes() {
+        for k in key_names(node.port()) {
+            assert!(
+                k.starts_with("a:s:{") || k.starts_with("ab:s:{"),
+                "{}: {k} survived the clears",
+                node.addr()
+            );
+        }
+    }
 }
 
 /// A raw RESP client subscribed to every channel; collects every byte it receives.

@@ -78,8 +78,8 @@ timeout = "300ms"
     block_on(ck.cache().set(b"cart:1", "3 items", None))
         .unwrap()
         .unwrap();
-    assert_eq!(a.cmd(&["EXISTS", "shop:cart:1"]), ":1");
-    assert_eq!(b.cmd(&["EXISTS", "shop:cart:1"]), ":1");
+    assert_eq!(a.cmd(&["EXISTS", "shop:c:cart:1"]), ":1");
+    assert_eq!(b.cmd(&["EXISTS", "shop:c:cart:1"]), ":1");
     assert_eq!(ck.balancer("cache").unwrap().pool(), "cache");
 }
 

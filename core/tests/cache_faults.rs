@@ -268,7 +268,7 @@ async fn placement_matches_pick_for() {
         for i in 0..60 {
             let key = format!("k{i}");
             c.set(key.as_bytes(), "v", None).await.unwrap();
-            let full = format!("{ns}:{key}");
+            let full = format!("{ns}:c:{key}");
             let owner = lb.pick_for(key.as_bytes()).unwrap().id().to_string();
             for (j, srv) in s.iter().enumerate() {
                 let has = srv.cmd(&["EXISTS", &full]) == ":1";

@@ -66,13 +66,13 @@ fn allowed(key: &str, ns: &str) -> Option<Option<i64>> {
         "c" => Some(Some(i64::MAX)), // user data, with the TTL the user gave
         // The service's listing and epoch are owned by the service (no TTL); node entries
         // live for the heartbeat TTL.
-        "r" if rest.starts_with('{') => Some(
-            if rest.ends_with(":epoch") || rest.ends_with(":nodes") {
+        "r" if rest.starts_with('{') => {
+            Some(if rest.ends_with(":epoch") || rest.ends_with(":nodes") {
                 None
             } else {
                 Some(86_400_000)
-            },
-        ),
+            })
+        }
         _ => None,
     }
 }
@@ -321,7 +321,10 @@ async fn redlock_leaves_only_fences_with_a_ttl_on_every_master() {
         .iter()
         .filter(|s| key_names(s.port()).contains(&fence))
         .count();
-    assert!(with_fence >= 2, "the fence is stored on {with_fence} masters");
+    assert!(
+        with_fence >= 2,
+        "the fence is stored on {with_fence} masters"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -768,3 +768,28 @@ impl Cache {
         compute::get_or_compute(self, key, ttl, beta, compute).await
     }
 }
+
+#[cfg(test)]
+mod keyspace_tests {
+    use super::*;
+
+    #[test]
+    fn scan_patterns_match_their_prefix_literally() {
+        assert_eq!(glob_escape(b"a:c:"), b"a:c:".to_vec());
+        assert_eq!(glob_escape(br"x*?[]\y"), br"x\*\?\[\]\\y".to_vec());
+    }
+
+    #[test]
+    fn namespaces_cannot_overlap_or_carry_glob_or_tag_characters() {
+        for bad in [
+            "", "a:b", "a{", "b}", "a*", "a?", "a[", "a]", "a\\", "a b", "a\n",
+        ] {
+            let e = Cache::memory(bad, MemoryOptions::default()).unwrap_err();
+            assert!(e.to_string().contains("namespace"), "{bad:?}: {e}");
+        }
+        let c = Cache::memory("a", MemoryOptions::default()).unwrap();
+        assert_eq!(&*c.prefix, b"a:c:");
+        assert_eq!(c.namespace(), "a");
+        assert_eq!(c.with_namespace("ab").unwrap().namespace(), "ab");
+    }
+}

@@ -204,7 +204,7 @@ pub(crate) enum Attempt {
 
 pub(crate) enum Backend {
     Memory(memory::MemoryLocks),
-    Redis(redis::RedisLocks),
+    Redis(Box<redis::RedisLocks>),
 }
 
 impl Backend {
@@ -327,7 +327,7 @@ impl DistributedLock {
         options.validate()?;
         let backend = redis::RedisLocks::new(addresses, &options)?;
         Ok(DistributedLock {
-            backend: Arc::new(Backend::Redis(backend)),
+            backend: Arc::new(Backend::Redis(Box::new(backend))),
             options: Arc::new(options),
         })
     }

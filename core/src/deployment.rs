@@ -57,10 +57,12 @@ impl Clusterkit {
             .unwrap_or_default()
             .build(&pools)
             .map_err(|e| e.in_field("cache"))?;
-        let locks = config
-            .locks
-            .clone()
-            .unwrap_or_default()
+        // One namespace per deployment: locks default to the cache's (docs/keyspace.md).
+        let mut locks_config = config.locks.clone().unwrap_or_default();
+        if locks_config.key_prefix.is_none() {
+            locks_config.key_prefix = Some(cache.namespace().to_string());
+        }
+        let locks = locks_config
             .build(&pools)
             .map_err(|e| e.in_field("locks"))?;
         let sessions = SessionStore::new(

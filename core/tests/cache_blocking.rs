@@ -78,8 +78,8 @@ timeout = "300ms"
     block_on(ck.cache().set(b"cart:1", "3 items", None))
         .unwrap()
         .unwrap();
-    assert_eq!(a.cmd(&["EXISTS", "shop:cart:1"]), ":1");
-    assert_eq!(b.cmd(&["EXISTS", "shop:cart:1"]), ":1");
+    assert_eq!(a.cmd(&["EXISTS", "shop:c:cart:1"]), ":1");
+    assert_eq!(b.cmd(&["EXISTS", "shop:c:cart:1"]), ":1");
     assert_eq!(ck.balancer("cache").unwrap().pool(), "cache");
 }
 
@@ -128,7 +128,7 @@ fn deployment_builds_locks_and_sessions() {
         .unwrap();
     let held = masters
         .iter()
-        .filter(|m| m.cmd(&["EXISTS", "clusterkit:lock:invoice"]) == ":1")
+        .filter(|m| m.cmd(&["EXISTS", "shop:l:{invoice}"]) == ":1")
         .count();
     assert!(held >= 2, "the lock is on {held} of 3 masters");
     block_on(g.release()).unwrap().unwrap();
@@ -136,7 +136,7 @@ fn deployment_builds_locks_and_sessions() {
     s.set("cart", "3 items");
     block_on(ck.sessions().save(&mut s)).unwrap().unwrap();
     assert_eq!(
-        cache.cmd(&["EXISTS", &format!("shop:sess:{{{}}}", s.id())]),
+        cache.cmd(&["EXISTS", &format!("shop:s:{{{}}}", s.id())]),
         ":1"
     );
 

@@ -243,7 +243,7 @@ async fn a_resumed_replica_does_not_serve_stale_values() {
     assert!(c.dirty_nodes().is_empty(), "r1 was never flushed");
     // r1 holds no old value of this namespace.
     for k in &ks {
-        let full = format!("app:{k}");
+        let full = format!("app:c:{k}");
         let reply = s[1].cmd(&["GET", &full]);
         assert!(reply == "$-1" || reply == "$3", "r1 holds {full} = {reply}");
     }
@@ -268,7 +268,7 @@ async fn placement_matches_pick_for() {
         for i in 0..60 {
             let key = format!("k{i}");
             c.set(key.as_bytes(), "v", None).await.unwrap();
-            let full = format!("{ns}:{key}");
+            let full = format!("{ns}:c:{key}");
             let owner = lb.pick_for(key.as_bytes()).unwrap().id().to_string();
             for (j, srv) in s.iter().enumerate() {
                 let has = srv.cmd(&["EXISTS", &full]) == ":1";

@@ -323,7 +323,7 @@ async fn distributed_backend_three_nodes_two_replicas() {
         .await
         .unwrap();
     for i in 0..30 {
-        let key = format!("app:rep{i}");
+        let key = format!("app:c:rep{i}");
         let copies = servers
             .iter()
             .filter(|s| s.cmd(&["EXISTS", &key]) == ":1")

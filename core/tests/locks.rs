@@ -204,8 +204,11 @@ async fn redlock_does_not_wait_for_a_stalled_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redlock_fencing_increases_across_quorums() {
     let mut s: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    // Far above any clock floor (µs since 1970 are ~1.8e15 today): only the counter of
+    // master 0 can make the tokens exceed it.
+    const HIGH: u64 = 5_000_000_000_000_000;
     assert_eq!(
-        s[0].cmd(&["SET", "clusterkit:lock:res:fence", "100"]),
+        s[0].cmd(&["SET", "clusterkit:f:{res}", &HIGH.to_string()]),
         "+OK"
     );
     let locks = redlock(&s, LockOptions::default());
@@ -225,9 +228,10 @@ async fn redlock_fencing_increases_across_quorums() {
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     assert!(
-        last > 100,
+        last > HIGH,
         "the high counter of master 0 was never seen: {last}"
     );
+    assert!(last < 1 << 53, "tokens stay exact in a double: {last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

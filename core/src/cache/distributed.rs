@@ -10,7 +10,8 @@
 //!   costs one timeout, not one per request.
 //! - A node that missed writes (a write failed on it, or it was unhealthy and so skipped) is
 //!   *dirty*: reads skip it until every namespace of this cache has been flushed from it
-//!   (SCAN + UNLINK of the namespace prefix). So a replica that was stopped while keys changed
+//!   (SCAN + UNLINK of the namespace's cache entries, `<namespace>:c:*`; sessions and the
+//!   other concerns' keys are never flushed, see `docs/keyspace.md`). So a replica that was stopped while keys changed
 //!   never serves the old values when it returns. A generation counter makes a flush count only
 //!   if nothing failed on the node while it ran.
 
@@ -129,7 +130,8 @@ struct Shared {
     options: DistributedOptions,
     conns: Mutex<HashMap<String, (String, RedisConn)>>,
     dirty: Mutex<DirtyState>,
-    /// Key prefixes (namespaces) used through this backend: flushed from a dirty node.
+    /// Cache-entry prefixes (`<namespace>:c:`) used through this backend: flushed from a
+    /// dirty node.
     prefixes: Mutex<HashSet<Vec<u8>>>,
 }
 
@@ -657,7 +659,8 @@ impl DistributedBackend {
         }
     }
 
-    /// Deletes the namespace on every node of the pool. A node that cannot be reached is
+    /// Deletes the namespace's cache entries (`prefix` is `<namespace>:c:`) on every node of
+    /// the pool. A node that cannot be reached is
     /// marked dirty and flushed when it answers again; its keys are never served meanwhile.
     pub(crate) async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
         let nodes: Vec<Arc<Node>> = self

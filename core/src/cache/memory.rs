@@ -92,7 +92,7 @@ impl MemoryBackend {
         );
         Ok(MemoryBackend {
             cache,
-            sessions: Default::default(),
+            sessions: std::sync::Arc::new(crate::session::MemSessions::new(options.max_bytes)),
         })
     }
 

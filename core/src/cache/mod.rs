@@ -7,9 +7,11 @@
 //! - `Cache::redis_cluster`: a Redis Cluster (server-side sharding by hash slot), for users
 //!   who outgrow client-side sharding.
 //!
-//! Keys and values are bytes. Every key is stored under the cache's namespace
-//! (`<namespace>:<key>`), so applications sharing servers do not see each other's keys and
-//! [`Cache::clear`] removes only this namespace. Limits: a key is 1..=[`MAX_KEY_LEN`] bytes, a
+//! Keys and values are bytes. Every key is stored under the cache's namespace, in the cache's
+//! own sub-space (`<namespace>:c:<key>`, see `docs/keyspace.md`), so applications sharing
+//! servers do not see each other's keys, and [`Cache::clear`] removes only this namespace's
+//! cache entries: never its sessions, locks, fences or registry entries, never another
+//! namespace (a namespace contains no `:`, so `a` cannot reach `a:b`'s or `ab`'s keys). Limits: a key is 1..=[`MAX_KEY_LEN`] bytes, a
 //! value at most [`CacheLimits::max_value_len`] bytes (default [`DEFAULT_MAX_VALUE_LEN`]). A TTL
 //! of zero means "expire now" (the key is deleted, as PSR-16 asks for a TTL of 0 or less);
 //! `None` means no expiry.
@@ -44,6 +46,23 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
 pub const MAX_VALUE_LEN_LIMIT: usize = 512 << 20;
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 128;
+
+/// The cache's sub-space marker: cache entries are `<namespace>:c:<key>`.
+pub(crate) const CACHE_SPACE: &[u8] = b":c:";
+
+/// Escapes the glob metacharacters of `literal` for a `SCAN ... MATCH` pattern (`*`, `?`,
+/// `[`, `]`, `\` get a backslash), so the pattern matches exactly `literal` followed by
+/// whatever the caller appends.
+pub(crate) fn glob_escape(literal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(literal.len() + 4);
+    for &b in literal {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            out.push(b'\\');
+        }
+        out.push(b);
+    }
+    out
+}
 
 /// The remaining lifetime of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,8 +270,10 @@ impl Backend {
 #[derive(Clone)]
 pub struct Cache {
     pub(crate) backend: Arc<Backend>,
-    /// `namespace:` (with the separator), prepended to every key.
+    /// `<namespace>:c:`, prepended to every key.
     pub(crate) prefix: Arc<[u8]>,
+    /// The namespace alone (no separator); sessions build their own sub-space from it.
+    pub(crate) namespace: Arc<str>,
     limits: CacheLimits,
     metrics: Arc<CacheMetrics>,
     computing: Arc<compute::Flights>,
@@ -265,44 +286,58 @@ impl fmt::Debug for Cache {
         if let Backend::RedisCluster(c) = &*self.backend {
             d.field("seeds", &c.seeds());
         }
-        d.field(
-            "namespace",
-            &String::from_utf8_lossy(&self.prefix[..self.prefix.len() - 1]),
-        )
-        .finish()
+        d.field("namespace", &self.namespace).finish()
     }
 }
 
-pub(crate) fn check_namespace(ns: &str) -> Result<()> {
+/// Checks a namespace (of the cache, the sessions, the locks or the registry): 1 to
+/// [`MAX_NAMESPACE_LEN`] bytes, no `:` (the separator: a namespace that may not contain it
+/// is never a prefix of another namespace's keys, so `a` cannot reach `a:b`), no `{`/`}`
+/// (Redis Cluster hash tags are the library's), no whitespace, control or glob characters.
+/// The error names `field`.
+pub(crate) fn check_namespace_field(field: &str, ns: &str) -> Result<()> {
     if ns.is_empty() || ns.len() > MAX_NAMESPACE_LEN {
         return Err(Error::invalid(
-            "namespace",
+            field,
             format!("must be 1..={MAX_NAMESPACE_LEN} bytes, got {}", ns.len()),
         ));
     }
-    if ns
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '?' | '[' | ']' | '\\'))
-    {
+    if ns.chars().any(|c| {
+        c.is_whitespace()
+            || c.is_control()
+            || matches!(c, ':' | '{' | '}' | '*' | '?' | '[' | ']' | '\\')
+    }) {
         return Err(Error::invalid(
-            "namespace",
-            format!("must not contain whitespace, control characters or glob characters (*?[]\\), got {ns:?}"),
+            field,
+            format!("must not contain ':', '{{', '}}', whitespace, control characters or glob characters (*?[]\\), got {ns:?}"),
         ));
     }
     Ok(())
 }
 
+/// [`check_namespace_field`] for the field `namespace`.
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
+    check_namespace_field("namespace", ns)
+}
+
+/// `<namespace>:c:`, the prefix of this namespace's cache entries.
+fn cache_prefix(namespace: &str) -> Vec<u8> {
+    let mut prefix = namespace.as_bytes().to_vec();
+    prefix.extend_from_slice(CACHE_SPACE);
+    prefix
+}
+
 impl Cache {
     fn from_backend(backend: Backend, namespace: &str) -> Result<Cache> {
         check_namespace(namespace)?;
-        let mut prefix = namespace.as_bytes().to_vec();
-        prefix.push(b':');
+        let prefix = cache_prefix(namespace);
         if let Backend::Distributed(d) = &backend {
             d.register_prefix(&prefix);
         }
         Ok(Cache {
             backend: Arc::new(backend),
             prefix: prefix.into(),
+            namespace: namespace.into(),
             limits: CacheLimits::default(),
             metrics: Arc::default(),
             computing: Arc::default(),
@@ -394,14 +429,14 @@ impl Cache {
     /// The same backend under another namespace (counters are separate).
     pub fn with_namespace(&self, namespace: &str) -> Result<Cache> {
         check_namespace(namespace)?;
-        let mut prefix = namespace.as_bytes().to_vec();
-        prefix.push(b':');
+        let prefix = cache_prefix(namespace);
         if let Backend::Distributed(d) = &*self.backend {
             d.register_prefix(&prefix);
         }
         Ok(Cache {
             backend: self.backend.clone(),
             prefix: prefix.into(),
+            namespace: namespace.into(),
             limits: self.limits,
             metrics: Arc::default(),
             computing: Arc::default(),
@@ -426,8 +461,7 @@ impl Cache {
 
     /// The namespace.
     pub fn namespace(&self) -> &str {
-        // Built from a &str plus b':'.
-        std::str::from_utf8(&self.prefix[..self.prefix.len() - 1]).unwrap_or("")
+        &self.namespace
     }
 
     /// Bytes the embedded backend counts against its bound (keys, values and
@@ -689,8 +723,10 @@ impl Cache {
         self.count(self.backend.ttl(&k, self.prefix.len()).await)
     }
 
-    /// Deletes every key of this namespace (and only those: other namespaces on the same
-    /// servers are untouched; never `FLUSHALL`). Returns how many keys were deleted.
+    /// Deletes every cache entry of this namespace (`<namespace>:c:*`) and only those: this
+    /// namespace's sessions, locks, fences and registry entries stay, other namespaces on the
+    /// same servers are untouched; never `FLUSHALL`. The same on every backend. Returns how
+    /// many entries were deleted.
     pub async fn clear(&self) -> Result<u64> {
         self.count(self.backend.clear_prefix(&self.prefix).await)
     }
@@ -732,5 +768,30 @@ impl Cache {
         Fut: Future<Output = Result<Bytes>>,
     {
         compute::get_or_compute(self, key, ttl, beta, compute).await
+    }
+}
+
+#[cfg(test)]
+mod keyspace_tests {
+    use super::*;
+
+    #[test]
+    fn scan_patterns_match_their_prefix_literally() {
+        assert_eq!(glob_escape(b"a:c:"), b"a:c:".to_vec());
+        assert_eq!(glob_escape(br"x*?[]\y"), br"x\*\?\[\]\\y".to_vec());
+    }
+
+    #[test]
+    fn namespaces_cannot_overlap_or_carry_glob_or_tag_characters() {
+        for bad in [
+            "", "a:b", "a{", "b}", "a*", "a?", "a[", "a]", "a\\", "a b", "a\n",
+        ] {
+            let e = Cache::memory(bad, MemoryOptions::default()).unwrap_err();
+            assert!(e.to_string().contains("namespace"), "{bad:?}: {e}");
+        }
+        let c = Cache::memory("a", MemoryOptions::default()).unwrap();
+        assert_eq!(&*c.prefix, b"a:c:");
+        assert_eq!(c.namespace(), "a");
+        assert_eq!(c.with_namespace("ab").unwrap().namespace(), "ab");
     }
 }

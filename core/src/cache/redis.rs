@@ -488,9 +488,9 @@ impl RedisConn {
     }
 
     /// Deletes every key starting with `prefix` (SCAN + UNLINK in batches; never FLUSHALL).
-    /// The prefix must hold no glob characters (namespaces are checked for that).
+    /// Glob characters in `prefix` are escaped: it matches literally.
     pub(crate) async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
-        let mut pattern = prefix.to_vec();
+        let mut pattern = crate::cache::glob_escape(prefix);
         pattern.push(b'*');
         let mut cursor: u64 = 0;
         let mut removed = 0;

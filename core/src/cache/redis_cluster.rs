@@ -427,12 +427,12 @@ impl RedisClusterBackend {
     }
 
     /// Deletes every key starting with `prefix` on every master (SCAN + UNLINK; never
-    /// FLUSHALL), the masters in parallel. The prefix must hold no glob characters
-    /// (namespaces are checked for that).
+    /// FLUSHALL), the masters in parallel. Glob characters in `prefix` are escaped: it
+    /// matches literally.
     pub(crate) async fn clear_prefix(&self, prefix: &[u8]) -> Result<u64> {
         let conn = self.conn().await?;
         let masters = self.masters().await?;
-        let mut pattern = prefix.to_vec();
+        let mut pattern = crate::cache::glob_escape(prefix);
         pattern.push(b'*');
         let counts = try_join_all(
             masters

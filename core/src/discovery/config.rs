@@ -32,7 +32,7 @@ pub struct DiscoveryConfig {
     /// Heartbeat and full re-listing interval (default ttl / 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<DurationText>,
-    /// Key prefix (default `clusterkit:registry`).
+    /// Namespace of the registry keys (default `clusterkit`; see `docs/keyspace.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
 }

@@ -3,14 +3,15 @@
 //!
 //! # Data model
 //!
-//! For a service `S` and the key prefix `P` (default `clusterkit:registry`):
+//! For a service `S` and the namespace `P` (`key_prefix`, default `clusterkit`), in the
+//! registry's sub-space `P:r:` (see `docs/keyspace.md`):
 //!
 //! | key | type | content |
 //! |---|---|---|
-//! | `P:S:node:<id>` | string with a `PX` TTL | the node as JSON: `id`, `host`, `port`, `weight`, `zone`, `metadata` |
-//! | `P:S:nodes` | set | the ids of registered nodes (the listing; ids whose key expired are removed by readers) |
-//! | `P:S:events` | pub/sub channel | `up <id>` / `down <id>` notifications, a hint to re-read sooner |
-//! | `P:S:epoch` | string | a random token set by the first reader; a new token means the data was lost |
+//! | `P:r:{S}:node:<id>` | string with a `PX` TTL | the node as JSON: `id`, `host`, `port`, `weight`, `zone`, `metadata` |
+//! | `P:r:{S}:nodes` | set | the ids of registered nodes (the listing; ids whose key expired are removed by readers) |
+//! | `P:r:{S}:events` | pub/sub channel | `up <id>` / `down <id>` notifications, a hint to re-read sooner |
+//! | `P:r:{S}:epoch` | string | a random token set by the first reader; a new token means the data was lost |
 //!
 //! A [`Registration`] writes its node key and set entry atomically (one Lua script) and
 //! refreshes the TTL every heartbeat interval, re-creating the entry if it vanished (a Redis
@@ -60,8 +61,8 @@ use crate::node::Node;
 pub const SOURCE: &str = "redis-registry";
 /// Default heartbeat TTL.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-/// Default key prefix.
-pub const DEFAULT_KEY_PREFIX: &str = "clusterkit:registry";
+/// Default namespace of the registry's keys (they live in its sub-space `<namespace>:r:`).
+pub const DEFAULT_KEY_PREFIX: &str = "clusterkit";
 /// Longest wait between two attempts after a failure (reconnects, failed heartbeats).
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// First wait after a failure.
@@ -85,7 +86,8 @@ pub struct RegistryOptions {
     /// How often registrations refresh their TTL and watchers re-read the listing. `None` (the
     /// default) means `ttl / 3`; must be shorter than `ttl`.
     pub heartbeat_interval: Option<Duration>,
-    /// Prefix of every key and channel (default `clusterkit:registry`).
+    /// Namespace of every key and channel (default `clusterkit`): keys are
+    /// `<key_prefix>:r:{<service>}:...`. No `:`, `{`, `}`, whitespace or glob characters.
     pub key_prefix: String,
     /// Deadline for establishing a connection, DNS included (default 1 s).
     pub connect_timeout: Duration,
@@ -138,7 +140,7 @@ impl RegistryOptions {
     }
 
     /// Checks the options: `ttl` at least 100 ms, the interval at least 10 ms and shorter than
-    /// `ttl`, timeouts between 1 ms and 1 hour, a non-empty prefix without whitespace. Fails
+    /// `ttl`, timeouts between 1 ms and 1 hour, a valid namespace as prefix. Fails
     /// with [`Error::InvalidArgument`] naming the field.
     pub fn validate(&self) -> Result<()> {
         if self.ttl < Duration::from_millis(100) || self.ttl > Duration::from_secs(86_400) {
@@ -168,7 +170,7 @@ impl RegistryOptions {
                 ));
             }
         }
-        check_name("key_prefix", &self.key_prefix)
+        crate::cache::check_namespace_field("key_prefix", &self.key_prefix)
     }
 }
 
@@ -185,10 +187,13 @@ fn check_name(field: &str, value: &str) -> Result<()> {
             ),
         ));
     }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+    {
         return Err(Error::invalid(
             field,
-            format!("must not contain whitespace or control characters, got {value:?}"),
+            format!("must not contain whitespace, control characters, '{{' or '}}', got {value:?}"),
         ));
     }
     Ok(())
@@ -215,12 +220,14 @@ struct Keys {
 }
 
 impl Keys {
+    /// The service's keys, in the registry's sub-space `<prefix>:r:`; `{service}` delimits
+    /// the service name (which holds no braces), so no service reaches another's keys.
     fn new(prefix: &str, service: &str) -> Keys {
         Keys {
-            set: format!("{prefix}:{service}:nodes"),
-            node_prefix: format!("{prefix}:{service}:node:"),
-            channel: format!("{prefix}:{service}:events"),
-            epoch: format!("{prefix}:{service}:epoch"),
+            set: format!("{prefix}:r:{{{service}}}:nodes"),
+            node_prefix: format!("{prefix}:r:{{{service}}}:node:"),
+            channel: format!("{prefix}:r:{{{service}}}:events"),
+            epoch: format!("{prefix}:r:{{{service}}}:epoch"),
         }
     }
     fn node(&self, id: &str) -> String {
@@ -1164,8 +1171,13 @@ mod tests {
         let e = RedisRegistry::new("127.0.0.1:6379", "a b", o()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         let r = RedisRegistry::new("127.0.0.1:6379", "web", o()).unwrap();
-        assert_eq!(r.node_key("n1"), "clusterkit:registry:web:node:n1");
-        assert_eq!(r.listing_key(), "clusterkit:registry:web:nodes");
-        assert_eq!(r.channel(), "clusterkit:registry:web:events");
+        assert_eq!(r.node_key("n1"), "clusterkit:r:{web}:node:n1");
+        assert_eq!(r.listing_key(), "clusterkit:r:{web}:nodes");
+        assert_eq!(r.channel(), "clusterkit:r:{web}:events");
+        let e = RedisRegistry::new("127.0.0.1:6379", "a}b", o()).unwrap_err();
+        assert!(e.to_string().contains("service"), "{e}");
+        let e =
+            RedisRegistry::new("127.0.0.1:6379", "web", o().with_key_prefix("a:b")).unwrap_err();
+        assert!(e.to_string().contains("key_prefix"), "{e}");
     }
 }

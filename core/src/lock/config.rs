@@ -27,7 +27,7 @@ pub struct LocksConfig {
     /// Per-master response timeout during acquisition (default 100ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,
-    /// Key prefix (default `clusterkit:lock`).
+    /// Namespace of the lock keys (default: the cache's namespace; see `docs/keyspace.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
     /// Extend held locks at a third of their TTL until released (default false).

@@ -14,27 +14,40 @@ pub(crate) struct MemoryLocks {
     pub(crate) waiters: Waiters,
 }
 
+/// Held locks are swept of expired entries once their number doubles since the last sweep
+/// (amortised O(1) per acquisition), with at least this many between sweeps.
+const MIN_SWEEP_AT: usize = 64;
+
 #[derive(Default)]
 struct State {
-    held: HashMap<String, (String, Instant)>,
-    fences: HashMap<String, u64>,
+    /// Held locks: name → (token, expiry, fencing token).
+    held: HashMap<String, (String, Instant, u64)>,
+    /// One counter for every name: strictly increasing per name, and no per-name state left
+    /// behind (no counter outlives its lock).
+    fence: u64,
+    /// Sweep expired entries of `held` when it reaches this size.
+    sweep_at: usize,
 }
 
 impl MemoryLocks {
     pub(crate) fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, until)) = s.held.get(name) {
+        if let Some((_, until, _)) = s.held.get(name) {
             if *until > now {
                 return Ok(Attempt::Busy(Some(until.saturating_duration_since(now))));
             }
         }
+        if s.held.len() >= s.sweep_at.max(MIN_SWEEP_AT) {
+            s.held.retain(|_, (_, until, _)| *until > now);
+            s.sweep_at = (s.held.len() * 2).max(MIN_SWEEP_AT);
+        }
+        s.fence += 1;
+        let fence = s.fence;
         s.held
-            .insert(name.to_string(), (token.to_string(), now + ttl));
-        let f = s.fences.entry(name.to_string()).or_insert(0);
-        *f += 1;
+            .insert(name.to_string(), (token.to_string(), now + ttl, fence));
         Ok(Attempt::Acquired {
-            fence: *f,
+            fence,
             validity: ttl,
         })
     }
@@ -44,17 +57,18 @@ impl MemoryLocks {
         let released = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             match s.held.get(name) {
-                Some((t, until)) if t == token && *until > now => {
+                Some((t, until, fence)) if t == token && *until > now => {
+                    let fence = *fence;
                     s.held.remove(name);
-                    true
+                    Some(fence)
                 }
-                _ => false,
+                _ => None,
             }
         };
-        if released {
-            self.waiters.wake(name, token);
+        if let Some(fence) = released {
+            self.waiters.wake(crate::lock::name_hash(name), fence);
         }
-        Ok(released)
+        Ok(released.is_some())
     }
 
     pub(crate) fn extend(
@@ -66,7 +80,7 @@ impl MemoryLocks {
         let now = Instant::now();
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match s.held.get_mut(name) {
-            Some((t, until)) if t == token && *until > now => {
+            Some((t, until, _)) if t == token && *until > now => {
                 *until = now + ttl;
                 Ok(Some(ttl))
             }

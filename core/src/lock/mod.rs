@@ -21,22 +21,42 @@
 //! - **Fencing tokens.** Every acquisition gets a number, strictly increasing per lock name
 //!   across holders, also under Redlock and also when a holder never released. Pass it to
 //!   the protected resource and have it reject writes with a token lower than the highest it
-//!   has seen: a paused former holder's late write is then refused.
+//!   has seen: a paused former holder's late write is then refused. On Redis a token is
+//!   `max(stored counter + 1, the master's clock in microseconds)` (about 1.8e15 today, below
+//!   2^53 until the year 2255, so exact in JavaScript and PHP floats); the embedded backend
+//!   counts from 1. Do not expect consecutive numbers, only increasing ones.
+//! - **Fence counters expire.** A counter lives [`FENCE_TTL`] (or the lock's TTL if longer)
+//!   after the last acquisition of its name, so locking per order id does not leave a key per
+//!   order forever. Tokens still never go backwards, because a counter that is gone is
+//!   replaced by the clock floor, under two stated assumptions: **(1)** a name is not acquired
+//!   more than 10^6 times per second on average (the counter never runs ahead of the
+//!   microsecond clock by as much as the fence TTL), and **(2)** for Redlock, the masters'
+//!   clocks agree within the fence TTL (an hour; NTP keeps them within milliseconds). Why it
+//!   holds: Redis expires the counter by the master's own wall clock, so when it has expired
+//!   that clock reads at least `store time + FENCE_TTL`, which by (1) is more than the stored
+//!   value (and by (2) more than any other master's floor of that time). A clock that steps
+//!   back while the counter exists is harmless (the counter wins). What remains unprotected:
+//!   a master restarted without persistence *and* with its clock set back.
 //! - **Redlock's fencing argument.** A token is handed out only after it is stored on a
-//!   majority of masters: phase 1 acquires the lock on a majority and reads their counters;
-//!   the token is `max + 1`; phase 2 stores it (only where the lock is still ours) on a
-//!   majority before returning. The next holder's acquiring majority intersects that storing
-//!   majority in at least one master, and on that master the next holder acquires only after
-//!   our lock there is gone, i.e. after our store: it reads a counter `>=` ours and hands out a
+//!   majority of masters: phase 1 acquires the lock on a majority and reads their counters
+//!   and clocks; the token is `max(max counter + 1, max clock)`; phase 2 stores it (only where
+//!   the lock is still ours) on a majority before returning. The next holder's acquiring
+//!   majority intersects that storing majority in at least one master, and on that master the
+//!   next holder acquires only after our lock there is gone, i.e. after our store: it reads a
+//!   counter `>=` ours (or, if it expired, a clock past ours, see above) and hands out a
 //!   larger one. (A one-round-trip "maximum of the quorum's INCRs" is not enough: the master
 //!   holding the maximum may be outside the next holder's quorum.)
+//! - **Keys and channel** (see `docs/keyspace.md`): the lock `<ns>:l:{<name>}` (TTL = the
+//!   lock's), its counter `<ns>:f:{<name>}` (TTL above), in separate sub-spaces so no lock
+//!   name can reach a counter; releases are published on `<ns>:l:released` as
+//!   `<xxh3 of the name>:<fencing token>`, never the lock token (a credential) or the name.
 //! - **When it can fail.** Clock jumps on a Redis master (TTLs expire early); failover to a
 //!   replica that had not yet received the lock (Redis replication is asynchronous: use
 //!   independent masters for Redlock, not a replicated set); a master restarted without
 //!   persistence before the TTL elapsed forgets locks *and fence counters* (run masters with
 //!   `appendonly yes`, or keep them down for one TTL after a crash); a majority of masters
 //!   lost. Fencing tokens protect the resource in the pause and clock cases, not against a
-//!   master that lost its counter.
+//!   master that lost its counter and whose clock went back.
 //! - **Quorum.** Redlock over N masters needs `N / 2 + 1` of them. N = 1 is a single Redis
 //!   (its fence is assigned in the acquiring script itself); N = 2 needs both, so it tolerates
 //!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
@@ -59,6 +79,14 @@ use crate::error::{Error, Result};
 pub const MAX_NAME_LEN: usize = 1024;
 /// Longest lock TTL (24 h).
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
+/// How long a fence counter outlives the last acquisition of its name (1 h; the lock's TTL
+/// when that is longer). See the module docs for why tokens still never go backwards.
+pub const FENCE_TTL: Duration = Duration::from_secs(3600);
+
+/// The hash of a lock name that release notifications carry instead of the name.
+pub(crate) fn name_hash(name: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name.as_bytes())
+}
 
 /// Options of a lock service.
 #[non_exhaustive]
@@ -67,7 +95,10 @@ pub struct LockOptions {
     /// Connection settings per Redis master. The response timeout is each master's own short
     /// timeout during acquisition (default 100 ms here).
     pub redis: RedisOptions,
-    /// Key prefix (default `clusterkit:lock`).
+    /// The namespace of the lock keys (default `clusterkit`; a deployment uses its cache's
+    /// namespace): locks are `<key_prefix>:l:{<name>}`, fence counters
+    /// `<key_prefix>:f:{<name>}`, the release channel `<key_prefix>:l:released`. No `:`, `{`,
+    /// `}`, whitespace or glob characters (see `docs/keyspace.md`).
     pub key_prefix: String,
     /// Waiters retry at least this often even without a release notification (jittered,
     /// doubling from `retry_min` up to `retry_max`; defaults 10 ms and 250 ms).
@@ -83,7 +114,7 @@ impl Default for LockOptions {
         LockOptions {
             redis: RedisOptions::default()
                 .with_timeouts(Duration::from_millis(250), Duration::from_millis(100)),
-            key_prefix: "clusterkit:lock".into(),
+            key_prefix: "clusterkit".into(),
             retry_min: Duration::from_millis(10),
             retry_max: Duration::from_millis(250),
             auto_renew: false,
@@ -102,7 +133,7 @@ impl LockOptions {
         self.redis = redis;
         self
     }
-    /// Sets the key prefix.
+    /// Sets the namespace of the lock keys (see [`LockOptions::key_prefix`]).
     pub fn with_key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
         self
@@ -116,17 +147,7 @@ impl LockOptions {
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
         self.redis.validate()?;
-        if self.key_prefix.is_empty()
-            || self
-                .key_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::invalid(
-                "key_prefix",
-                "must be non-empty, without whitespace",
-            ));
-        }
+        crate::cache::check_namespace_field("key_prefix", &self.key_prefix)?;
         if self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return Err(Error::invalid("retry_min", "must be > 0 and <= retry_max"));
         }
@@ -184,7 +205,7 @@ pub(crate) enum Attempt {
 
 pub(crate) enum Backend {
     Memory(memory::MemoryLocks),
-    Redis(redis::RedisLocks),
+    Redis(Box<redis::RedisLocks>),
 }
 
 impl Backend {
@@ -194,10 +215,10 @@ impl Backend {
             Backend::Redis(r) => r.try_once(name, token, ttl).await,
         }
     }
-    async fn release(&self, name: &str, token: &str) -> Result<bool> {
+    async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
         match self {
             Backend::Memory(m) => m.release(name, token),
-            Backend::Redis(r) => r.release(name, token).await,
+            Backend::Redis(r) => r.release(name, token, fence).await,
         }
     }
     /// Extends; returns the new validity, or `None` if the lock is not held with `token`.
@@ -216,29 +237,31 @@ impl Backend {
     }
 }
 
-/// Per-name wake-ups for waiters, shared by the backends.
+/// Per-name wake-ups for waiters, shared by the backends. Names are known by their hash
+/// ([`name_hash`]): that is all a release notification carries.
 #[derive(Default)]
 pub(crate) struct Waiters {
-    map: Mutex<std::collections::HashMap<String, Waiter>>,
+    map: Mutex<std::collections::HashMap<u64, Waiter>>,
 }
 
 struct Waiter {
     notify: std::sync::Weak<tokio::sync::Notify>,
-    /// Token of the last release that woke someone: Redlock publishes a release once per
-    /// master, and only the first copy should wake a waiter.
-    last_release: Option<String>,
+    /// Fencing token of the last release that woke someone: Redlock publishes a release once
+    /// per master, and only the first copy should wake a waiter.
+    last_release: Option<u64>,
 }
 
 impl Waiters {
     pub(crate) fn get(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        let hash = name_hash(name);
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get(name).and_then(|w| w.notify.upgrade()) {
+        if let Some(n) = m.get(&hash).and_then(|w| w.notify.upgrade()) {
             return n;
         }
         m.retain(|_, w| w.notify.strong_count() > 0);
         let n = Arc::new(tokio::sync::Notify::new());
         m.insert(
-            name.to_string(),
+            hash,
             Waiter {
                 notify: Arc::downgrade(&n),
                 last_release: None,
@@ -247,17 +270,17 @@ impl Waiters {
         n
     }
 
-    /// A release of `name` (by the holder with `token`) happened: wake one waiter of this
-    /// process, the longest waiting (tokio's `Notify` is FIFO), once per release. One waiter,
-    /// not all: the others would only be refused (thundering herd). A woken waiter that stops
-    /// waiting passes the wake-up on.
-    pub(crate) fn wake(&self, name: &str, token: &str) {
+    /// A release of the lock whose name hashes to `hash` (by the holder with fencing token
+    /// `fence`) happened: wake one waiter of this process, the longest waiting (tokio's
+    /// `Notify` is FIFO), once per release. One waiter, not all: the others would only be
+    /// refused (thundering herd). A woken waiter that stops waiting passes the wake-up on.
+    pub(crate) fn wake(&self, hash: u64, fence: u64) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(w) = m.get_mut(name) else { return };
-        if w.last_release.as_deref() == Some(token) {
+        let Some(w) = m.get_mut(&hash) else { return };
+        if w.last_release == Some(fence) {
             return;
         }
-        w.last_release = Some(token.to_string());
+        w.last_release = Some(fence);
         if let Some(n) = w.notify.upgrade() {
             n.notify_one();
         }
@@ -305,7 +328,7 @@ impl DistributedLock {
         options.validate()?;
         let backend = redis::RedisLocks::new(addresses, &options)?;
         Ok(DistributedLock {
-            backend: Arc::new(Backend::Redis(backend)),
+            backend: Arc::new(Backend::Redis(Box::new(backend))),
             options: Arc::new(options),
         })
     }
@@ -562,7 +585,7 @@ impl LockGuard {
         let i = &self.inner;
         i.released.store(true, Ordering::SeqCst);
         i.stop_renewal();
-        if i.lock.backend.release(&i.name, &i.token).await? {
+        if i.lock.backend.release(&i.name, &i.token, i.fence).await? {
             Ok(())
         } else {
             Err(Error::Conflict(format!(
@@ -587,7 +610,7 @@ impl Drop for LockGuard {
         // Never block here (this may run on a runtime thread): release in the background.
         if let Ok(rt) = crate::blocking::runtime() {
             rt.spawn(async move {
-                let _ = i.lock.backend.release(&i.name, &i.token).await;
+                let _ = i.lock.backend.release(&i.name, &i.token, i.fence).await;
             });
         }
     }
@@ -643,11 +666,52 @@ mod tests {
                 }
                 woken
             };
-        w.wake("job", "t1");
-        w.wake("job", "t1"); // the same release from a second master
+        let job = name_hash("job");
+        w.wake(job, 7);
+        w.wake(job, 7); // the same release from a second master
         assert_eq!(poll(&mut waiting), 1);
-        w.wake("job", "t2");
+        w.wake(job, 8);
         assert_eq!(poll(&mut waiting), 1, "a new release wakes the next waiter");
-        w.wake("other", "t3"); // nobody waits for it: no effect, no panic
+        w.wake(name_hash("other"), 9); // nobody waits for it: no effect, no panic
+    }
+}
+
+#[cfg(test)]
+mod message_tests {
+    use super::redis::{parse_release_message, release_message};
+    use super::*;
+
+    #[test]
+    fn a_release_message_carries_the_name_hash_and_fence_only() {
+        let m = release_message("invoice:42", 1_764_621_234_567_890);
+        assert!(!m.contains("invoice"), "{m}");
+        assert_eq!(
+            parse_release_message(m.as_bytes()),
+            Some((name_hash("invoice:42"), 1_764_621_234_567_890))
+        );
+        for bad in [
+            &b""[..],
+            b"x",
+            b"0123:1",
+            b"zzzzzzzzzzzzzzzz:1",
+            b"0123456789abcdef:x",
+        ] {
+            assert_eq!(parse_release_message(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn key_prefix_is_a_namespace_without_separator() {
+        for bad in ["", "a:b", "a{b", "a b", "a*"] {
+            let e = LockOptions::default()
+                .with_key_prefix(bad)
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains("key_prefix"), "{bad:?}: {e}");
+        }
+        assert!(LockOptions::default()
+            .with_key_prefix("app")
+            .validate()
+            .is_ok());
     }
 }

@@ -1,6 +1,8 @@
 //! Locks on Redis: one server (the fence is assigned in the acquiring script) or Redlock over
-//! N independent masters (two phases: acquire on a majority and read their fence counters,
-//! then store `max + 1` on a majority; see the module docs for why).
+//! N independent masters (two phases: acquire on a majority and read their fence counters and
+//! clocks, then store `max(max counter + 1, max clock)` on a majority; see the module docs for
+//! why). Keys: `<ns>:l:{<name>}` (the lock) and `<ns>:f:{<name>}` (its fence counter, with a
+//! TTL); releases are published on `<ns>:l:released` as `<name hash>:<fence>`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,43 +14,50 @@ use crate::cache::redis::{map_err, ForkSafeManager, SyncPool};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
-/// Lua: `ck_acquire(lock_key, fence_key, token, ttl_ms)` → `{1, fence}` (SET NX PX, then the
-/// fence INCR in the same script) or `{0, pttl}` when held. Shared by the lock scripts and the
-/// session store's locked load, so there is one implementation of the lock.
-pub(crate) const LUA_ACQUIRE_FN: &str = r"
-local function ck_acquire(k, fk, token, ttl)
-  if redis.call('SET', k, token, 'NX', 'PX', ttl) then
-    return {1, redis.call('INCR', fk)}
-  end
-  return {0, redis.call('PTTL', k)}
-end
-";
-
-/// Lua: `ck_release(lock_key, token, channel, name)` → 1 after compare-and-delete and a
-/// release notification `name\ntoken` on `channel`, 0 when `token` does not hold the lock.
-pub(crate) const LUA_RELEASE_FN: &str = r"
-local function ck_release(k, token, channel, name)
-  if redis.call('GET', k) == token then
-    redis.call('DEL', k)
-    redis.call('PUBLISH', channel, name .. '\n' .. token)
-    return 1
-  end
-  return 0
-end
-";
-
-/// Redlock phase 1: SET NX PX and read the fence counter.
-const ACQUIRE_READ: &str = r"
+/// Single master: `SET NX PX` the lock, then assign the fence in the same script:
+/// `max(stored + 1, TIME in µs)`, stored with a TTL (refreshed by every acquisition). KEYS:
+/// lock, fence. ARGV: token, ttl ms, fence ttl ms. → `{1, fence}` or `{0, pttl}` when held.
+const ACQUIRE_ONE: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+  local t = redis.call('TIME')
+  local f = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
+  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  if f < floor then f = floor end
+  redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[3])
+  return {1, f}
 end
 return {0, redis.call('PTTL', KEYS[1])}";
 
-/// Redlock phase 2: store the fence (never lowering it), only while the lock is ours.
+/// Compare-and-delete, then a release notification that carries no secret: `message` is
+/// `<hash of the name>:<fencing token>` (see [`release_message`]). KEYS: lock. ARGV: token,
+/// channel, message. → 1, or 0 when `token` does not hold the lock.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0";
+
+/// Redlock phase 1: SET NX PX, and read the fence counter and the master's clock (µs).
+/// → `{1, counter, time_us}` or `{0, pttl}`.
+const ACQUIRE_READ: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local t = redis.call('TIME')
+  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}";
+
+/// Redlock phase 2: store the fence (never lowering it) with its TTL, only while the lock is
+/// ours. ARGV: token, fence, fence ttl ms.
 const STORE_FENCE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
-  if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[2], ARGV[2]) end
+  local cur = tonumber(redis.call('GET', KEYS[2])) or 0
+  if tonumber(ARGV[2]) > cur then
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  else
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  end
   return 1
 end
 return 0";
@@ -60,9 +69,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
-/// The channel on which releases of locks under `prefix` are published.
-pub(crate) fn release_channel(prefix: &str) -> String {
-    format!("{prefix}:released")
+/// The channel on which releases of locks of namespace `ns` are published.
+pub(crate) fn release_channel(ns: &str) -> String {
+    format!("{ns}:l:released")
+}
+
+/// What a release publishes: `<xxh3 of the name, 16 hex digits>:<fencing token>`. No lock
+/// token (a credential: with it anyone could release or extend the lock) and not the name
+/// itself; the hash routes the wake-up to the waiters of that name, the fencing token dedupes
+/// the copies Redlock publishes (one per master). An unrelated name with the same hash only
+/// wakes a waiter early (it retries and finds the lock held).
+pub(crate) fn release_message(name: &str, fence: u64) -> String {
+    format!("{:016x}:{fence}", crate::lock::name_hash(name))
+}
+
+/// Parses [`release_message`]'s format; `None` for anything else.
+pub(crate) fn parse_release_message(payload: &[u8]) -> Option<(u64, u64)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (hash, fence) = text.split_once(':')?;
+    if hash.len() != 16 {
+        return None;
+    }
+    Some((u64::from_str_radix(hash, 16).ok()?, fence.parse().ok()?))
+}
+
+/// How long a fence counter lives after the last acquisition of its name: at least
+/// [`crate::lock::FENCE_TTL`], and never less than the lock's own TTL.
+fn fence_ttl_ms(ttl: Duration) -> String {
+    (ttl.max(crate::lock::FENCE_TTL).as_millis() as u64).to_string()
 }
 
 struct Master {
@@ -145,14 +179,10 @@ impl RedisLocks {
             prefix: options.key_prefix.clone(),
             timeout: options.redis.response_timeout,
             scripts: Scripts {
-                acquire_one: Script::new(&format!(
-                    "{LUA_ACQUIRE_FN}return ck_acquire(KEYS[1], KEYS[2], ARGV[1], ARGV[2])"
-                )),
+                acquire_one: Script::new(ACQUIRE_ONE),
                 acquire_read: Script::new(ACQUIRE_READ),
                 store_fence: Script::new(STORE_FENCE),
-                release: Script::new(&format!(
-                    "{LUA_RELEASE_FN}return ck_release(KEYS[1], ARGV[1], ARGV[3], ARGV[2])"
-                )),
+                release: Script::new(RELEASE),
                 extend: Script::new(EXTEND),
             },
             waiters: Arc::new(Waiters::default()),
@@ -165,11 +195,14 @@ impl RedisLocks {
         self.masters.len()
     }
 
+    /// `<ns>:l:{<name>}`: the lock (see `docs/keyspace.md`).
     fn key(&self, name: &str) -> String {
-        format!("{}:{name}", self.prefix)
+        format!("{}:l:{{{name}}}", self.prefix)
     }
+    /// `<ns>:f:{<name>}`: its fence counter, in a sub-space of its own (no lock name can
+    /// reach it), in the lock's hash slot.
     fn fence_key(&self, name: &str) -> String {
-        format!("{}:{name}:fence", self.prefix)
+        format!("{}:f:{{{name}}}", self.prefix)
     }
     fn channel(&self) -> String {
         release_channel(&self.prefix)
@@ -214,6 +247,7 @@ impl RedisLocks {
         let key = self.key(name);
         let fence_key = self.fence_key(name);
         let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
+        let fence_ttl = fence_ttl_ms(ttl);
         let started = Instant::now();
         if self.masters.len() == 1 {
             let m = &self.masters[0];
@@ -222,13 +256,13 @@ impl RedisLocks {
                     m,
                     &self.scripts.acquire_one,
                     &[&key, &fence_key],
-                    &[token, &ttl_ms],
+                    &[token, &ttl_ms, &fence_ttl],
                 )
                 .await?;
             if ok == 1 {
                 let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
                 if validity.is_zero() {
-                    let _ = self.release(name, token).await;
+                    let _ = self.release(name, token, value.max(0) as u64).await;
                     return Ok(Attempt::Busy(None));
                 }
                 return Ok(Attempt::Acquired {
@@ -250,7 +284,7 @@ impl RedisLocks {
             .map(|(i, m)| {
                 let (key, fence_key, ttl_ms) = (&key, &fence_key, &ttl_ms);
                 async move {
-                    let r: Result<(i64, i64)> = self
+                    let r: Result<Vec<i64>> = self
                         .run(
                             m,
                             &self.scripts.acquire_read,
@@ -262,16 +296,28 @@ impl RedisLocks {
                 }
             })
             .collect();
-        let mut acquired: Vec<(usize, u64)> = Vec::new();
+        // (master, its counter, its clock in µs)
+        let mut acquired: Vec<(usize, u64, u64)> = Vec::new();
         // Masters that answered "held by someone else": they cannot hold our token.
         let mut busy: Vec<usize> = Vec::new();
         let mut refused = 0;
         let mut hint: Option<Duration> = None;
         let mut last_err = None;
         while let Some((i, r)) = pending.next().await {
-            match r {
-                Ok((1, counter)) => acquired.push((i, counter.max(0) as u64)),
-                Ok((_, pttl)) => {
+            let reply = match r {
+                Ok(v) => v,
+                Err(e) => {
+                    refused += 1;
+                    last_err = Some(e);
+                    Vec::new()
+                }
+            };
+            match reply.as_slice() {
+                [] => {}
+                &[1, counter, time_us] => {
+                    acquired.push((i, counter.max(0) as u64, time_us.max(0) as u64))
+                }
+                &[0, pttl] => {
                     refused += 1;
                     busy.push(i);
                     if pttl > 0 {
@@ -279,9 +325,11 @@ impl RedisLocks {
                         hint = Some(hint.map_or(d, |h: Duration| h.min(d)));
                     }
                 }
-                Err(e) => {
+                _ => {
                     refused += 1;
-                    last_err = Some(e);
+                    last_err = Some(Error::Backend(
+                        "unexpected reply to the Redlock acquire script".into(),
+                    ));
                 }
             }
             if acquired.len() >= self.quorum || refused > n - self.quorum {
@@ -292,7 +340,7 @@ impl RedisLocks {
         if acquired.len() < self.quorum {
             // Undo where the lock may be ours: granted, errored or not answered yet.
             let undo: Vec<usize> = (0..n).filter(|i| !busy.contains(i)).collect();
-            self.release_on(name, token, Some(&undo)).await;
+            self.release_on(name, token, 0, Some(&undo)).await;
             // Busy means "someone else holds it": only when enough masters answered that
             // a quorum was possible. When too many failed, nobody can say: unavailable.
             let failed = refused - busy.len();
@@ -305,20 +353,24 @@ impl RedisLocks {
             };
         }
 
-        // Phase 2: store max + 1 on a majority, only where the lock is ours.
-        let fence = acquired.iter().map(|(_, c)| *c).max().unwrap_or(0) + 1;
+        // Phase 2: store max(max counter + 1, max clock) on a majority, only where the lock is
+        // ours (the clock floor keeps tokens increasing when a counter expired or was lost;
+        // see the module docs).
+        let counter = acquired.iter().map(|(_, c, _)| *c).max().unwrap_or(0) + 1;
+        let floor = acquired.iter().map(|(_, _, t)| *t).max().unwrap_or(0);
+        let fence = counter.max(floor);
         let fence_s = fence.to_string();
         let mut pending: FuturesUnordered<_> = acquired
             .iter()
-            .map(|(i, _)| {
+            .map(|(i, _, _)| {
                 let m = &self.masters[*i];
-                let (key, fence_key, fence_s) = (&key, &fence_key, &fence_s);
+                let (key, fence_key, fence_s, fence_ttl) = (&key, &fence_key, &fence_s, &fence_ttl);
                 async move {
                     self.run::<i64>(
                         m,
                         &self.scripts.store_fence,
                         &[key, fence_key],
-                        &[token, fence_s],
+                        &[token, fence_s, fence_ttl],
                     )
                     .await
                 }
@@ -339,7 +391,7 @@ impl RedisLocks {
         drop(pending);
         let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
         if stored < self.quorum || validity.is_zero() {
-            self.release_on(name, token, None).await;
+            self.release_on(name, token, fence, None).await;
             return Ok(Attempt::Busy(None));
         }
         Ok(Attempt::Acquired { fence, validity })
@@ -349,10 +401,18 @@ impl RedisLocks {
     /// majority confirmed (the lock is free for the next holder then) or every master
     /// answered. Each release runs as its own task, so the rest still complete after this
     /// returns: a stalled master delays nobody, and its key expires with its TTL if it never
-    /// answers. True if at least one master held the lock with this token.
-    async fn release_on(&self, name: &str, token: &str, which: Option<&[usize]>) -> bool {
+    /// answers. True if at least one master held the lock with this token. `fence` (0 when
+    /// none was assigned) goes into the release notification.
+    async fn release_on(
+        &self,
+        name: &str,
+        token: &str,
+        fence: u64,
+        which: Option<&[usize]>,
+    ) -> bool {
         let key = self.key(name);
         let channel = self.channel();
+        let message = release_message(name, fence);
         let all: Vec<usize> = (0..self.masters.len()).collect();
         let targets = which.unwrap_or(&all);
         let mut pending: FuturesUnordered<_> = targets
@@ -361,16 +421,16 @@ impl RedisLocks {
                 let m = &self.masters[i];
                 let (conn, script, timeout) =
                     (m.conn.get(), self.scripts.release.clone(), self.timeout);
-                let (key, token, name, channel) = (
+                let (key, token, message, channel) = (
                     key.clone(),
                     token.to_string(),
-                    name.to_string(),
+                    message.clone(),
                     channel.clone(),
                 );
                 tokio::spawn(async move {
                     let Ok(mut conn) = conn else { return false };
                     let mut inv = script.prepare_invoke();
-                    inv.key(&key).arg(&token).arg(&name).arg(&channel);
+                    inv.key(&key).arg(&token).arg(&channel).arg(&message);
                     matches!(
                         tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await,
                         Ok(Ok(1))
@@ -391,8 +451,8 @@ impl RedisLocks {
     }
 
     /// Releases everywhere; true if this token held the lock on at least one master.
-    pub(crate) async fn release(&self, name: &str, token: &str) -> Result<bool> {
-        Ok(self.release_on(name, token, None).await)
+    pub(crate) async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
+        Ok(self.release_on(name, token, fence, None).await)
     }
 
     pub(crate) async fn extend(
@@ -474,11 +534,9 @@ async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
                 .map_err(|e| e.to_string())?;
             let mut stream = pubsub.into_on_message();
             while let Some(msg) = stream.next().await {
-                // "name\ntoken" (the name may itself contain newlines: split at the last one).
-                if let Ok(payload) = std::str::from_utf8(msg.get_payload_bytes()) {
-                    if let Some((name, token)) = payload.rsplit_once('\n') {
-                        waiters.wake(name, token);
-                    }
+                // "<name hash>:<fence>" (see `release_message`).
+                if let Some((hash, fence)) = parse_release_message(msg.get_payload_bytes()) {
+                    waiters.wake(hash, fence);
                 }
             }
             Ok::<(), String>(())

@@ -8,7 +8,6 @@ use redis::Script;
 
 use crate::cache::{Backend, Cache};
 use crate::error::{Error, Result};
-use crate::lock::redis::{release_channel, LUA_ACQUIRE_FN, LUA_RELEASE_FN};
 
 /// Length of a session id: 32 base62 characters (190 random bits).
 const ID_LEN: usize = 32;
@@ -236,14 +235,165 @@ impl Session {
     }
 }
 
-/// Sessions of the embedded backend, by full key.
-pub(crate) type MemSessions = Mutex<HashMap<Vec<u8>, MemSession>>;
+/// Bytes counted per embedded session on top of its key, field names and values (map slot,
+/// the session's header, its field map's nodes).
+const MEM_SESSION_OVERHEAD: u64 = 160;
+/// Operations between two sweeps of expired embedded sessions, at least (a sweep visits every
+/// session, so the sweep interval grows with the number of sessions: amortised O(1) each).
+const MIN_SWEEP_EVERY: usize = 64;
+
+/// Sessions of the embedded backend, by full key: bounded by bytes and swept of expired
+/// sessions, like the cache entries beside them.
+///
+/// - Expired sessions are removed by a sweep every `max(64, live sessions)` operations (and
+///   on access), so memory does not keep sessions nobody loads again.
+/// - Their bytes (keys, field names and values, [`MEM_SESSION_OVERHEAD`] each) are bounded by
+///   the backend's `max_bytes` (sessions have a bound of their own, equal to the cache's):
+///   beyond it, expired sessions go first, then the ones closest to expiry (like Redis's
+///   `volatile-ttl`), down to 90% of the bound.
+pub(crate) struct MemSessions {
+    state: Mutex<MemState>,
+}
+
+impl MemSessions {
+    /// An empty map bounded by `max_bytes`.
+    pub(crate) fn new(max_bytes: u64) -> MemSessions {
+        MemSessions {
+            state: Mutex::new(MemState {
+                map: HashMap::new(),
+                bytes: 0,
+                max_bytes,
+                until_sweep: MIN_SWEEP_EVERY,
+            }),
+        }
+    }
+
+    /// Sessions held (live or not yet swept) and their counted bytes.
+    #[cfg(test)]
+    fn usage(&self) -> (usize, u64) {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (s.map.len(), s.bytes)
+    }
+}
+
+pub(crate) struct MemState {
+    map: HashMap<Vec<u8>, MemSession>,
+    /// Sum of the sessions' weights.
+    bytes: u64,
+    max_bytes: u64,
+    /// Operations left before the next sweep.
+    until_sweep: usize,
+}
 
 pub(crate) struct MemSession {
     fields: BTreeMap<String, Bytes>,
     created_ms: u64,
     expires: Instant,
     lock: Option<(String, Instant)>,
+    /// Counted bytes (see [`MemSessions`]).
+    weight: u64,
+}
+
+impl MemSession {
+    fn new(created_ms: u64, expires: Instant) -> MemSession {
+        MemSession {
+            fields: BTreeMap::new(),
+            created_ms,
+            expires,
+            lock: None,
+            weight: 0,
+        }
+    }
+    fn weigh(&self, key: &[u8]) -> u64 {
+        MEM_SESSION_OVERHEAD
+            + key.len() as u64
+            + self
+                .fields
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>()
+    }
+}
+
+impl MemState {
+    /// Counts one operation: sweeps expired sessions every so often.
+    fn tick(&mut self, now: Instant) {
+        self.until_sweep = self.until_sweep.saturating_sub(1);
+        if self.until_sweep == 0 {
+            self.sweep(now);
+        }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut freed = 0;
+        self.map.retain(|_, s| {
+            let live = s.expires > now;
+            if !live {
+                freed += s.weight;
+            }
+            live
+        });
+        self.bytes -= freed;
+        self.until_sweep = self.map.len().max(MIN_SWEEP_EVERY);
+    }
+
+    /// The live session at `key` (an expired one is removed).
+    fn live(&mut self, key: &[u8], now: Instant) -> Option<&mut MemSession> {
+        if self.map.get(key).is_some_and(|s| s.expires <= now) {
+            self.remove(key);
+            return None;
+        }
+        self.map.get_mut(key)
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<MemSession> {
+        let s = self.map.remove(key)?;
+        self.bytes -= s.weight;
+        Some(s)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, mut s: MemSession, now: Instant) {
+        self.remove(&key);
+        s.weight = s.weigh(&key);
+        self.bytes += s.weight;
+        self.map.insert(key, s);
+        self.bound(now);
+    }
+
+    /// Counts `key`'s session again after its fields changed.
+    fn reweigh(&mut self, key: &[u8], now: Instant) {
+        if let Some(s) = self.map.get_mut(key) {
+            let w = s.weigh(key);
+            self.bytes = self.bytes - s.weight + w;
+            s.weight = w;
+            self.bound(now);
+        }
+    }
+
+    /// Keeps the bytes within `max_bytes`: expired sessions first, then the ones closest to
+    /// expiry, down to 90% of the bound (so a full map does not sort on every write).
+    fn bound(&mut self, now: Instant) {
+        if self.bytes <= self.max_bytes {
+            return;
+        }
+        self.sweep(now);
+        if self.bytes <= self.max_bytes {
+            return;
+        }
+        let target = self.max_bytes / 10 * 9;
+        let mut by_expiry: Vec<(Instant, Vec<u8>)> = self
+            .map
+            .iter()
+            .map(|(k, s)| (s.expires, k.clone()))
+            .collect();
+        by_expiry.sort_unstable();
+        for (_, k) in by_expiry {
+            if self.bytes <= target {
+                break;
+            }
+            self.remove(&k);
+        }
+    }
 }
 
 enum Storage {
@@ -261,6 +411,11 @@ struct Scripts {
 }
 
 /// Where sessions live. Cheap to clone; thread-safe.
+///
+/// Keys (see `docs/keyspace.md`): the session `<namespace>:s:{<id>}` (a hash, TTL = the idle
+/// or absolute timeout, whichever is sooner) and, while a request holds it, its lock
+/// `<namespace>:sl:{<id>}` (TTL `lock_ttl`, deleted by the save or unlock). Nothing else: no
+/// fence counter, no pub/sub message (a session id is a credential).
 #[derive(Clone)]
 pub struct SessionStore {
     inner: Arc<Inner>,
@@ -271,7 +426,8 @@ struct Inner {
     prefix: Vec<u8>,
     options: SessionOptions,
     scripts: Scripts,
-    lock_channel: String,
+    /// `<namespace>:sl:`, the session locks' sub-space.
+    lock_prefix: Vec<u8>,
 }
 
 impl fmt::Debug for SessionStore {
@@ -313,9 +469,8 @@ impl SessionStore {
             Backend::Memory(m) => Storage::Memory(m.sessions.clone()),
             _ => Storage::Redis(cache.backend.clone()),
         };
-        let mut prefix = cache.prefix.to_vec();
-        prefix.extend_from_slice(b"sess:");
-        let lock_prefix = format!("{}lock", String::from_utf8_lossy(&prefix));
+        let prefix = format!("{}:s:", cache.namespace()).into_bytes();
+        let lock_prefix = format!("{}:sl:", cache.namespace()).into_bytes();
         Ok(SessionStore {
             inner: Arc::new(Inner {
                 storage,
@@ -323,21 +478,17 @@ impl SessionStore {
                 options,
                 scripts: Scripts {
                     save: Script::new(&format!("{LUA_SAVE_FN}return ck_save(KEYS[1], ARGV)")),
-                    // KEYS: session, lock, fence. ARGV: token, lock ttl ms.
-                    load_locked: Script::new(&format!(
-                        "{LUA_ACQUIRE_FN}local r = ck_acquire(KEYS[2], KEYS[3], ARGV[1], ARGV[2])
-                         if r[1] == 0 then return {{0, r[2]}} end
-                         return {{1, r[2], redis.call('HGETALL', KEYS[1])}}"
-                    )),
-                    // KEYS: session, lock. ARGV: token, channel, name, then the save arguments.
+                    load_locked: Script::new(LUA_LOAD_LOCKED),
+                    // KEYS: session, lock. ARGV: token, then the save arguments (none: only
+                    // unlock). No PUBLISH: waiters poll (the id is a credential).
                     save_unlock: Script::new(&format!(
-                        "{LUA_SAVE_FN}{LUA_RELEASE_FN}
+                        "{LUA_SAVE_FN}
                          if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
                          local rest = {{}}
-                         for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end
+                         for i = 2, #ARGV do rest[#rest + 1] = ARGV[i] end
                          local saved = 1
                          if #rest > 0 then saved = ck_save(KEYS[1], rest) end
-                         ck_release(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+                         redis.call('DEL', KEYS[2])
                          return saved"
                     )),
                     touch: Script::new("if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return 0"),
@@ -350,34 +501,25 @@ impl SessionStore {
                          return 1",
                     ),
                 },
-                lock_channel: release_channel(&lock_prefix),
+                lock_prefix,
             }),
         })
     }
 
     /// The embedded session map, locked.
-    fn mem<'a>(
-        &self,
-        m: &'a MemSessions,
-    ) -> std::sync::MutexGuard<'a, HashMap<Vec<u8>, MemSession>> {
-        m.lock().unwrap_or_else(|e| e.into_inner())
+    fn mem<'a>(&self, m: &'a MemSessions) -> std::sync::MutexGuard<'a, MemState> {
+        let mut g = m.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.tick(Instant::now());
+        g
     }
 
     fn key(&self, id: &str) -> Vec<u8> {
-        // {id}: the session, its lock and fence share a Redis Cluster hash slot.
-        let mut k = self.inner.prefix.clone();
-        k.push(b'{');
-        k.extend_from_slice(id.as_bytes());
-        k.push(b'}');
-        k
+        // {id}: the session and its lock share a Redis Cluster hash slot.
+        tagged(&self.inner.prefix, id)
     }
 
-    fn lock_keys(&self, id: &str) -> (Vec<u8>, Vec<u8>) {
-        let mut l = self.key(id);
-        l.extend_from_slice(b":lock");
-        let mut f = l.clone();
-        f.extend_from_slice(b":fence");
-        (l, f)
+    fn lock_key(&self, id: &str) -> Vec<u8> {
+        tagged(&self.inner.lock_prefix, id)
     }
 
     /// Remaining lifetime for a session created at `created_ms`: min(idle, absolute left).
@@ -410,15 +552,9 @@ impl SessionStore {
         let raw = match &self.inner.storage {
             Storage::Memory(b) => {
                 let key = self.key(id);
-                let mut map = self.mem(b);
-                match map.get(&key) {
-                    Some(s) if s.expires > Instant::now() => Some((s.fields.clone(), s.created_ms)),
-                    Some(_) => {
-                        map.remove(&key);
-                        None
-                    }
-                    None => None,
-                }
+                self.mem(b)
+                    .live(&key, Instant::now())
+                    .map(|s| (s.fields.clone(), s.created_ms))
             }
             Storage::Redis(b) => {
                 let key = self.key(id);
@@ -475,8 +611,8 @@ impl SessionStore {
                     let key = self.key(id);
                     let mut map = self.mem(b);
                     let now = Instant::now();
-                    match map.get_mut(&key) {
-                        Some(s) if s.expires > now => match &s.lock {
+                    match map.live(&key, now) {
+                        Some(s) => match &s.lock {
                             Some((_, until)) if *until > now => Some(*until - now),
                             _ => {
                                 s.lock = Some((token.clone(), now + self.inner.options.lock_ttl));
@@ -490,17 +626,19 @@ impl SessionStore {
                 }
                 Storage::Redis(b) => {
                     let key = self.key(id);
-                    let (lock, fence) = self.lock_keys(id);
+                    let lock = self.lock_key(id);
                     let ttl = (self.inner.options.lock_ttl.as_millis() as u64).to_string();
                     let v: redis::Value = eval(
                         b,
                         id,
                         &self.inner.scripts.load_locked,
-                        &[&key, &lock, &fence],
+                        &[&key, &lock],
                         &[token.as_bytes(), ttl.as_bytes()],
                     )
                     .await?;
                     match parse_locked(v)? {
+                        // No such session: no lock was taken, nothing was written.
+                        Locked::Missing => return Ok(None),
                         Locked::Loaded(flat) => {
                             let Some((fields, created)) = decode(flat) else {
                                 // No such session: give the lock back.
@@ -541,7 +679,7 @@ impl SessionStore {
             Storage::Memory(b) => {
                 let key = self.key(&s.id);
                 let mut map = self.mem(b);
-                if let Some(m) = map.get_mut(&key) {
+                if let Some(m) = map.live(&key, Instant::now()) {
                     if matches!(&m.lock, Some((held, _)) if *held == token) {
                         m.lock = None;
                     }
@@ -554,17 +692,13 @@ impl SessionStore {
 
     async fn release_lock(&self, b: &Backend, id: &str, token: &str) -> Result<()> {
         let key = self.key(id);
-        let (lock, _) = self.lock_keys(id);
+        let lock = self.lock_key(id);
         eval::<i64>(
             b,
             id,
             &self.inner.scripts.save_unlock,
             &[&key, &lock],
-            &[
-                token.as_bytes(),
-                self.inner.lock_channel.as_bytes(),
-                id.as_bytes(),
-            ],
+            &[token.as_bytes()],
         )
         .await
         .map(|_| ())
@@ -597,18 +731,10 @@ impl SessionStore {
                 let mut map = self.mem(b);
                 let now = Instant::now();
                 if s.is_new {
-                    map.insert(
-                        key.clone(),
-                        MemSession {
-                            fields: BTreeMap::new(),
-                            created_ms: s.created_ms,
-                            expires: now + ttl,
-                            lock: None,
-                        },
-                    );
+                    map.insert(key.clone(), MemSession::new(s.created_ms, now + ttl), now);
                 }
-                match map.get_mut(&key) {
-                    Some(m) if m.expires > now => {
+                let saved = match map.live(&key, now) {
+                    Some(m) => {
                         if let Some(t) = &s.lock_token {
                             if !matches!(&m.lock, Some((held, until)) if held == t && *until > now)
                             {
@@ -629,8 +755,12 @@ impl SessionStore {
                         m.expires = now + ttl;
                         true
                     }
-                    _ => false,
+                    None => false,
+                };
+                if saved {
+                    map.reweigh(&key, now);
                 }
+                saved
             }
             Storage::Redis(b) => {
                 let key = self.key(&s.id);
@@ -652,12 +782,8 @@ impl SessionStore {
                         eval::<i64>(b, &s.id, &self.inner.scripts.save, &[&key], &args).await? == 1
                     }
                     Some(t) => {
-                        let (lock, _) = self.lock_keys(&s.id);
-                        let mut all: Vec<&[u8]> = vec![
-                            t.as_bytes(),
-                            self.inner.lock_channel.as_bytes(),
-                            s.id.as_bytes(),
-                        ];
+                        let lock = self.lock_key(&s.id);
+                        let mut all: Vec<&[u8]> = vec![t.as_bytes()];
                         all.extend(args);
                         match eval::<i64>(
                             b,
@@ -703,7 +829,7 @@ impl SessionStore {
                 let key = self.key(id);
                 let mut map = self.mem(b);
                 let now = Instant::now();
-                let Some(s) = map.get_mut(&key).filter(|s| s.expires > now) else {
+                let Some(s) = map.live(&key, now) else {
                     return Ok(false);
                 };
                 let ttl = self.ttl_for(s.created_ms);
@@ -743,12 +869,16 @@ impl SessionStore {
         let moved = match &self.inner.storage {
             Storage::Memory(b) => {
                 let mut map = self.mem(b);
-                match map.remove(&self.key(&s.id)) {
-                    Some(v) => {
-                        map.insert(self.key(&new), v);
+                let now = Instant::now();
+                let old = self.key(&s.id);
+                match map.live(&old, now).is_some() {
+                    true => {
+                        if let Some(v) = map.remove(&old) {
+                            map.insert(self.key(&new), v, now);
+                        }
                         true
                     }
-                    None => false,
+                    false => false,
                 }
             }
             Storage::Redis(b) => {
@@ -794,7 +924,13 @@ impl SessionStore {
             return Ok(false);
         };
         match &self.inner.storage {
-            Storage::Memory(b) => Ok(self.mem(b).remove(&self.key(id)).is_some()),
+            Storage::Memory(b) => {
+                let mut map = self.mem(b);
+                let key = self.key(id);
+                let live = map.live(&key, Instant::now()).is_some();
+                map.remove(&key);
+                Ok(live)
+            }
             Storage::Redis(b) => Ok(eval::<i64>(
                 b,
                 id,
@@ -838,7 +974,30 @@ fn decode(flat: Vec<Vec<u8>>) -> Option<(BTreeMap<String, Bytes>, u64)> {
 enum Locked {
     Loaded(Vec<Vec<u8>>),
     Busy(Option<Duration>),
+    /// The session does not exist (no lock was taken).
+    Missing,
 }
+
+/// `prefix` + `{id}`.
+fn tagged(prefix: &[u8], id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len() + 2);
+    k.extend_from_slice(prefix);
+    k.push(b'{');
+    k.extend_from_slice(id.as_bytes());
+    k.push(b'}');
+    k
+}
+
+/// LOAD LOCKED: KEYS[1] session, KEYS[2] its lock; ARGV token, lock ttl ms. `{2}` when the
+/// session does not exist (nothing is written: an unknown id leaves no key), `{1, HGETALL}`
+/// once locked, `{0, pttl}` while another request holds the lock. No fence counter: a
+/// session lock is released by its save, which checks the token.
+const LUA_LOAD_LOCKED: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('HGETALL', KEYS[1])}
+end
+return {0, redis.call('PTTL', KEYS[2])}";
 
 fn parse_locked(v: redis::Value) -> Result<Locked> {
     use redis::Value;
@@ -852,8 +1011,9 @@ fn parse_locked(v: redis::Value) -> Result<Locked> {
         _ => None,
     };
     match (items.first().and_then(int), items.get(1).and_then(int)) {
-        (Some(1), Some(_fence)) => {
-            let flat = match items.get(2) {
+        (Some(2), None) if items.len() == 1 => Ok(Locked::Missing),
+        (Some(1), None) => {
+            let flat = match items.get(1) {
                 Some(Value::Array(f)) => f
                     .iter()
                     .map(|x| match x {
@@ -900,5 +1060,70 @@ async fn eval<T: redis::FromRedisValue>(
             r
         }
         Backend::Memory(_) => Err(Error::Internal("memory sessions do not run scripts".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::MemoryOptions;
+
+    fn usage(cache: &Cache) -> (usize, u64) {
+        match &*cache.backend {
+            Backend::Memory(m) => m.sessions.usage(),
+            _ => unreachable!("a memory cache"),
+        }
+    }
+
+    #[tokio::test]
+    async fn embedded_sessions_are_swept_once_expired() {
+        let cache = Cache::memory("app", MemoryOptions::default()).unwrap();
+        let store = SessionStore::new(
+            &cache,
+            SessionOptions::default()
+                .with_timeouts(Duration::from_millis(30), Duration::from_secs(60)),
+        )
+        .unwrap();
+        for _ in 0..500 {
+            let mut s = store.create().unwrap();
+            s.set("k", "v");
+            store.save(&mut s).await.unwrap();
+        }
+        assert_eq!(usage(&cache).0, 500);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Operations on other ids (misses) drive the sweep: no session is loaded again.
+        for i in 0..600 {
+            let id = format!("{i:032}");
+            assert!(store.load(id.as_bytes()).await.unwrap().is_none());
+        }
+        assert_eq!(usage(&cache), (0, 0), "expired sessions stayed in memory");
+    }
+
+    #[tokio::test]
+    async fn embedded_sessions_are_bounded_by_max_bytes() {
+        let max = 64 * 1024;
+        let cache = Cache::memory("app", MemoryOptions::default().with_max_bytes(max)).unwrap();
+        let store = SessionStore::new(&cache, SessionOptions::default()).unwrap();
+        let mut last = None;
+        for _ in 0..1000 {
+            let mut s = store.create().unwrap();
+            s.set("blob", vec![b'x'; 500]);
+            store.save(&mut s).await.unwrap();
+            last = Some(s.id().to_string());
+        }
+        let (n, bytes) = usage(&cache);
+        assert!(
+            bytes <= max,
+            "{bytes} bytes in {n} sessions over the {max} bound"
+        );
+        assert!(n > 50, "the bound kept only {n} sessions");
+        // The newest session (furthest from expiry) is kept.
+        let last = last.unwrap();
+        assert!(store.load(last.as_bytes()).await.unwrap().is_some());
+        // Weights follow changes: removing the fields gives the bytes back.
+        let mut s = store.load(last.as_bytes()).await.unwrap().unwrap();
+        s.remove("blob");
+        store.save(&mut s).await.unwrap();
+        assert!(usage(&cache).1 <= bytes - 500);
     }
 }

@@ -169,6 +169,7 @@ fn every_bad_value_names_its_field_path() {
         ("[locks]\ntimeout = \"later\"\n".into(), "locks.timeout"),
         ("[locks]\nkey_prefix = \"\"\n".into(), "locks.key_prefix"),
         ("[locks]\nkey_prefix = \"a b\"\n".into(), "locks.key_prefix"),
+        ("[locks]\nkey_prefix = \"a:b\"\n".into(), "locks.key_prefix"),
         (format!("[locks]\nkey_prefix = \"{big}\"\n"), "locks.key_prefix"),
         ("[locks]\nauto_renew = \"yes\"\n".into(), "locks.auto_renew"),
         ("[locks]\nttl = \"1s\"\n".into(), "locks.ttl"),
@@ -235,7 +236,7 @@ nodes = [
 ]
 health = { check = "tcp", interval = "1h", timeout = "1ms", rise = 1, fall = 1000, jitter = 0.0 }
 outlier = { consecutive_failures = 1000, base_ejection_time = "24h", max_ejection_time = "24h", max_ejected_percent = 100 }
-discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "24h", interval = "10ms", key_prefix = "ck:reg" }
+discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "24h", interval = "10ms", key_prefix = "ckreg" }
 
 [pools.cache]
 strategy = "maglev"
@@ -260,7 +261,7 @@ max_bytes = 1099511627776
 [locks]
 pool = "locks"
 timeout = "1ms"
-key_prefix = "app:lock"
+key_prefix = "applock"
 auto_renew = true
 
 [sessions]

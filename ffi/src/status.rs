@@ -264,6 +264,32 @@ mod tests {
     }
 
     #[test]
+    fn durations_out_of_range_name_the_parameter() {
+        assert_eq!(arg_cache_ttl(0).unwrap(), None);
+        assert_eq!(
+            arg_cache_ttl(CK_MAX_CACHE_TTL_MS).unwrap(),
+            Some(Duration::from_millis(CK_MAX_CACHE_TTL_MS))
+        );
+        for ms in [CK_MAX_CACHE_TTL_MS + 1, u64::MAX] {
+            let e = arg_cache_ttl(ms).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+            assert!(e.to_string().contains("ttl_ms"), "{e}");
+        }
+        assert_eq!(arg_lock_ttl(86_400_000).unwrap(), clusterkit::lock::MAX_TTL);
+        for ms in [0, 86_400_001, u64::MAX] {
+            let e = arg_lock_ttl(ms).unwrap_err();
+            assert!(e.to_string().contains("ttl_ms"), "{e}");
+        }
+        assert_eq!(
+            arg_ms(0, CK_MAX_WAIT_MS, "wait_ms").unwrap(),
+            Duration::ZERO
+        );
+        let e = arg_ms(CK_MAX_WAIT_MS + 1, CK_MAX_WAIT_MS, "wait_ms").unwrap_err();
+        assert!(e.to_string().contains("wait_ms"), "{e}");
+        assert!(e.to_string().contains("86400000"), "{e}");
+    }
+
+    #[test]
     fn every_error_kind_has_a_status() {
         assert_eq!(
             ck_status::from(ErrorKind::NotFound),

@@ -286,6 +286,10 @@ final class DistributedCache implements CacheInterface
     /** increment($key, -$by) */
     public function decrement($key, int $by = 1): int
     {
+        if ($by === PHP_INT_MIN) {
+            // -PHP_INT_MIN is not an int (PHP would make it a float and fail with a TypeError).
+            throw new InvalidArgumentException(sprintf('invalid by: must be more than %d to decrement by it', PHP_INT_MIN));
+        }
         return $this->increment($key, -$by);
     }
 

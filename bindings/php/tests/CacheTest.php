@@ -86,6 +86,14 @@ final class CacheTest extends TestCase
             }
         }
         $this->assertFalse($cache->has('k'), 'nothing was written');
+        // decrement(PHP_INT_MIN) would negate into a float: refused by name.
+        try {
+            $cache->decrement('n', PHP_INT_MIN);
+            $this->fail('decrement by PHP_INT_MIN accepted');
+        } catch (InvalidArgumentException $e) {
+            $this->assertStringContainsString('invalid by', $e->getMessage());
+        }
+        $this->assertFalse($cache->has('n'));
         foreach ([-1, DistributedCache::MAX_TTL_SECONDS + 1, PHP_INT_MAX] as $default) {
             try {
                 $this->cache($backend, null, $default);

@@ -11,9 +11,10 @@ use PHPUnit\Framework\TestCase;
  * 1,000,000 cache operations (mixed get/set on the embedded backend, PSR-16 and raw, plus a
  * getMultiple every so often) leave PHP's memory and the process RSS flat: after a 200k
  * warm-up, PHP's memory may grow by less than 1/16 byte per operation and the RSS by less
- * than 1 byte per operation (over 800k operations: a leak of even a few bytes per call, or of
- * one 32-byte allocation every 32 calls, fails), and neither may keep growing in the last
- * half (a leak grows linearly; allocator noise does not).
+ * than half a byte per operation (over 800k operations: a leak of even a few bytes per call —
+ * at least one 32-byte malloc chunk — or of one such chunk every 64 calls, fails), and less
+ * again in the last half (a leak grows linearly; allocator noise does not). Measured here:
+ * +32 bytes of PHP memory and +0 KiB of RSS.
  */
 final class MemoryTest extends TestCase
 {
@@ -95,9 +96,10 @@ final class MemoryTest extends TestCase
         // PHP's allocator is exact: 1/16 byte per operation is 50 KB over 800k operations.
         $this->assertLessThan(self::MEASURED / 16, $php1 - $php0, $report);
         $this->assertLessThan(self::MEASURED / 32, $php1 - $phpMid, $report);
-        // RSS moves in 4 KiB pages and the allocator keeps some slack: 1 byte per operation.
-        $this->assertLessThan(self::MEASURED / 1024, $rss1 - $rss0, $report);
-        $this->assertLessThan(self::MEASURED / 2048, $rss1 - $rssMid, $report);
+        // RSS moves in 4 KiB pages and the allocator keeps some slack: half a byte per
+        // operation (390 KiB over 800k operations; in KiB, hence / 2048).
+        $this->assertLessThan(self::MEASURED / 2048, $rss1 - $rss0, $report);
+        $this->assertLessThan(self::MEASURED / 4096, $rss1 - $rssMid, $report);
         $this->assertLessThan(60.0, $elapsed, sprintf('%d operations took %.1f s', self::OPS, $elapsed));
         $this->assertGreaterThanOrEqual(self::OPS / 1024 - 1, $cache->get('counter'));
     }

@@ -179,7 +179,7 @@ final class DistributedCache implements CacheInterface
         return true;
     }
 
-    /** Clears this deployment's namespace only (other namespaces on the same servers stay). */
+    /** Deletes this deployment's cache entries only: sessions, locks and other namespaces stay (docs/keyspace.md). */
     public function clear(): bool
     {
         $status = $this->ffi->ck_cache_clear($this->dep, null);
@@ -389,7 +389,7 @@ final class DistributedCache implements CacheInterface
         return $values;
     }
 
-    /** Deletes every key of this deployment's namespace; returns how many were deleted. */
+    /** Deletes this deployment's cache entries only (like clear()); returns how many were deleted. */
     public function clearCount(): int
     {
         $status = $this->ffi->ck_cache_clear($this->dep, $this->u64);

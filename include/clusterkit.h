@@ -473,7 +473,8 @@ enum ck_status ck_cache_delete_many(const struct ck_deployment *dep,
                                     uint64_t *deleted);
 
 /**
- * Deletes every key of the deployment cache's namespace (and nothing outside it). If
+ * Deletes the cache entries of the deployment's namespace and nothing else: sessions, locks,
+ * fences, registry entries and other namespaces stay (docs/keyspace.md). If
  * `deleted` is not NULL, writes how many keys were removed. Fails with CK_INVALID_ARGUMENT
  * (NULL `dep`) or the backend's error. Blocks the calling thread. Thread-safe.
  */

@@ -17,10 +17,9 @@
 #include <stdint.h>
 
 /**
- * Longest cache TTL a caller may pass (100 years, in ms). The core has no cache maximum,
- * but a larger value means a bug in the caller (an unconverted unit, a wrapped negative
- * number), and near `u64::MAX` the embedded cache's deadline overflows (it would never
- * expire) and Redis rejects the `PX` with a backend error.
+ * Longest cache TTL a caller may pass (100 years, in ms): the core's `cache::MAX_TTL`
+ * (a larger value means a bug in the caller: an unconverted unit, a wrapped negative
+ * number).
  */
 #define CK_MAX_CACHE_TTL_MS 3153600000000
 

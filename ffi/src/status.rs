@@ -168,10 +168,9 @@ pub(crate) fn arg_out<'a, T>(p: *mut T, name: &str) -> Result<&'a mut T, Error> 
     unsafe { p.as_mut() }.ok_or_else(|| null(name))
 }
 
-/// Longest cache TTL a caller may pass (100 years, in ms). The core has no cache maximum,
-/// but a larger value means a bug in the caller (an unconverted unit, a wrapped negative
-/// number), and near `u64::MAX` the embedded cache's deadline overflows (it would never
-/// expire) and Redis rejects the `PX` with a backend error.
+/// Longest cache TTL a caller may pass (100 years, in ms): the core's `cache::MAX_TTL`
+/// (a larger value means a bug in the caller: an unconverted unit, a wrapped negative
+/// number).
 pub const CK_MAX_CACHE_TTL_MS: u64 = 3153600000000;
 
 /// Longest wait or timeout a caller may pass (24 h, in ms): a longer blocking call is a
@@ -179,7 +178,7 @@ pub const CK_MAX_CACHE_TTL_MS: u64 = 3153600000000;
 pub const CK_MAX_WAIT_MS: u64 = 86400000;
 
 // Written as plain literals so the C header gets plain (long) literals, not `int` products.
-const _: () = assert!(CK_MAX_CACHE_TTL_MS == 100 * 365 * 86_400 * 1000);
+const _: () = assert!(CK_MAX_CACHE_TTL_MS as u128 == clusterkit::cache::MAX_TTL.as_millis());
 const _: () = assert!(CK_MAX_WAIT_MS == 86_400 * 1000);
 
 /// A duration argument in milliseconds, at most `max_ms`; the error names `name`.

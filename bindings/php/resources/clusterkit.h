@@ -14,10 +14,9 @@
 
 
 /**
- * Longest cache TTL a caller may pass (100 years, in ms). The core has no cache maximum,
- * but a larger value means a bug in the caller (an unconverted unit, a wrapped negative
- * number), and near `u64::MAX` the embedded cache's deadline overflows (it would never
- * expire) and Redis rejects the `PX` with a backend error.
+ * Longest cache TTL a caller may pass (100 years, in ms): the core's `cache::MAX_TTL`
+ * (a larger value means a bug in the caller: an unconverted unit, a wrapped negative
+ * number).
  */
 
 /**

@@ -104,6 +104,7 @@ where
             "must be more than 0 for get_or_compute",
         ));
     }
+    super::check_ttl(Some(ttl))?;
     if !beta.is_finite() || beta < 0.0 {
         return Err(Error::invalid(
             "beta",

@@ -46,6 +46,26 @@ pub const DEFAULT_MAX_VALUE_LEN: usize = 16 << 20;
 pub const MAX_VALUE_LEN_LIMIT: usize = 512 << 20;
 /// Longest namespace, in bytes.
 pub const MAX_NAMESPACE_LEN: usize = 128;
+/// Longest cache TTL (100 years): a longer one is a caller's bug (an unconverted unit, a wrapped
+/// negative number); near `u64::MAX` an embedded deadline would overflow and Redis would reject
+/// the `PX`. The C ABI's `CK_MAX_CACHE_TTL_MS` and PHP's `DistributedCache::MAX_TTL_SECONDS`
+/// mirror it.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Fails with `invalid_argument` naming `ttl` when `ttl` is longer than [`MAX_TTL`].
+pub(crate) fn check_ttl(ttl: Option<Duration>) -> Result<()> {
+    match ttl {
+        Some(t) if t > MAX_TTL => Err(Error::invalid(
+            "ttl",
+            format!(
+                "must be at most {} s, got {} s",
+                MAX_TTL.as_secs(),
+                t.as_secs()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// The cache's sub-space marker: cache entries are `<namespace>:c:<key>`.
 pub(crate) const CACHE_SPACE: &[u8] = b":c:";
@@ -581,7 +601,7 @@ impl Cache {
 
     /// Stores `value` under `key` for `ttl` (`None`: no expiry; zero: delete the key).
     ///
-    /// Fails on a bad key, an oversized value, or a backend error.
+    /// Fails on a bad key, an oversized value, a TTL over [`MAX_TTL`], or a backend error.
     pub async fn set(
         &self,
         key: &[u8],
@@ -591,6 +611,7 @@ impl Cache {
         let k = self.full_key(key)?;
         let value = value.into();
         self.check_value(&value)?;
+        check_ttl(ttl)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         if ttl.is_some_and(|t| t.is_zero()) {
             return self
@@ -613,6 +634,7 @@ impl Cache {
         let k = self.full_key(key)?;
         let value = value.into();
         self.check_value(&value)?;
+        check_ttl(ttl)?;
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("ttl", "must be more than 0 for add"));
         }
@@ -660,6 +682,7 @@ impl Cache {
         items: impl IntoIterator<Item = (K, V)>,
         ttl: Option<Duration>,
     ) -> Result<()> {
+        check_ttl(ttl)?;
         let mut batch = Vec::new();
         for (k, v) in items {
             let k = self.full_key(k.as_ref())?;
@@ -793,5 +816,27 @@ mod keyspace_tests {
         assert_eq!(&*c.prefix, b"a:c:");
         assert_eq!(c.namespace(), "a");
         assert_eq!(c.with_namespace("ab").unwrap().namespace(), "ab");
+    }
+
+    #[test]
+    fn ttls_longer_than_the_maximum_are_refused_naming_ttl() {
+        let c = Cache::memory("t", MemoryOptions::default()).unwrap();
+        let too_long = Some(MAX_TTL + Duration::from_secs(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for e in [
+                c.set(b"k", "v", too_long).await.unwrap_err(),
+                c.add(b"k", "v", too_long).await.unwrap_err(),
+                c.set_many([(b"k", "v")], too_long).await.unwrap_err(),
+            ] {
+                assert_eq!(e.kind(), crate::ErrorKind::InvalidArgument, "{e}");
+                assert!(e.to_string().contains("ttl"), "{e}");
+            }
+            assert!(!c.has(b"k").await.unwrap(), "nothing stored");
+            c.set(b"k", "v", Some(MAX_TTL)).await.unwrap();
+            assert!(c.has(b"k").await.unwrap());
+        });
     }
 }

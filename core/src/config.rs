@@ -22,6 +22,7 @@ use std::time::Duration;
 use crate::balance::{BalancerOptions, PanicMode, Strategy};
 use crate::cluster::health::{CheckKind, CheckOptions, HealthOptions, OutlierOptions};
 use crate::cluster::Cluster;
+use crate::connection::{ConnectionSettings, RedisSection};
 use crate::discovery::{RedisRegistry, RegistryOptions};
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -42,6 +43,10 @@ pub struct Config {
     /// Session timeouts (sessions live in the cache's backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionsConfig>,
+    /// Credentials, database and TLS of every Redis connection (a pool's own `redis` section
+    /// overrides it for that pool's connections). See [`crate::connection`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
 }
 
 /// `[locks]`: `pool = "locks"` — one node is a single Redis, three or more a Redlock over
@@ -66,7 +71,17 @@ pub struct LocksConfig {
 impl LocksConfig {
     /// Builds the lock service (no I/O). `pools` are the built pools of the same document.
     pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::lock::DistributedLock> {
+        self.build_with(pools, &ConnectionSettings::default())
+    }
+
+    /// Like [`LocksConfig::build`], connecting to the masters with `connection`.
+    pub fn build_with(
+        &self,
+        pools: &BTreeMap<String, Cluster>,
+        connection: &ConnectionSettings,
+    ) -> Result<crate::lock::DistributedLock> {
         let mut o = crate::lock::LockOptions::default();
+        o.redis = o.redis.with_connection(connection.clone());
         if let Some(t) = self.timeout {
             let connect = o.redis.connect_timeout;
             o.redis = o.redis.with_timeouts(connect, t.0);
@@ -268,6 +283,15 @@ impl CacheConfig {
     /// Builds the cache (no I/O: Redis connections open on first use). `pools` are the built
     /// pools of the same document.
     pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::cache::Cache> {
+        self.build_with(pools, &ConnectionSettings::default())
+    }
+
+    /// Like [`CacheConfig::build`], connecting to Redis with `connection`.
+    pub fn build_with(
+        &self,
+        pools: &BTreeMap<String, Cluster>,
+        connection: &ConnectionSettings,
+    ) -> Result<crate::cache::Cache> {
         use crate::cache::{
             Cache, CacheLimits, DistributedOptions, MemoryOptions, ReadFailure, WriteQuorum,
         };
@@ -278,7 +302,7 @@ impl CacheConfig {
                 .ok_or_else(|| Error::invalid("pool", format!("no pool named {p:?}")))?;
             let mut o = DistributedOptions::default()
                 .with_replicas(self.replicas.unwrap_or(1))
-                .with_redis(self.redis_options());
+                .with_redis(self.redis_options().with_connection(connection.clone()));
             if let Some(q) = self.write_quorum {
                 o = o.with_write_quorum(match q {
                     QuorumName::All => WriteQuorum::All,
@@ -293,7 +317,7 @@ impl CacheConfig {
             }
             Cache::distributed(pool.clone(), ns, o)?
         } else if let Some(r) = &self.redis {
-            Cache::redis(r, ns, self.redis_options())?
+            Cache::redis(r, ns, self.redis_options().with_connection(connection.clone()))?
         } else {
             let mut o = MemoryOptions::default();
             if let Some(b) = self.max_bytes {
@@ -344,6 +368,10 @@ pub struct PoolConfig {
     /// replaced by the registry's listing once it is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryConfig>,
+    /// Overrides the top-level `[redis]` for every Redis connection opened for this pool
+    /// (its nodes as cache shards or lock masters, its Redis health check, its registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
 }
 
 /// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`
@@ -368,7 +396,12 @@ pub struct DiscoveryConfig {
 impl DiscoveryConfig {
     /// The registry this section describes (no I/O). Fails on a bad address or option.
     pub fn registry(&self) -> Result<RedisRegistry> {
-        let mut o = RegistryOptions::default();
+        self.registry_with(&ConnectionSettings::default())
+    }
+
+    /// Like [`DiscoveryConfig::registry`], connecting with `connection`.
+    pub fn registry_with(&self, connection: &ConnectionSettings) -> Result<RedisRegistry> {
+        let mut o = RegistryOptions::default().with_connection(connection.clone());
         if let Some(t) = self.ttl {
             o = o.with_ttl(t.0);
         }
@@ -608,6 +641,10 @@ impl Config {
 
     /// Checks every value that the types alone do not: node fields, duplicate ids, options.
     pub fn validate(&self) -> Result<()> {
+        self.redis_settings(None)?;
+        for name in self.pools.keys() {
+            self.redis_settings(Some(name))?;
+        }
         for (name, pool) in &self.pools {
             pool.nodes()
                 .and_then(|_| pool.options().validate())
@@ -659,13 +696,31 @@ impl Config {
         Ok(())
     }
 
+    /// The Redis connection settings for the connections of pool `pool` (its `redis` section
+    /// over the top-level `[redis]`), or for connections that belong to no pool (`None`, or
+    /// an unknown pool: the top-level section). Reads password files and variables; errors
+    /// name the field (`redis.password_env`, `pools.cache.redis.tls.ca_file`, ...).
+    pub fn redis_settings(&self, pool: Option<&str>) -> Result<ConnectionSettings> {
+        let top = self.redis.clone().unwrap_or_default();
+        match pool.and_then(|p| self.pools.get(p).map(|c| (p, c))) {
+            Some((name, p)) => match &p.redis {
+                Some(own) => own
+                    .over(&top)
+                    .settings()
+                    .map_err(|e| e.in_field(&format!("pools.{name}.redis"))),
+                None => top.settings().map_err(|e| e.in_field("redis")),
+            },
+            None => top.settings().map_err(|e| e.in_field("redis")),
+        }
+    }
+
     /// Builds every pool as a [`Cluster`]. Fails like [`Config::validate`].
     pub fn build_pools(&self) -> Result<BTreeMap<String, Cluster>> {
         self.validate()?;
         self.pools
             .iter()
             .map(|(name, p)| {
-                p.build(name)
+                p.build_with(name, &self.redis_settings(Some(name))?)
                     .map(|c| (name.clone(), c))
                     .map_err(|e| e.in_field(&format!("pools.{name}")))
             })
@@ -722,11 +777,23 @@ impl PoolConfig {
     /// Builds the pool as a [`Cluster`] named `name`, with its health checks started and its
     /// registry watched (the watcher lives as long as the cluster).
     pub fn build(&self, name: &str) -> Result<Cluster> {
-        let cluster =
-            Cluster::with_health(name, self.options(), self.health_options(), self.nodes()?)?;
+        self.build_with(name, &ConnectionSettings::default())
+    }
+
+    /// Like [`PoolConfig::build`]; the Redis health check and the registry connect with
+    /// `connection`.
+    pub fn build_with(&self, name: &str, connection: &ConnectionSettings) -> Result<Cluster> {
+        let mut health = self.health_options();
+        if let Some(c) = health.check.take() {
+            health.check = Some(c.with_redis(connection.clone()));
+        }
+        for c in health.per_node.values_mut() {
+            c.redis = connection.clone();
+        }
+        let cluster = Cluster::with_health(name, self.options(), health, self.nodes()?)?;
         if let Some(d) = &self.discovery {
             let handle = d
-                .registry()
+                .registry_with(connection)
                 .map_err(|e| e.in_field("discovery"))?
                 .watch(&cluster)?;
             cluster.attach_discovery(handle);

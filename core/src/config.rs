@@ -317,7 +317,11 @@ impl CacheConfig {
             }
             Cache::distributed(pool.clone(), ns, o)?
         } else if let Some(r) = &self.redis {
-            Cache::redis(r, ns, self.redis_options().with_connection(connection.clone()))?
+            Cache::redis(
+                r,
+                ns,
+                self.redis_options().with_connection(connection.clone()),
+            )?
         } else {
             let mut o = MemoryOptions::default();
             if let Some(b) = self.max_bytes {

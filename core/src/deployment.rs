@@ -53,11 +53,17 @@ impl Clusterkit {
         let pools = config.build_pools()?;
         let cache_config = config.cache.clone().unwrap_or_default();
         let cache = cache_config
-            .build_with(&pools, &config.redis_settings(cache_config.pool.as_deref())?)
+            .build_with(
+                &pools,
+                &config.redis_settings(cache_config.pool.as_deref())?,
+            )
             .map_err(|e| e.in_field("cache"))?;
         let locks_config = config.locks.clone().unwrap_or_default();
         let locks = locks_config
-            .build_with(&pools, &config.redis_settings(locks_config.pool.as_deref())?)
+            .build_with(
+                &pools,
+                &config.redis_settings(locks_config.pool.as_deref())?,
+            )
             .map_err(|e| e.in_field("locks"))?;
         let sessions = SessionStore::new(
             &cache,

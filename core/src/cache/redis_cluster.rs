@@ -93,10 +93,7 @@ impl RedisClusterBackend {
             return Err(Error::invalid("seeds", "must name at least one node"));
         }
         if options.connection.db.is_some_and(|db| db != 0) {
-            return Err(Error::invalid(
-                "db",
-                "a Redis Cluster has only database 0",
-            ));
+            return Err(Error::invalid("db", "a Redis Cluster has only database 0"));
         }
         // Each seed with the credentials and TLS mode applied; the certificates go to the
         // builder, which uses them for every node of the slot map.
@@ -133,7 +130,8 @@ impl RedisClusterBackend {
             .max_retry_wait(200)
             .build()
             .map_err(|e| {
-                let shown: Vec<String> = seeds.iter().map(|s| crate::connection::redact(s)).collect();
+                let shown: Vec<String> =
+                    seeds.iter().map(|s| crate::connection::redact(s)).collect();
                 Error::invalid(
                     "seeds",
                     format!("{shown:?}: {}", crate::connection::redact(&e.to_string())),

@@ -364,7 +364,8 @@ async fn redis_ping(
     settings: &crate::connection::ConnectionSettings,
 ) -> std::result::Result<(), String> {
     use crate::connection::{prepare, redact, Resolution};
-    let target = prepare(&node.address(), settings, Resolution::Custom).map_err(|e| e.to_string())?;
+    let target =
+        prepare(&node.address(), settings, Resolution::Custom).map_err(|e| e.to_string())?;
     let mut config = redis::AsyncConnectionConfig::new();
     if let Some(r) = &target.resolver {
         config = config.set_dns_resolver(r.clone());
@@ -373,9 +374,7 @@ async fn redis_ping(
         .client
         .get_multiplexed_async_connection_with_config(&config)
         .await
-        .map_err(|e| {
-            redact(&crate::cache::redis::map_err(e, &target.display).to_string())
-        })?;
+        .map_err(|e| redact(&crate::cache::redis::map_err(e, &target.display).to_string()))?;
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await

@@ -130,10 +130,7 @@ impl RedisSection {
             Some(p.clone())
         } else if let Some(var) = &self.password_env {
             let value = std::env::var(var).map_err(|e| {
-                Error::invalid(
-                    "password_env",
-                    format!("environment variable {var:?}: {e}"),
-                )
+                Error::invalid("password_env", format!("environment variable {var:?}: {e}"))
             })?;
             if value.is_empty() {
                 return Err(Error::invalid(

@@ -277,7 +277,10 @@ pub(crate) fn client_url(address: &str) -> Result<String> {
     if a.chars().any(|c| c.is_whitespace() || c == '/') {
         return Err(Error::invalid(
             "address",
-            format!("expected host:port or a redis:// URL, got {:?}", redact(address)),
+            format!(
+                "expected host:port or a redis:// URL, got {:?}",
+                redact(address)
+            ),
         ));
     }
     Ok(format!("redis://{a}/"))
@@ -385,7 +388,10 @@ pub(crate) fn prepare(
     .map_err(|e| {
         Error::invalid(
             "tls",
-            format!("{shown:?}: cannot use the certificates: {}", redact(&e.to_string())),
+            format!(
+                "{shown:?}: cannot use the certificates: {}",
+                redact(&e.to_string())
+            ),
         )
     })?;
     Ok(Target {
@@ -583,7 +589,10 @@ mod tests {
         )
         .unwrap();
         let r = t.client.get_connection_info().redis_settings();
-        assert_eq!((r.username(), r.password(), r.db()), (Some("app"), Some("pw-setting"), 0));
+        assert_eq!(
+            (r.username(), r.password(), r.db()),
+            (Some("app"), Some("pw-setting"), 0)
+        );
     }
 
     #[test]
@@ -597,7 +606,10 @@ mod tests {
         };
         let missing = TlsOptions::with_ca_file("/nonexistent/ca.pem");
         assert_eq!(
-            field(ConnectionSettings::default().with_tls(missing), Resolution::Custom),
+            field(
+                ConnectionSettings::default().with_tls(missing),
+                Resolution::Custom
+            ),
             "tls.ca_file"
         );
         let half = TlsOptions {
@@ -605,7 +617,10 @@ mod tests {
             ..TlsOptions::default()
         };
         assert_eq!(
-            field(ConnectionSettings::default().with_tls(half), Resolution::Custom),
+            field(
+                ConnectionSettings::default().with_tls(half),
+                Resolution::Custom
+            ),
             "tls.key_file"
         );
         let sni = TlsOptions::default().with_server_name("redis.internal");
@@ -625,7 +640,10 @@ mod tests {
         .resolver
         .is_some());
         assert_eq!(
-            field(ConnectionSettings::default().with_db(-1), Resolution::Custom),
+            field(
+                ConnectionSettings::default().with_db(-1),
+                Resolution::Custom
+            ),
             "db"
         );
     }

@@ -42,18 +42,15 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, ProtocolVersion, PushKind, RedisError,
-    Script, Value,
-};
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushKind, RedisError, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{Discovery, DiscoveryHandle};
 use crate::cluster::WeakCluster;
-use crate::connection::redact;
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::connection::redact;
 use crate::error::{Error, Result};
 use crate::node::Node;
 
@@ -529,8 +526,9 @@ impl RedisRegistry {
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
         let shown = target.display.clone();
-        let pubsub = Client::open(info.set_redis_settings(resp3))
-            .map_err(|e| Error::invalid("address", format!("{shown:?}: {}", redact(&e.to_string()))))?;
+        let pubsub = Client::open(info.set_redis_settings(resp3)).map_err(|e| {
+            Error::invalid("address", format!("{shown:?}: {}", redact(&e.to_string())))
+        })?;
         let client = target.client;
         let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))

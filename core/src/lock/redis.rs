@@ -130,7 +130,10 @@ impl RedisLocks {
             }
             let (conn, target) = ForkSafeManager::new(a, &options.redis)?;
             let sync = match addresses.len() {
-                1 => Some(Arc::new(SyncPool::new(target.client.clone(), &options.redis)?)),
+                1 => Some(Arc::new(SyncPool::new(
+                    target.client.clone(),
+                    &options.redis,
+                )?)),
                 _ => None,
             };
             masters.push(Master {

@@ -602,4 +602,26 @@ mod tests {
         assert!(RedisClusterBackend::new(&["has space:1"], &o).is_err());
         assert!(RedisClusterBackend::new(&["127.0.0.1:7000", "127.0.0.1:7001"], &o).is_ok());
     }
+
+    #[test]
+    fn connection_settings_apply_to_the_seeds() {
+        use crate::connection::{ConnectionSettings, Secret};
+        let with = |s: ConnectionSettings| RedisOptions::default().with_connection(s);
+        // A cluster has only database 0.
+        let e = RedisClusterBackend::new(
+            &["127.0.0.1:7000"],
+            &with(ConnectionSettings::default().with_db(1)),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("db"), "{e}");
+        // Credentials reach the client; the printed seeds never hold a password.
+        let b = RedisClusterBackend::new(
+            &["redis://:seed-url-pw@127.0.0.1:7000", "127.0.0.1:7001"],
+            &with(ConnectionSettings::default().with_password(Secret::new("cluster-settings-pw"))),
+        )
+        .unwrap();
+        assert!(!b.seeds().contains("seed-url-pw"), "{}", b.seeds());
+    }
 }

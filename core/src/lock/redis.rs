@@ -126,7 +126,10 @@ impl RedisLocks {
         let mut masters = Vec::with_capacity(addresses.len());
         for a in addresses {
             if !seen.insert(a.trim().to_string()) {
-                return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
+                return Err(Error::invalid(
+                    "masters",
+                    format!("{:?} is listed twice", crate::connection::redact(a)),
+                ));
             }
             let (conn, target) = ForkSafeManager::new(a, &options.redis)?;
             let sync = match addresses.len() {

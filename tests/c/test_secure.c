@@ -82,7 +82,11 @@ void test_secure(void) {
     ck_lock *l = NULL;
     ck_status warm = CK_UNAVAILABLE;
     for (int i = 0; i < 20 && warm == CK_UNAVAILABLE; i++) {
-        warm = ck_lock_acquire(dep, "c-secure-warmup", 1000, 0, &l);
+        /* A fresh name per attempt: a timed-out attempt may still hold its key on some
+         * masters until its TTL passes. */
+        char warm_name[64];
+        snprintf(warm_name, sizeof warm_name, "c-secure-warmup-%d", i);
+        warm = ck_lock_acquire(dep, warm_name, 1000, 0, &l);
         if (warm == CK_OK) {
             CHECK_OK(ck_lock_release(l));
             ck_lock_free(l);

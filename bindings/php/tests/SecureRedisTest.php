@@ -35,9 +35,11 @@ final class SecureRedisTest extends TestCase
         // Redlock over the three masters. A first TLS handshake per master may exceed the
         // masters' 500 ms connect timeout on a loaded machine: warm up (bounded).
         $locks = $ck->locks();
+        // A fresh name per attempt: a timed-out attempt may still hold its key on some
+        // masters until its TTL passes.
         for ($i = 0; $i < 10; $i++) {
             try {
-                $locks->acquire('php-secure-warmup', 1.0)->release();
+                $locks->acquire('php-secure-warmup-' . bin2hex(random_bytes(4)), 1.0)->release();
                 break;
             } catch (UnavailableException) {
                 usleep(100_000);

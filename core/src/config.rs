@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::balance::{BalancerOptions, PanicMode, Strategy};
 use crate::cluster::health::HealthOptions;
 use crate::cluster::Cluster;
+use crate::connection::{ConnectionSettings, RedisSection};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
@@ -83,6 +84,10 @@ pub struct Config {
     /// Session timeouts (sessions live in the cache's backend).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sessions: Option<SessionsConfig>,
+    /// Credentials, database and TLS of every Redis connection (a pool's own `redis` section
+    /// overrides it for that pool's connections). See [`crate::connection`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
 }
 
 /// One pool: its nodes and how requests are balanced over them.
@@ -121,6 +126,10 @@ pub struct PoolConfig {
     /// replaced by the registry's listing once it is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryConfig>,
+    /// Overrides the top-level `[redis]` for every Redis connection opened for this pool
+    /// (its nodes as cache shards or lock masters, its Redis health check, its registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSection>,
 }
 
 /// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, and
@@ -364,7 +373,29 @@ impl Config {
         if let Some(s) = &self.sessions {
             s.validate().map_err(|e| e.in_field("sessions"))?;
         }
+        self.redis_settings(None)?;
+        for name in self.pools.keys() {
+            self.redis_settings(Some(name))?;
+        }
         Ok(())
+    }
+
+    /// The Redis connection settings for the connections of pool `pool` (its `redis` section
+    /// over the top-level `[redis]`), or for connections that belong to no pool (`None`, or
+    /// an unknown pool: the top-level section). Reads password files and variables; errors
+    /// name the field (`redis.password_env`, `pools.cache.redis.tls.ca_file`, ...).
+    pub fn redis_settings(&self, pool: Option<&str>) -> Result<ConnectionSettings> {
+        let top = self.redis.clone().unwrap_or_default();
+        match pool.and_then(|p| self.pools.get(p).map(|c| (p, c))) {
+            Some((name, p)) => match &p.redis {
+                Some(own) => own
+                    .over(&top)
+                    .settings()
+                    .map_err(|e| e.in_field(&format!("pools.{name}.redis"))),
+                None => top.settings().map_err(|e| e.in_field("redis")),
+            },
+            None => top.settings().map_err(|e| e.in_field("redis")),
+        }
     }
 
     /// Builds every pool as a [`Cluster`]. Fails like [`Config::validate`].
@@ -373,7 +404,7 @@ impl Config {
         self.pools
             .iter()
             .map(|(name, p)| {
-                p.build(name)
+                p.build_with(name, &self.redis_settings(Some(name))?)
                     .map(|c| (name.clone(), c))
                     .map_err(|e| e.in_field(&format!("pools.{name}")))
             })
@@ -508,11 +539,23 @@ impl PoolConfig {
     /// Builds the pool as a [`Cluster`] named `name`, with its health checks started and its
     /// registry watched (the watcher lives as long as the cluster).
     pub fn build(&self, name: &str) -> Result<Cluster> {
-        let cluster =
-            Cluster::with_health(name, self.options(), self.health_options(), self.nodes()?)?;
+        self.build_with(name, &ConnectionSettings::default())
+    }
+
+    /// Like [`PoolConfig::build`]; the Redis health check and the registry connect with
+    /// `connection`.
+    pub fn build_with(&self, name: &str, connection: &ConnectionSettings) -> Result<Cluster> {
+        let mut health = self.health_options();
+        if let Some(c) = health.check.take() {
+            health.check = Some(c.with_redis(connection.clone()));
+        }
+        for c in health.per_node.values_mut() {
+            c.redis = connection.clone();
+        }
+        let cluster = Cluster::with_health(name, self.options(), health, self.nodes()?)?;
         if let Some(d) = &self.discovery {
             let handle = d
-                .registry()
+                .registry_with(connection)
                 .map_err(|e| e.in_field("discovery"))?
                 .watch(&cluster)?;
             cluster.attach_discovery(handle);

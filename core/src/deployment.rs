@@ -51,11 +51,12 @@ impl Clusterkit {
     /// naming the field of the first invalid value.
     pub fn from_config(config: &Config) -> Result<Clusterkit> {
         let pools = config.build_pools()?;
-        let cache = config
-            .cache
-            .clone()
-            .unwrap_or_default()
-            .build(&pools)
+        let cache_config = config.cache.clone().unwrap_or_default();
+        let cache = cache_config
+            .build_with(
+                &pools,
+                &config.redis_settings(cache_config.pool.as_deref())?,
+            )
             .map_err(|e| e.in_field("cache"))?;
         // One namespace per deployment: locks default to the cache's (docs/keyspace.md).
         let mut locks_config = config.locks.clone().unwrap_or_default();
@@ -63,7 +64,10 @@ impl Clusterkit {
             locks_config.key_prefix = Some(cache.namespace().to_string());
         }
         let locks = locks_config
-            .build(&pools)
+            .build_with(
+                &pools,
+                &config.redis_settings(locks_config.pool.as_deref())?,
+            )
             .map_err(|e| e.in_field("locks"))?;
         let sessions = SessionStore::new(
             &cache,

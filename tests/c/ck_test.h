@@ -140,5 +140,6 @@ void test_embedded_backends(void);
 void test_threads(void);
 void test_redis(void);
 void test_fork(void);
+void test_secure(void);
 
 #endif /* CK_TEST_H */

@@ -229,6 +229,7 @@ static const struct group GROUPS[] = {
     {"threads", test_threads},
     {"redis", test_redis},
     {"fork", test_fork},
+    {"secure", test_secure},
 };
 #define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
 

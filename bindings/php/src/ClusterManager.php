@@ -130,6 +130,20 @@ final class ClusterManager
     }
 
     /**
+     * What var_dump / print_r show: the config text with inline passwords (a `password`
+     * field, the `user:password@` of a URL) replaced by `***`.
+     */
+    public function __debugInfo(): array
+    {
+        $config = preg_replace(
+            ['/("password"\s*:\s*)"(?:[^"\\\\]|\\\\.)*"/', '/(\bpassword\s*=\s*)("(?:[^"\\\\]|\\\\.)*"|\'[^\']*\')/', '#(://[^:/@\s"\']*:)[^@/\s"\']*@#'],
+            ['$1"***"', '$1"***"', '$1***@'],
+            $this->config ?? ''
+        );
+        return ['config' => $config, 'isShared' => $this->isShared ?? false];
+    }
+
+    /**
      * The deployment's cache (PSR-16). Without arguments the same instance every time; with a
      * serializer or a default TTL a new one over the same cache.
      */

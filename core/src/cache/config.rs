@@ -164,6 +164,15 @@ impl CacheConfig {
     /// Builds the cache (no I/O: Redis connections open on first use). `pools` are the built
     /// pools of the same document.
     pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::cache::Cache> {
+        self.build_with(pools, &crate::connection::ConnectionSettings::default())
+    }
+
+    /// Like [`CacheConfig::build`], connecting to Redis with `connection`.
+    pub fn build_with(
+        &self,
+        pools: &BTreeMap<String, Cluster>,
+        connection: &crate::connection::ConnectionSettings,
+    ) -> Result<crate::cache::Cache> {
         use crate::cache::{
             Cache, CacheLimits, DistributedOptions, MemoryOptions, ReadFailure, WriteQuorum,
         };
@@ -174,7 +183,7 @@ impl CacheConfig {
                 .ok_or_else(|| Error::invalid("pool", format!("no pool named {p:?}")))?;
             let mut o = DistributedOptions::default()
                 .with_replicas(self.replicas.unwrap_or(1))
-                .with_redis(self.redis_options());
+                .with_redis(self.redis_options().with_connection(connection.clone()));
             if let Some(q) = self.write_quorum {
                 o = o.with_write_quorum(match q {
                     QuorumName::All => WriteQuorum::All,
@@ -189,7 +198,11 @@ impl CacheConfig {
             }
             Cache::distributed(pool.clone(), ns, o)?
         } else if let Some(r) = &self.redis {
-            Cache::redis(r, ns, self.redis_options())?
+            Cache::redis(
+                r,
+                ns,
+                self.redis_options().with_connection(connection.clone()),
+            )?
         } else {
             let mut o = MemoryOptions::default();
             if let Some(b) = self.max_bytes {

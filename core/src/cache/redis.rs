@@ -12,6 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError};
 
 use crate::cache::Ttl;
+use crate::connection::{prepare, redact, ConnectionSettings, Resolution, Target};
 use crate::error::{Error, Result};
 
 /// Connection settings of a Redis backend.
@@ -28,6 +29,8 @@ pub struct RedisOptions {
     /// Keys per MGET / pipeline in batch operations (default 500), so one call neither blocks
     /// a server for long nor buffers without bound.
     pub batch_chunk: usize,
+    /// Credentials, database and TLS of every connection (default: what the address says).
+    pub connection: ConnectionSettings,
 }
 
 impl Default for RedisOptions {
@@ -37,6 +40,7 @@ impl Default for RedisOptions {
             response_timeout: Duration::from_millis(500),
             reconnect_retries: 1,
             batch_chunk: 500,
+            connection: ConnectionSettings::default(),
         }
     }
 }
@@ -53,8 +57,14 @@ impl RedisOptions {
         self.batch_chunk = keys;
         self
     }
+    /// Sets the credentials, database and TLS.
+    pub fn with_connection(mut self, connection: ConnectionSettings) -> Self {
+        self.connection = connection;
+        self
+    }
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
+        self.connection.validate()?;
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
             return Err(Error::invalid(
                 "timeout",
@@ -70,28 +80,34 @@ impl RedisOptions {
 
 /// `host:port`, `[v6]:port` or a `redis://` / `rediss://` / `unix://` URL → a client URL.
 pub(crate) fn client_url(address: &str) -> Result<String> {
-    let a = address.trim();
-    if a.is_empty() {
-        return Err(Error::invalid("address", "must not be empty"));
-    }
-    if a.contains("://") {
-        return Ok(a.to_string());
-    }
-    if a.chars().any(|c| c.is_whitespace() || c == '/') {
-        return Err(Error::invalid(
-            "address",
-            format!("expected host:port or a redis:// URL, got {address:?}"),
-        ));
-    }
-    Ok(format!("redis://{a}/"))
+    crate::connection::client_url(address)
 }
 
 /// Maps a redis-rs error onto clusterkit's kinds. A server that is up but cannot serve yet
 /// (LOADING its dataset after a restart, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, a READONLY
 /// replica) is `unavailable`, like a server that is down, so pools take it out of rotation; a
 /// command the server refused (WRONGTYPE, not an integer) is `backend`.
+///
+/// A refused `AUTH` (wrong password or user, or a password the server requires and was not
+/// given) is `unavailable: <address>: authentication failed`. Every message is redacted
+/// ([`crate::connection::redact`]): no password reaches it.
 pub(crate) fn map_err(e: RedisError, what: &str) -> Error {
+    let err = map_err_raw(e, what);
+    match err {
+        Error::Timeout(m) => Error::Timeout(redact(&m)),
+        Error::Unavailable(m) => Error::Unavailable(redact(&m)),
+        Error::Backend(m) => Error::Backend(redact(&m)),
+        other => other,
+    }
+}
+
+fn map_err_raw(e: RedisError, what: &str) -> Error {
     use redis::{ErrorKind, ServerErrorKind};
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+    {
+        return Error::Unavailable(format!("{what}: authentication failed ({e})"));
+    }
     if e.is_timeout() {
         Error::Timeout(format!("{what}: {e}"))
     } else if e.is_connection_refusal()
@@ -120,11 +136,10 @@ pub(crate) fn map_err(e: RedisError, what: &str) -> Error {
 pub(crate) fn lazy_manager(
     address: &str,
     options: &RedisOptions,
-) -> Result<(ConnectionManager, String)> {
+) -> Result<(ConnectionManager, Target)> {
     options.validate()?;
-    let url = client_url(address)?;
-    let client = Client::open(url.as_str())
-        .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
+    let target = prepare(address, &options.connection, Resolution::HostOnly)?;
+    let client = target.client.clone();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
         .set_response_timeout(Some(options.response_timeout))
@@ -135,9 +150,9 @@ pub(crate) fn lazy_manager(
         Err(_) => Some(crate::blocking::runtime()?),
     };
     let _entered = _guard.as_ref().map(|rt| rt.enter());
-    let conn =
-        ConnectionManager::new_lazy_with_config(client, config).map_err(|e| map_err(e, address))?;
-    Ok((conn, url))
+    let conn = ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| map_err(e, &target.display))?;
+    Ok((conn, target))
 }
 
 /// A `ConnectionManager` that is built again in a child process after `fork()`: its driver
@@ -155,10 +170,11 @@ struct ManagerInner {
 }
 
 impl ForkSafeManager {
-    /// A lazily connecting manager for `address` and its client URL. No I/O.
-    pub(crate) fn new(address: &str, options: &RedisOptions) -> Result<(ForkSafeManager, String)> {
+    /// A lazily connecting manager for `address` and its prepared target (client with the
+    /// credentials and TLS applied, printable address). No network I/O.
+    pub(crate) fn new(address: &str, options: &RedisOptions) -> Result<(ForkSafeManager, Target)> {
         let generation = crate::blocking::fork_generation();
-        let (conn, url) = lazy_manager(address, options)?;
+        let (conn, target) = lazy_manager(address, options)?;
         Ok((
             ForkSafeManager {
                 inner: Arc::new(ManagerInner {
@@ -167,7 +183,7 @@ impl ForkSafeManager {
                     state: Mutex::new((generation, conn)),
                 }),
             },
-            url,
+            target,
         ))
     }
 
@@ -210,9 +226,8 @@ pub(crate) struct SyncPool {
 const SYNC_IDLE_MAX: usize = 128;
 
 impl SyncPool {
-    pub(crate) fn new(url: &str, options: &RedisOptions) -> Result<SyncPool> {
-        let client =
-            Client::open(url).map_err(|e| Error::invalid("address", format!("{url:?}: {e}")))?;
+    /// A pool of connections made by `client` (credentials, db and TLS already applied).
+    pub(crate) fn new(client: Client, options: &RedisOptions) -> Result<SyncPool> {
         Ok(SyncPool {
             client,
             options: options.clone(),
@@ -337,12 +352,12 @@ impl RedisConn {
     /// the caller's tokio runtime, or on the shared one when called outside a runtime; blocking
     /// callers get synchronous connections of their own ([`SyncPool`]).
     pub(crate) fn lazy(address: &str, options: &RedisOptions) -> Result<RedisConn> {
-        let (conn, url) = ForkSafeManager::new(address, options)?;
+        let (conn, target) = ForkSafeManager::new(address, options)?;
         Ok(RedisConn {
             conn,
             chunk: options.batch_chunk,
-            address: address.to_string(),
-            sync: Arc::new(SyncPool::new(&url, options)?),
+            sync: Arc::new(SyncPool::new(target.client, options)?),
+            address: target.display,
         })
     }
 

@@ -92,15 +92,36 @@ impl RedisClusterBackend {
         if seeds.is_empty() {
             return Err(Error::invalid("seeds", "must name at least one node"));
         }
-        let urls = seeds
+        if options.connection.db.is_some_and(|db| db != 0) {
+            return Err(Error::invalid("db", "a Redis Cluster has only database 0"));
+        }
+        // Each seed with the credentials and TLS mode applied; the certificates go to the
+        // builder, which uses them for every node of the slot map.
+        let infos = seeds
             .iter()
-            .map(|s| client_url(s).map_err(|e| e.in_field("seeds")))
+            .map(|s| {
+                client_url(s).map_err(|e| e.in_field("seeds"))?;
+                crate::connection::prepare(
+                    s,
+                    &options.connection,
+                    crate::connection::Resolution::HostOnly,
+                )
+                .map(|t| t.client.get_connection_info().clone())
+            })
             .collect::<Result<Vec<_>>>()?;
+        let certs = match &options.connection.tls {
+            Some(t) => crate::connection::certificates(t)?,
+            None => None,
+        };
         // Every attempt is bounded by the timeouts; a whole request (retries, reconnection,
         // MOVED/ASK redirections) by one reconnection plus one answer, so a dead master costs
         // about a second rather than redis-rs's default 16 retries with growing waits.
         let retries = u32::try_from(options.reconnect_retries.max(1)).unwrap_or(u32::MAX);
-        let client = ClusterClientBuilder::new(urls)
+        let mut builder = ClusterClientBuilder::new(infos);
+        if let Some(c) = certs {
+            builder = builder.certs(c);
+        }
+        let client = builder
             .connection_timeout(options.connect_timeout)
             .response_timeout(options.response_timeout)
             .overall_response_timeout(Some(options.connect_timeout + options.response_timeout))
@@ -108,7 +129,14 @@ impl RedisClusterBackend {
             .min_retry_wait(10)
             .max_retry_wait(200)
             .build()
-            .map_err(|e| Error::invalid("seeds", format!("{seeds:?}: {e}")))?;
+            .map_err(|e| {
+                let shown: Vec<String> =
+                    seeds.iter().map(|s| crate::connection::redact(s)).collect();
+                Error::invalid(
+                    "seeds",
+                    format!("{shown:?}: {}", crate::connection::redact(&e.to_string())),
+                )
+            })?;
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(h) => h,
             Err(_) => crate::blocking::runtime()?.handle().clone(),
@@ -120,7 +148,11 @@ impl RedisClusterBackend {
             chunk: options.batch_chunk,
             // Seeds in parallel, then the slot map, then the other masters.
             connect_deadline: 2 * options.connect_timeout + 2 * options.response_timeout,
-            seeds: seeds.join(","),
+            seeds: seeds
+                .iter()
+                .map(|s| crate::connection::redact(s))
+                .collect::<Vec<_>>()
+                .join(","),
         })
     }
 
@@ -569,5 +601,27 @@ mod tests {
         assert!(RedisClusterBackend::new(&[""], &o).is_err());
         assert!(RedisClusterBackend::new(&["has space:1"], &o).is_err());
         assert!(RedisClusterBackend::new(&["127.0.0.1:7000", "127.0.0.1:7001"], &o).is_ok());
+    }
+
+    #[test]
+    fn connection_settings_apply_to_the_seeds() {
+        use crate::connection::{ConnectionSettings, Secret};
+        let with = |s: ConnectionSettings| RedisOptions::default().with_connection(s);
+        // A cluster has only database 0.
+        let e = RedisClusterBackend::new(
+            &["127.0.0.1:7000"],
+            &with(ConnectionSettings::default().with_db(1)),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("db"), "{e}");
+        // Credentials reach the client; the printed seeds never hold a password.
+        let b = RedisClusterBackend::new(
+            &["redis://:seed-url-pw@127.0.0.1:7000", "127.0.0.1:7001"],
+            &with(ConnectionSettings::default().with_password(Secret::new("cluster-settings-pw"))),
+        )
+        .unwrap();
+        assert!(!b.seeds().contains("seed-url-pw"), "{}", b.seeds());
     }
 }

@@ -59,6 +59,9 @@ pub struct CheckOptions {
     /// Random spread of each interval, as a share of it (0.0..=0.5, default 0.1), so checks of
     /// many nodes do not align.
     pub jitter: f64,
+    /// Credentials, database and TLS of the Redis `PING` check (default: none, a plain
+    /// `PING` over TCP). With a password the check passes only when `AUTH` succeeds.
+    pub redis: crate::connection::ConnectionSettings,
 }
 
 impl CheckOptions {
@@ -71,6 +74,7 @@ impl CheckOptions {
             rise: 2,
             fall: 3,
             jitter: 0.1,
+            redis: crate::connection::ConnectionSettings::default(),
         }
     }
     /// An HTTP check of `path` expecting a 2xx status.
@@ -94,6 +98,11 @@ impl CheckOptions {
     pub fn with_thresholds(mut self, rise: u32, fall: u32) -> Self {
         self.rise = rise;
         self.fall = fall;
+        self
+    }
+    /// Sets the Redis connection settings of the `PING` check.
+    pub fn with_redis(mut self, redis: crate::connection::ConnectionSettings) -> Self {
+        self.redis = redis;
         self
     }
     /// Sets the jitter share.
@@ -329,7 +338,14 @@ impl Counters {
 
 /// Runs one check against `node`. `Ok(())` is a pass; `Err` carries the reason.
 pub async fn run_check(node: &Node, check: &CheckOptions) -> std::result::Result<(), String> {
-    match tokio::time::timeout(check.timeout, probe(node, &check.kind)).await {
+    let probe = async {
+        if check.kind == CheckKind::RedisPing && !check.redis.is_default() {
+            redis_ping(node, &check.redis).await
+        } else {
+            probe(node, &check.kind).await
+        }
+    };
+    match tokio::time::timeout(check.timeout, probe).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "{} check timed out after {:?}",
@@ -344,6 +360,35 @@ fn kind_name(k: &CheckKind) -> &'static str {
         CheckKind::Tcp => "tcp",
         CheckKind::Http { .. } => "http",
         CheckKind::RedisPing => "redis ping",
+    }
+}
+
+/// `PING` through redis-rs with credentials, db and TLS: the check passes only when the
+/// handshake (TLS, `AUTH`, `SELECT`) and the `PING` succeed. Messages are redacted.
+async fn redis_ping(
+    node: &Node,
+    settings: &crate::connection::ConnectionSettings,
+) -> std::result::Result<(), String> {
+    use crate::connection::{prepare, redact, Resolution};
+    let target =
+        prepare(&node.address(), settings, Resolution::Custom).map_err(|e| e.to_string())?;
+    let mut config = redis::AsyncConnectionConfig::new();
+    if let Some(r) = &target.resolver {
+        config = config.set_dns_resolver(r.clone());
+    }
+    let mut conn = target
+        .client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| redact(&crate::cache::redis::map_err(e, &target.display).to_string()))?;
+    let pong: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| redact(&crate::cache::redis::map_err(e, &target.display).to_string()))?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(format!("redis answered {pong:?} to PING"))
     }
 }
 

@@ -100,7 +100,16 @@ impl DiscoveryConfig {
     /// The registry this section describes (no I/O). Fails on a bad address or option,
     /// naming the field as written in the section.
     pub fn registry(&self) -> Result<RedisRegistry> {
-        RedisRegistry::new(&self.redis, &self.service, self.options()).map_err(|e| match e {
+        self.registry_with(&crate::connection::ConnectionSettings::default())
+    }
+
+    /// Like [`DiscoveryConfig::registry`], connecting with `connection`.
+    pub fn registry_with(
+        &self,
+        connection: &crate::connection::ConnectionSettings,
+    ) -> Result<RedisRegistry> {
+        let o = self.options().with_connection(connection.clone());
+        RedisRegistry::new(&self.redis, &self.service, o).map_err(|e| match e {
             Error::InvalidArgument { field, message } => {
                 let field = match field.as_str() {
                     "heartbeat_interval" => "interval".to_string(),

@@ -43,10 +43,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{
-    AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushKind, RedisError,
-    Script, Value,
-};
+use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushKind, RedisError, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -54,6 +51,7 @@ use tokio::task::JoinHandle;
 use super::{Discovery, DiscoveryHandle};
 use crate::cluster::WeakCluster;
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::connection::redact;
 use crate::error::{Error, Result};
 use crate::node::Node;
 
@@ -93,6 +91,8 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// Deadline for one command's answer (default 1 s).
     pub response_timeout: Duration,
+    /// Credentials, database and TLS of the registry's connections (commands and pub/sub).
+    pub connection: crate::connection::ConnectionSettings,
 }
 
 impl Default for RegistryOptions {
@@ -103,6 +103,7 @@ impl Default for RegistryOptions {
             key_prefix: DEFAULT_KEY_PREFIX.to_string(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            connection: crate::connection::ConnectionSettings::default(),
         }
     }
 }
@@ -131,6 +132,11 @@ impl RegistryOptions {
     /// Sets the response timeout.
     pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+    /// Sets the credentials, database and TLS of the registry's connections.
+    pub fn with_connection(mut self, connection: crate::connection::ConnectionSettings) -> Self {
+        self.connection = connection;
         self
     }
 
@@ -341,10 +347,19 @@ fn is_connection_error(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
-fn map_redis_error(address: &str, what: &str, e: &RedisError) -> Error {
-    if e.is_timeout() {
+fn map_redis_error(address: &str, what: &str, err: &RedisError) -> Error {
+    if err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH"))
+    {
+        return Error::Unavailable(format!(
+            "{what}: the registry {address}: authentication failed"
+        ));
+    }
+    let e = redact(&err.to_string());
+    let e = &e;
+    if err.is_timeout() {
         Error::Timeout(format!("{what} at the registry {address}: {e}"))
-    } else if is_connection_error(e) {
+    } else if is_connection_error(err) {
         Error::Unavailable(format!(
             "{what}: the registry {address} is unreachable: {e}"
         ))
@@ -375,9 +390,18 @@ impl Link {
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
             .map_err(|e| {
+                if e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+                {
+                    return Error::Unavailable(format!(
+                        "{what}: cannot connect to the registry {}: authentication failed",
+                        self.address
+                    ));
+                }
                 let message = format!(
-                    "{what}: cannot connect to the registry {}: {e}",
-                    self.address
+                    "{what}: cannot connect to the registry {}: {}",
+                    self.address,
+                    redact(&e.to_string())
                 );
                 if e.is_timeout() {
                     Error::Timeout(message)
@@ -443,6 +467,8 @@ struct Shared {
     link: Link,
     /// A RESP3 client for the watchers' pub/sub connections.
     pubsub: Client,
+    /// Routes a TLS server name to the real host (see [`crate::connection`]).
+    resolver: Option<crate::connection::NameResolver>,
 }
 
 /// A service registry in one Redis server: [`register`](RedisRegistry::register) nodes,
@@ -496,26 +522,29 @@ impl RedisRegistry {
     pub fn new(address: &str, service: &str, options: RegistryOptions) -> Result<RedisRegistry> {
         check_name("service", service)?;
         options.validate()?;
-        let url = if address.contains("://") {
-            address.to_string()
-        } else {
-            format!("redis://{address}")
-        };
-        let info = url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
+        let target = crate::connection::prepare(
+            address,
+            &options.connection,
+            crate::connection::Resolution::Custom,
+        )?;
+        let info = target.client.get_connection_info().clone();
         let resp3 = info
             .redis_settings()
             .clone()
             .set_protocol(ProtocolVersion::RESP3);
-        let pubsub = Client::open(info.clone().set_redis_settings(resp3))
-            .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
-        let client = Client::open(info)
-            .map_err(|e| Error::invalid("address", format!("{address:?}: {e}")))?;
-        let config = AsyncConnectionConfig::new()
+        let shown = target.display.clone();
+        let pubsub = Client::open(info.set_redis_settings(resp3)).map_err(|e| {
+            Error::invalid("address", format!("{shown:?}: {}", redact(&e.to_string())))
+        })?;
+        let client = target.client;
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout));
+        if let Some(r) = &target.resolver {
+            config = config.set_dns_resolver(r.clone());
+        }
+        let url = shown;
+        let resolver = target.resolver;
         let keys = Keys::new(&options.key_prefix, service);
         let link = Link {
             address: url,
@@ -533,6 +562,7 @@ impl RedisRegistry {
                 keys,
                 link,
                 pubsub,
+                resolver,
             }),
         })
     }
@@ -1061,10 +1091,13 @@ async fn subscriber(shared: Arc<Shared>, notify: Arc<Notify>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let config = AsyncConnectionConfig::new()
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(Some(options.response_timeout))
             .set_push_sender(tx);
+        if let Some(r) = &shared.resolver {
+            config = config.set_dns_resolver(r.clone());
+        }
         let connect = async {
             let mut conn = shared
                 .pubsub

@@ -98,7 +98,17 @@ impl LocksConfig {
 
     /// Builds the lock service (no I/O). `pools` are the built pools of the same document.
     pub fn build(&self, pools: &BTreeMap<String, Cluster>) -> Result<crate::lock::DistributedLock> {
-        let o = self.options();
+        self.build_with(pools, &crate::connection::ConnectionSettings::default())
+    }
+
+    /// Like [`LocksConfig::build`], connecting to the masters with `connection`.
+    pub fn build_with(
+        &self,
+        pools: &BTreeMap<String, Cluster>,
+        connection: &crate::connection::ConnectionSettings,
+    ) -> Result<crate::lock::DistributedLock> {
+        let mut o = self.options();
+        o.redis = o.redis.with_connection(connection.clone());
         let Some(name) = &self.pool else {
             o.validate()?;
             return Ok(crate::lock::DistributedLock::memory());

@@ -102,7 +102,8 @@ fn fence_ttl_ms(ttl: Duration) -> String {
 struct Master {
     address: String,
     conn: ForkSafeManager,
-    url: String,
+    /// The client (credentials, db and TLS applied) of the release subscription.
+    sub: redis::Client,
     /// Synchronous connections for blocking callers, only when this is the only master
     /// (Redlock's masters are always asked concurrently, through the runtime).
     sync: Option<Arc<SyncPool>>,
@@ -159,17 +160,23 @@ impl RedisLocks {
         let mut masters = Vec::with_capacity(addresses.len());
         for a in addresses {
             if !seen.insert(a.trim().to_string()) {
-                return Err(Error::invalid("masters", format!("{a:?} is listed twice")));
+                return Err(Error::invalid(
+                    "masters",
+                    format!("{:?} is listed twice", crate::connection::redact(a)),
+                ));
             }
-            let (conn, url) = ForkSafeManager::new(a, &options.redis)?;
+            let (conn, target) = ForkSafeManager::new(a, &options.redis)?;
             let sync = match addresses.len() {
-                1 => Some(Arc::new(SyncPool::new(&url, &options.redis)?)),
+                1 => Some(Arc::new(SyncPool::new(
+                    target.client.clone(),
+                    &options.redis,
+                )?)),
                 _ => None,
             };
             masters.push(Master {
-                address: a.to_string(),
+                address: target.display,
                 conn,
-                url,
+                sub: target.client,
                 sync,
             });
         }
@@ -506,7 +513,7 @@ impl RedisLocks {
         }
         for m in &self.masters {
             let h = rt.spawn(subscribe_loop(
-                m.url.clone(),
+                m.sub.clone(),
                 self.channel(),
                 self.waiters.clone(),
             ));
@@ -516,13 +523,12 @@ impl RedisLocks {
     }
 }
 
-/// Keeps one subscription to `channel` on the master at `url`, waking waiters by name;
+/// Keeps one subscription to `channel` on the master reached by `client`, waking waiters by name;
 /// reconnects with a bounded backoff. Ends when aborted (the lock service was dropped).
-async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
+async fn subscribe_loop(client: redis::Client, channel: String, waiters: Arc<Waiters>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
-            let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
             let mut pubsub =
                 tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
                     .await

@@ -481,3 +481,300 @@ impl Drop for RedisClusterHarness {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Secure servers: password / ACL users / TLS (certificates made with openssl per test).
+
+/// Debian's openssl.
+pub const OPENSSL: &str = "/usr/bin/openssl";
+
+/// A throwaway CA, a server certificate for `127.0.0.1`, `localhost` and `redis.test`, and a
+/// client certificate, all in a private temp dir removed on drop.
+#[derive(Debug)]
+pub struct TestCerts {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A second CA that signed nothing the server presents (a "wrong CA").
+    pub other_ca: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    if !Path::new(OPENSSL).exists() {
+        panic!("openssl not installed (apt-get install -y openssl)");
+    }
+    let out = Command::new(OPENSSL)
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestCerts {
+    /// Makes the certificates (EC P-256, valid two days).
+    pub fn generate() -> TestCerts {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ck-certs-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let key = format!("{ca}.key");
+            let pem = format!("{ca}.pem");
+            let subj = format!("/CN=clusterkit test {ca}");
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subj]);
+            openssl(&dir, &a);
+        }
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:redis.test\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        for who in ["server", "client"] {
+            let key = format!("{who}.key");
+            let csr = format!("{who}.csr");
+            let pem = format!("{who}.pem");
+            let ext = format!("{who}.ext");
+            let subj = format!("/CN={who}");
+            let mut a = vec!["req"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            openssl(&dir, &a);
+            openssl(
+                &dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    &pem,
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &ext,
+                ],
+            );
+        }
+        TestCerts {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            other_ca: dir.join("other-ca.pem"),
+            dir,
+        }
+    }
+}
+
+impl Drop for TestCerts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How clients must talk to a [`SecureRedis`].
+#[derive(Debug, Clone, Default)]
+pub struct SecureMode {
+    /// `--requirepass` (the default user's password).
+    pub requirepass: Option<String>,
+    /// An ACL user `(name, password)` with all keys, channels and commands; the default user
+    /// is switched off.
+    pub acl_user: Option<(String, String)>,
+    /// TLS only (`--port 0 --tls-port`), with these certificates.
+    pub tls: bool,
+    /// Require client certificates (`--tls-auth-clients yes`).
+    pub mutual_tls: bool,
+}
+
+/// A private `redis-server` that needs a password, an ACL user and/or TLS; killed on drop.
+/// Ready when `redis-cli` with the right credentials gets `PONG`.
+#[derive(Debug)]
+pub struct SecureRedis {
+    port: u16,
+    child: Option<Child>,
+    mode: SecureMode,
+    ca: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl SecureRedis {
+    /// Starts a server in `mode` (`certs` needed for TLS) on a free port.
+    pub fn start(mode: SecureMode, certs: Option<&TestCerts>) -> SecureRedis {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut args: Vec<String> = vec![
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "no".into(),
+                "--protected-mode".into(),
+                "no".into(),
+                "--loglevel".into(),
+                "warning".into(),
+                "--logfile".into(),
+                "".into(),
+                "--databases".into(),
+                "16".into(),
+            ];
+            if let Some(p) = &mode.requirepass {
+                args.extend(["--requirepass".into(), p.clone()]);
+            }
+            if let Some((u, p)) = &mode.acl_user {
+                args.extend([
+                    "--user".into(),
+                    u.clone(),
+                    "on".into(),
+                    format!(">{p}"),
+                    "~*".into(),
+                    "&*".into(),
+                    "+@all".into(),
+                    "--user".into(),
+                    "default".into(),
+                    "off".into(),
+                ]);
+            }
+            let mut ca = None;
+            let mut client_cert = None;
+            if mode.tls {
+                let c = certs.expect("TLS needs TestCerts");
+                args.extend([
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    c.server_cert.display().to_string(),
+                    "--tls-key-file".into(),
+                    c.server_key.display().to_string(),
+                    "--tls-ca-cert-file".into(),
+                    c.ca.display().to_string(),
+                    "--tls-auth-clients".into(),
+                    if mode.mutual_tls { "yes" } else { "no" }.into(),
+                ]);
+                ca = Some(c.ca.clone());
+                client_cert = Some((c.client_cert.clone(), c.client_key.clone()));
+            } else {
+                args.extend(["--port".into(), port.to_string()]);
+            }
+            let child = Command::new(redis_path())
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-server");
+            let mut server = SecureRedis {
+                port,
+                child: Some(child),
+                mode: mode.clone(),
+                ca,
+                client_cert,
+            };
+            let deadline = Instant::now() + START_TIMEOUT;
+            loop {
+                if server.cli(&["PING"]).trim() == "PONG" {
+                    return server;
+                }
+                let exited = server
+                    .child
+                    .as_mut()
+                    .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                    .unwrap_or(true);
+                if exited || Instant::now() > deadline {
+                    last = format!("redis-server {args:?} did not become ready");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            drop(server);
+        }
+        panic!("could not start a secure redis-server: {last}");
+    }
+
+    /// The port (plain or TLS, whichever the server listens on).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Runs `redis-cli` with this server's credentials and TLS and `args` (for example
+    /// `["-n", "3", "DBSIZE"]`); returns its stdout. Bounded by a 5 s timeout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("/usr/bin/timeout");
+        cmd.args([
+            "5",
+            REDIS_CLI,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+        ]);
+        if let Some((u, p)) = &self.mode.acl_user {
+            cmd.args(["--user", u, "--pass", p]);
+        } else if let Some(p) = &self.mode.requirepass {
+            cmd.args(["-a", p]);
+        }
+        if self.mode.tls {
+            cmd.arg("--tls");
+            if let Some(ca) = &self.ca {
+                cmd.arg("--cacert").arg(ca);
+            }
+            if let Some((c, k)) = &self.client_cert {
+                cmd.arg("--cert").arg(c).arg("--key").arg(k);
+            }
+        }
+        cmd.arg("--no-auth-warning").args(args);
+        let out = cmd.stdin(Stdio::null()).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// PID of the server process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+impl Drop for SecureRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

@@ -1,0 +1,120 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Clusterkit\Tests;
+
+use Clusterkit\ClusterManager;
+use Clusterkit\Exception\ClusterkitException;
+use Clusterkit\Exception\UnavailableException;
+use PHPUnit\Framework\TestCase;
+
+/**
+ * Production connections from PHP: three TLS-only redis-servers with an ACL user and mutual
+ * TLS (started by run-tests), the password taken from an environment variable, database 6.
+ * The cache, Redlock and sessions work; a wrong password fails with UnavailableException
+ * ("authentication failed") whose message never holds the password.
+ */
+final class SecureRedisTest extends TestCase
+{
+    private static function manager(array $password): ClusterManager
+    {
+        return new ClusterManager(Env::secureConfig($password));
+    }
+
+    public function testCacheLocksAndSessionsOverAclAndMutualTls(): void
+    {
+        $ck = self::manager(['password_env' => 'CK_TEST_SECURE_PASSWORD']);
+
+        $cache = $ck->cache();
+        $key = 'greeting-' . bin2hex(random_bytes(4));
+        $this->assertTrue($cache->set($key, ['hello' => 'world'], 60));
+        $this->assertSame(['hello' => 'world'], $cache->get($key));
+        $this->assertTrue($cache->has($key));
+
+        // Redlock over the three masters. A first TLS handshake per master may exceed the
+        // masters' 500 ms connect timeout on a loaded machine: warm up (bounded).
+        $locks = $ck->locks();
+        // A fresh name per attempt: a timed-out attempt may still hold its key on some
+        // masters until its TTL passes.
+        for ($i = 0; $i < 10; $i++) {
+            try {
+                $locks->acquire('php-secure-warmup-' . bin2hex(random_bytes(4)), 1.0)->release();
+                break;
+            } catch (UnavailableException) {
+                usleep(100_000);
+            }
+        }
+        $name = 'php-secure-lock-' . bin2hex(random_bytes(4));
+        $lock = $locks->acquire($name, 10.0);
+        $this->assertGreaterThan(0, $lock->fencingToken());
+        $this->assertNull($locks->tryAcquire($name, 10.0));
+        $lock->release();
+        $again = $locks->acquire($name, 10.0);
+        $this->assertGreaterThan($lock->fencingToken(), $again->fencingToken());
+        $again->release();
+
+        $session = $ck->createSession();
+        $session->set('user', 'alice');
+        $session->save();
+        $id = $session->id();
+        $loaded = $ck->loadSession($id, true);
+        $this->assertNotNull($loaded);
+        $this->assertSame('alice', $loaded->get('user'));
+        $loaded->set('visits', 2);
+        $loaded->save();
+        $this->assertSame(2, $ck->loadSession($id)?->get('visits'));
+    }
+
+    public function testWrongPasswordIsUnavailableWithoutTheSecret(): void
+    {
+        $wrong = 'php-wrong-' . bin2hex(random_bytes(6));
+        $right = (string) getenv('CK_TEST_SECURE_PASSWORD');
+        $ck = self::manager(['password' => $wrong]);
+        $messages = [];
+        try {
+            $ck->cache()->set('k', 'v');
+            $this->fail('a write with a wrong password succeeded');
+        } catch (UnavailableException $e) {
+            $this->assertStringContainsString('authentication failed', $e->getMessage());
+            $messages[] = $e->getMessage();
+        }
+        try {
+            $ck->locks()->acquire('php-secure-x', 1.0);
+            $this->fail('a lock with a wrong password was acquired');
+        } catch (UnavailableException $e) {
+            $messages[] = $e->getMessage();
+        }
+        try {
+            $s = $ck->createSession();
+            $s->set('a', 1);
+            $s->save();
+            $this->fail('a session was saved with a wrong password');
+        } catch (ClusterkitException $e) {
+            $messages[] = $e->getMessage();
+        }
+        $messages[] = json_encode($ck->metrics());
+        $messages[] = print_r($ck, true);
+        $this->assertCount(5, $messages);
+        foreach ($messages as $m) {
+            $this->assertStringNotContainsString($wrong, $m);
+            $this->assertStringNotContainsString($right, $m);
+        }
+    }
+
+    public function testConfigErrorsNameTheField(): void
+    {
+        try {
+            new ClusterManager(['redis' => ['password_env' => 'CK_SURELY_UNSET_VARIABLE_4711']]);
+            $this->fail('an unset password variable was accepted');
+        } catch (\Clusterkit\Exception\InvalidArgumentException $e) {
+            $this->assertStringContainsString('redis.password_env', $e->getMessage());
+        }
+        try {
+            new ClusterManager(['redis' => ['tls' => ['ca_file' => '/nonexistent/ca.pem']]]);
+            $this->fail('a missing CA file was accepted');
+        } catch (\Clusterkit\Exception\InvalidArgumentException $e) {
+            $this->assertStringContainsString('redis.tls.ca_file', $e->getMessage());
+        }
+    }
+}

@@ -96,7 +96,7 @@ async fn every_feature(doc: &str, servers: &[SecureRedis], db: i64) {
     // Sharded cache: every key readable, spread over both nodes, in database `db`.
     let before: Vec<u64> = servers[..2]
         .iter()
-        .map(|s| count_keys(s, db, "sec:k*"))
+        .map(|s| count_keys(s, db, "sec:c:k*"))
         .collect();
     for i in 0..20 {
         let k = format!("k{i}");
@@ -112,7 +112,7 @@ async fn every_feature(doc: &str, servers: &[SecureRedis], db: i64) {
     }
     let after: Vec<u64> = servers[..2]
         .iter()
-        .map(|s| count_keys(s, db, "sec:k*"))
+        .map(|s| count_keys(s, db, "sec:c:k*"))
         .collect();
     assert_eq!(
         after.iter().sum::<u64>() - before.iter().sum::<u64>(),

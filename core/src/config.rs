@@ -200,6 +200,23 @@ pub(crate) fn human(d: Duration) -> String {
     format!("{v}{unit}")
 }
 
+/// Longest field path in an error (longer ones, made of huge keys, are cut).
+const MAX_PATH_LEN: usize = 256;
+/// Longest error message from the parsers (they quote the input).
+const MAX_MESSAGE_LEN: usize = 1024;
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 /// At most 64 characters of `s` (for error messages about values that may be huge).
 pub(crate) fn excerpt(s: &str) -> String {
     match s.char_indices().nth(64) {
@@ -302,7 +319,10 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            Error::invalid(display_path(&path), e.into_inner().to_string())
+            Error::invalid(
+                bounded(&display_path(&path), MAX_PATH_LEN),
+                bounded(&e.into_inner().to_string(), MAX_MESSAGE_LEN),
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -315,7 +335,10 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            Error::invalid(display_path(&path), inner.message().to_string())
+            Error::invalid(
+                bounded(&display_path(&path), MAX_PATH_LEN),
+                bounded(inner.message(), MAX_MESSAGE_LEN),
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)

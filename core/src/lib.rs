@@ -31,6 +31,8 @@ pub mod config;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod lock;
 pub mod node;

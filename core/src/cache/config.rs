@@ -20,7 +20,7 @@ pub const MIN_MAX_BYTES: u64 = 1024;
 /// Largest byte bound of the embedded cache (`max_bytes`, 1 TiB).
 pub const MAX_MAX_BYTES: u64 = 1 << 40;
 /// Longest `redis` address, in bytes.
-pub const MAX_ADDRESS_LEN: usize = 4096;
+pub const MAX_ADDRESS_LEN: usize = 1024;
 
 /// `[cache]`: where the cache lives and how.
 ///

@@ -273,6 +273,7 @@ fn real_main() -> Result<u64, String> {
     } else {
         let t = TARGETS
             .iter()
+            .chain(targets::SELF_TESTS)
             .find(|t| t.name == o.which)
             .ok_or_else(|| format!("unknown target {:?}\n{}", o.which, usage()))?;
         vec![t]

@@ -100,6 +100,46 @@ pub const TARGETS: &[Target] = &[
     },
 ];
 
+/// Targets that prove the harness catches what it claims (run only when named; the
+/// harness test runs them): a panic, a broken property, a hang.
+pub const SELF_TESTS: &[Target] = &[
+    Target {
+        name: "selftest_panic",
+        run: |d| {
+            if d.len() >= 3 {
+                // The harness must count this as a crash.
+                #[allow(clippy::panic)]
+                {
+                    panic!("self-test panic on {} bytes", d.len());
+                }
+            }
+            Outcome::Ok(d.len() as u64)
+        },
+        dict: &[],
+        max_len: 16,
+    },
+    Target {
+        name: "selftest_bug",
+        run: |d| match d.len() {
+            0..=2 => Outcome::Ok(d.len() as u64),
+            _ => Outcome::Bug("self-test property".into()),
+        },
+        dict: &[],
+        max_len: 16,
+    },
+    Target {
+        name: "selftest_hang",
+        run: |d| {
+            if !d.is_empty() {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
+            Outcome::Ok(0)
+        },
+        dict: &[],
+        max_len: 16,
+    },
+];
+
 // ---------------------------------------------------------------------------------------
 // config
 // ---------------------------------------------------------------------------------------

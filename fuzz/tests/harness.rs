@@ -3,7 +3,7 @@
 //! within a bounded time), and a clean target reports `crashes=0 hangs=0`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-fn run(target: &str, dir: &PathBuf, extra: &[&str]) -> (Output, Duration) {
+fn run(target: &str, dir: &Path, extra: &[&str]) -> (Output, Duration) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_clusterkit-fuzz"))
         .arg(target)
@@ -27,7 +27,7 @@ fn run(target: &str, dir: &PathBuf, extra: &[&str]) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
-fn saved(dir: &PathBuf, prefix: &str) -> usize {
+fn saved(dir: &Path, prefix: &str) -> usize {
     std::fs::read_dir(dir.join("crashes"))
         .map(|rd| {
             rd.filter_map(|e| e.ok())

@@ -180,7 +180,7 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
-/// `d` written with the largest unit that keeps it short: `10ms`, `1.5s`, `2m`, `12h`, `30d`.
+/// `d` written as the document would: `10ms`, `1.5s`, `2m`, `12h`, `8760h` (no day unit).
 pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     let (v, unit) = if ms < 1.0 {
@@ -191,10 +191,8 @@ pub(crate) fn human(d: Duration) -> String {
         (ms / 1e3, "s")
     } else if ms < 3600e3 {
         (ms / 60e3, "m")
-    } else if ms < 86_400e3 {
-        (ms / 3600e3, "h")
     } else {
-        (ms / 86_400e3, "d")
+        (ms / 3600e3, "h")
     };
     let v = (v * 1000.0).round() / 1000.0;
     format!("{v}{unit}")

@@ -277,3 +277,35 @@ lock_wait = "0ms"
     let json = serde_json::to_string(&c).unwrap();
     assert_eq!(Config::parse(&json).unwrap(), c);
 }
+
+/// The README's example document parses (the bounds refuse nothing it shows).
+#[test]
+fn the_readme_example_parses() {
+    let readme = include_str!("../../README.md");
+    let start = readme.find("```toml\n").expect("a toml block in README.md") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("the block ends");
+    let c = Config::parse(&readme[start..end]).unwrap_or_else(|e| panic!("{e}"));
+    assert!(c.pools.contains_key("app") && c.cache.is_some(), "{c:?}");
+}
+
+/// Error messages say durations the way the document writes them.
+#[test]
+fn duration_bounds_are_written_like_the_document() {
+    let e = Config::parse("[sessions]\nlock_ttl = \"48h\"\n").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid sessions.lock_ttl: must be between 1ms and 24h, got 48h"
+    );
+    let c = Config::parse("[pools.app]\nhealth = { check = \"tcp\", interval = \"10ms\" }\n")
+        .unwrap_or_else(|e| panic!("the lower bound itself is valid: {e}"));
+    assert_eq!(
+        c.pools["app"].health.as_ref().unwrap().interval.unwrap().0,
+        std::time::Duration::from_millis(10)
+    );
+    let e = Config::parse("[pools.app]\nhealth = { check = \"tcp\", interval = \"5ms\" }\n")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid pools.app.health.interval: must be between 10ms and 1h, got 5ms"
+    );
+}

@@ -136,12 +136,15 @@ fn every_bad_value_names_its_field_path() {
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"web\", key_prefix = \"a b\" }"), "pools.app.discovery.key_prefix"),
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"web\", key_prefix = \"\" }"), "pools.app.discovery.key_prefix"),
         (pool("discovery = { redis = \"::not a url\", service = \"web\" }"), "pools.app.discovery.redis"),
+        (pool("discovery = { redis = \"redis://:secretpw@\", service = \"web\" }"), "pools.app.discovery.redis"),
         // --- cache ---
         ("[cache]\npool = \"nope\"\n".into(), "cache.pool"),
         (format!("{}[cache]\npool = \"app\"\n", pool("")), "cache.pool"), // p2c cannot shard
         (format!("{}[cache]\npool = \"app\"\nredis = \"127.0.0.1:6379\"\n", hashing_pool("")), "cache.pool"),
         ("[cache]\nredis = \"\"\n".into(), "cache.redis"),
         ("[cache]\nredis = \"a b:1\"\n".into(), "cache.redis"),
+        ("[cache]\nredis = \"redis://:secretpw@/x y\"\n".into(), "cache.redis"),
+        ("[cache]\nredis = \"http://:secretpw@h:1\"\n".into(), "cache.redis"),
         ("[cache]\nnamespace = \"\"\n".into(), "cache.namespace"),
         ("[cache]\nnamespace = \"a*\"\n".into(), "cache.namespace"),
         (format!("[cache]\nnamespace = \"{big}\"\n"), "cache.namespace"),
@@ -209,6 +212,7 @@ fn every_bad_value_names_its_field_path() {
             "message too long ({} bytes) for {want}",
             text.len()
         );
+        assert!(!text.contains("secretpw"), "the password is quoted: {text}");
     }
     assert!(
         wrong.is_empty(),

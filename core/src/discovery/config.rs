@@ -107,12 +107,12 @@ impl DiscoveryConfig {
     pub fn registry(&self) -> Result<RedisRegistry> {
         RedisRegistry::new(&self.redis, &self.service, self.options()).map_err(|e| match e {
             Error::InvalidArgument { field, message } => {
-                let field = match field.as_str() {
-                    "heartbeat_interval" => "interval".to_string(),
-                    "address" => "redis".to_string(),
-                    _ => field,
-                };
-                Error::InvalidArgument { field, message }
+                match field.as_str() {
+                    "heartbeat_interval" => Error::invalid("interval", message),
+                    // The address may hold a password: the message does not quote it.
+                    "address" => Error::invalid("redis", "expected host:port or a redis:// URL"),
+                    _ => Error::InvalidArgument { field, message },
+                }
             }
             other => other,
         })

@@ -30,6 +30,61 @@ fn sig<T: Hash>(v: T) -> u64 {
     h.finish()
 }
 
+/// Every field name of the config document (error signatures use them, not user keys).
+const FIELD_NAMES: &[&str] = &[
+    "document",
+    "pools",
+    "cache",
+    "locks",
+    "sessions",
+    "strategy",
+    "nodes",
+    "panic_mode",
+    "panic_threshold",
+    "bounded_load",
+    "maglev_table_size",
+    "health",
+    "outlier",
+    "slow_start",
+    "discovery",
+    "id",
+    "host",
+    "port",
+    "weight",
+    "zone",
+    "metadata",
+    "check",
+    "path",
+    "expected_status",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "jitter",
+    "consecutive_failures",
+    "base_ejection_time",
+    "max_ejection_time",
+    "max_ejected_percent",
+    "redis",
+    "service",
+    "ttl",
+    "key_prefix",
+    "pool",
+    "namespace",
+    "replicas",
+    "write_quorum",
+    "on_unavailable",
+    "batch_chunk",
+    "max_value_bytes",
+    "max_bytes",
+    "auto_renew",
+    "idle_timeout",
+    "absolute_timeout",
+    "refresh_interval",
+    "lock_ttl",
+    "lock_wait",
+];
+
 /// An error's signature: its kind, the last segment of its field when that is a field
 /// name (not a user's map key), and the first words of its message.
 fn err_sig(e: &Error) -> u64 {
@@ -43,12 +98,12 @@ fn err_sig(e: &Error) -> u64 {
         Error::InvalidArgument { field, message } => {
             let last = field.rsplit('.').next().unwrap_or_default();
             let last = last.split('[').next().unwrap_or_default();
-            let name =
-                if last.len() <= 24 && last.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
-                    last
-                } else {
-                    "?"
-                };
+            // A user's pool or metadata key is not a field name: all of them sign alike.
+            let name = if FIELD_NAMES.contains(&last) {
+                last
+            } else {
+                "?"
+            };
             sig(("invalid", name, words(message)))
         }
         other => sig((other.kind().as_str(), words(&other.to_string()))),

@@ -186,9 +186,9 @@ impl Serialize for DurationText {
         // The largest unit that keeps the value exact, so a document written back parses to
         // the same durations.
         let n = self.0.as_nanos();
-        if n % 1_000_000 == 0 {
+        if n.is_multiple_of(1_000_000) {
             s.serialize_str(&format!("{}ms", n / 1_000_000))
-        } else if n % 1_000 == 0 {
+        } else if n.is_multiple_of(1_000) {
             s.serialize_str(&format!("{}us", n / 1_000))
         } else {
             s.serialize_str(&format!("{n}ns"))

@@ -132,12 +132,18 @@ pub struct PoolConfig {
     pub redis: Option<RedisSection>,
 }
 
-/// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, and
-/// decimals such as `"1.5s"`).
+/// A duration written with a unit: `"1500ms"`, `"30s"`, `"2m"`, `"12h"` (also `"us"`, `"ns"`,
+/// and decimals such as `"1.5s"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationText(pub Duration);
 
-/// Parses a duration with a unit (`ms`, `s`, `m`, `h`, `us`); fails naming the expected form.
+/// Longest duration [`parse_duration`] accepts (10^9 s, about 31 years); each field has its
+/// own, much smaller bound.
+const MAX_DURATION_NANOS: u128 = 1_000_000_000 * 1_000_000_000;
+
+/// Parses a duration with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`) and an optional decimal
+/// part, exactly (no floating point: what is written is what is read, to the nanosecond,
+/// digits beyond it are cut). Fails naming the expected form.
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let t = text.trim();
     let split = t
@@ -150,29 +156,51 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
             format!("expected a number with a unit like \"1500ms\", \"30s\", \"2m\" or \"12h\", got {:?}", excerpt(text)),
         )
     };
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "us" | "µs" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
+    let per_unit: u128 = match unit.trim() {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" | "min" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
         _ => return Err(bad()),
     };
-    if !secs.is_finite() || secs > 1e9 {
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') {
         return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    let digits = |d: &str| -> Option<u128> {
+        // More than 30 digits overflows nothing below but means nothing either.
+        if d.len() > 30 {
+            return None;
+        }
+        d.bytes()
+            .try_fold(0u128, |acc, b| Some(acc * 10 + u128::from(b - b'0')))
+    };
+    let whole = digits(int).ok_or_else(bad)?;
+    let frac = &frac[..frac.len().min(18)];
+    let part = digits(frac).ok_or_else(bad)?;
+    let nanos = whole
+        .checked_mul(per_unit)
+        .and_then(|w| w.checked_add(part * per_unit / 10u128.pow(frac.len() as u32)))
+        .filter(|&n| n <= MAX_DURATION_NANOS)
+        .ok_or_else(bad)?;
+    let secs = (nanos / 1_000_000_000) as u64;
+    let sub = (nanos % 1_000_000_000) as u32;
+    Ok(Duration::new(secs, sub))
 }
 
 impl Serialize for DurationText {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        // Microseconds when the value is not a whole number of milliseconds, so a document
-        // written back parses to the same durations.
-        if self.0.subsec_nanos().is_multiple_of(1_000_000) {
-            s.serialize_str(&format!("{}ms", self.0.as_millis()))
+        // The largest unit that keeps the value exact, so a document written back parses to
+        // the same durations.
+        let n = self.0.as_nanos();
+        if n.is_multiple_of(1_000_000) {
+            s.serialize_str(&format!("{}ms", n / 1_000_000))
+        } else if n.is_multiple_of(1_000) {
+            s.serialize_str(&format!("{}us", n / 1_000))
         } else {
-            s.serialize_str(&format!("{}us", self.0.as_micros()))
+            s.serialize_str(&format!("{n}ns"))
         }
     }
 }
@@ -189,7 +217,7 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
-/// `d` written with the largest unit that keeps it short: `10ms`, `1.5s`, `2m`, `12h`, `30d`.
+/// `d` written as the document would: `10ms`, `1.5s`, `2m`, `12h`, `8760h` (no day unit).
 pub(crate) fn human(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     let (v, unit) = if ms < 1.0 {
@@ -200,13 +228,28 @@ pub(crate) fn human(d: Duration) -> String {
         (ms / 1e3, "s")
     } else if ms < 3600e3 {
         (ms / 60e3, "m")
-    } else if ms < 86_400e3 {
-        (ms / 3600e3, "h")
     } else {
-        (ms / 86_400e3, "d")
+        (ms / 3600e3, "h")
     };
     let v = (v * 1000.0).round() / 1000.0;
     format!("{v}{unit}")
+}
+
+/// Longest field path in an error (longer ones, made of huge keys, are cut).
+const MAX_PATH_LEN: usize = 256;
+/// Longest error message from the parsers (they quote the input).
+const MAX_MESSAGE_LEN: usize = 1024;
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with `...` when cut.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// At most 64 characters of `s` (for error messages about values that may be huge).
@@ -311,7 +354,10 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_str(text);
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            Error::invalid(display_path(&path), e.into_inner().to_string())
+            Error::invalid(
+                bounded(&display_path(&path), MAX_PATH_LEN),
+                bounded(&e.into_inner().to_string(), MAX_MESSAGE_LEN),
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -324,7 +370,10 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            Error::invalid(display_path(&path), inner.message().to_string())
+            Error::invalid(
+                bounded(&display_path(&path), MAX_PATH_LEN),
+                bounded(inner.message(), MAX_MESSAGE_LEN),
+            )
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -683,7 +732,41 @@ nodes = [ { id = "r1", host = "127.0.0.1", port = 6379 } ]
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43200));
-        for bad in ["", "5", "-1s", "1d", "s", "1e400s", "nan s"] {
+        assert_eq!(
+            parse_duration("1.533333333s").unwrap(),
+            Duration::new(1, 533_333_333)
+        );
+        assert_eq!(parse_duration(".5s").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
+        assert_eq!(parse_duration("0.1ms").unwrap(), Duration::from_micros(100));
+        assert_eq!(
+            parse_duration("277777.7h").unwrap(),
+            Duration::from_secs(999_999_720)
+        );
+        for d in [
+            Duration::new(1, 533_333_333),
+            Duration::from_micros(1533),
+            Duration::from_millis(2),
+            Duration::ZERO,
+        ] {
+            let text = serde_json::to_string(&DurationText(d)).unwrap();
+            let back: DurationText = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.0, d, "{text}");
+        }
+        for bad in [
+            "",
+            "5",
+            "-1s",
+            "1d",
+            "s",
+            "1e400s",
+            "nan s",
+            ".s",
+            "1..5s",
+            "1.2.3s",
+            "277778h",
+            "99999999999999999999999999999999s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

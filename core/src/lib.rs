@@ -32,6 +32,8 @@ pub mod connection;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod lock;
 pub mod node;

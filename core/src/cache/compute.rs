@@ -67,7 +67,7 @@ fn encode(delta: Duration, expiry_ms: u64, payload: &[u8]) -> Bytes {
 }
 
 /// (compute time ms, expiry unix ms, payload), or `None` if `raw` is not an envelope.
-fn decode(raw: &Bytes) -> Option<(u32, u64, Bytes)> {
+pub(crate) fn decode(raw: &Bytes) -> Option<(u32, u64, Bytes)> {
     if raw.len() < HEADER || &raw[..4] != MAGIC {
         return None;
     }
@@ -77,7 +77,7 @@ fn decode(raw: &Bytes) -> Option<(u32, u64, Bytes)> {
 }
 
 /// True when XFetch says this reader should recompute now.
-fn refresh_early(delta_ms: u32, expiry_ms: u64, beta: f64, now_ms: u64) -> bool {
+pub(crate) fn refresh_early(delta_ms: u32, expiry_ms: u64, beta: f64, now_ms: u64) -> bool {
     if beta <= 0.0 {
         return false;
     }

@@ -20,7 +20,7 @@ pub const MIN_MAX_BYTES: u64 = 1024;
 /// Largest byte bound of the embedded cache (`max_bytes`, 1 TiB).
 pub const MAX_MAX_BYTES: u64 = 1 << 40;
 /// Longest `redis` address, in bytes.
-pub const MAX_ADDRESS_LEN: usize = 4096;
+pub const MAX_ADDRESS_LEN: usize = 1024;
 
 /// `[cache]`: where the cache lives and how.
 ///
@@ -135,10 +135,11 @@ impl CacheConfig {
                     format!("must be host:port or a redis:// URL of 1..={MAX_ADDRESS_LEN} bytes"),
                 ));
             }
-            crate::cache::redis::client_url(r).map_err(|e| match e {
-                Error::InvalidArgument { message, .. } => Error::invalid("redis", message),
-                other => other,
-            })?;
+            // The address may hold a password: errors never quote it.
+            let url = crate::cache::redis::client_url(r)
+                .map_err(|_| Error::invalid("redis", "expected host:port or a redis:// URL"))?;
+            redis::Client::open(url.as_str())
+                .map_err(|e| Error::invalid("redis", format!("not a usable Redis address: {e}")))?;
         }
         if let Some(ns) = &self.namespace {
             crate::cache::check_namespace(ns)?;

@@ -16,7 +16,7 @@
 //! of zero means "expire now" (the key is deleted, as PSR-16 asks for a TTL of 0 or less);
 //! `None` means no expiry.
 
-mod compute;
+pub(crate) mod compute;
 pub mod config;
 pub(crate) mod distributed;
 mod memory;

@@ -508,7 +508,7 @@ impl RedisClusterBackend {
 
 /// The masters named in a `CLUSTER SLOTS` answer, as redis-rs reads them: an empty, null or
 /// wildcard host means the answering node's host, `?` an unknown node (skipped).
-fn slot_masters(answer: Value, answering_host: &str) -> Vec<(String, u16)> {
+pub(crate) fn slot_masters(answer: Value, answering_host: &str) -> Vec<(String, u16)> {
     let Value::Array(ranges) = answer else {
         return Vec::new();
     };

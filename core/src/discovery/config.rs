@@ -15,6 +15,8 @@ pub const MIN_TTL: Duration = Duration::from_millis(100);
 pub const MAX_TTL: Duration = Duration::from_secs(86_400);
 /// Shortest heartbeat / re-listing interval.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// Longest registry address, in bytes.
+pub const MAX_ADDRESS_LEN: usize = 1024;
 /// Longest service name and key prefix, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
@@ -57,8 +59,11 @@ impl DiscoveryConfig {
     /// naming the field as written in the section (`redis`, `service`, `ttl`, `interval`,
     /// `key_prefix`).
     pub fn validate(&self) -> Result<()> {
-        if self.redis.trim().is_empty() {
-            return Err(Error::invalid("redis", "must not be empty"));
+        if self.redis.trim().is_empty() || self.redis.len() > MAX_ADDRESS_LEN {
+            return Err(Error::invalid(
+                "redis",
+                format!("must be host:port or a redis:// URL of 1..={MAX_ADDRESS_LEN} bytes"),
+            ));
         }
         check_text("service", &self.service, MAX_NAME_LEN)?;
         let o = self.options();
@@ -111,12 +116,12 @@ impl DiscoveryConfig {
         let o = self.options().with_connection(connection.clone());
         RedisRegistry::new(&self.redis, &self.service, o).map_err(|e| match e {
             Error::InvalidArgument { field, message } => {
-                let field = match field.as_str() {
-                    "heartbeat_interval" => "interval".to_string(),
-                    "address" => "redis".to_string(),
-                    _ => field,
-                };
-                Error::InvalidArgument { field, message }
+                match field.as_str() {
+                    "heartbeat_interval" => Error::invalid("interval", message),
+                    // The address may hold a password: the message does not quote it.
+                    "address" => Error::invalid("redis", "expected host:port or a redis:// URL"),
+                    _ => Error::InvalidArgument { field, message },
+                }
             }
             other => other,
         })

@@ -24,7 +24,7 @@
 //! Round trips per request: load 1 + save 1, with or without the lock.
 
 pub mod config;
-mod store;
+pub(crate) mod store;
 
 pub(crate) use store::MemSessions;
 pub use store::{Session, SessionOptions, SessionStore};

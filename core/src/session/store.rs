@@ -110,7 +110,7 @@ fn new_id() -> Result<String> {
 }
 
 /// `id` as a string if it has the exact shape of an id this store hands out.
-fn parse_id(id: &[u8]) -> Option<&str> {
+pub(crate) fn parse_id(id: &[u8]) -> Option<&str> {
     std::str::from_utf8(id)
         .ok()
         .filter(|s| valid_id(s.as_bytes()))
@@ -951,7 +951,7 @@ fn field(name: &str) -> Vec<u8> {
 }
 
 /// HGETALL's flat reply → (user fields, created ms); `None` for a missing session.
-fn decode(flat: Vec<Vec<u8>>) -> Option<(BTreeMap<String, Bytes>, u64)> {
+pub(crate) fn decode(flat: Vec<Vec<u8>>) -> Option<(BTreeMap<String, Bytes>, u64)> {
     if flat.is_empty() {
         return None;
     }
@@ -971,7 +971,7 @@ fn decode(flat: Vec<Vec<u8>>) -> Option<(BTreeMap<String, Bytes>, u64)> {
     created.map(|c| (fields, c))
 }
 
-enum Locked {
+pub(crate) enum Locked {
     Loaded(Vec<Vec<u8>>),
     Busy(Option<Duration>),
     /// The session does not exist (no lock was taken).
@@ -999,7 +999,7 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return {0, redis.call('PTTL', KEYS[2])}";
 
-fn parse_locked(v: redis::Value) -> Result<Locked> {
+pub(crate) fn parse_locked(v: redis::Value) -> Result<Locked> {
     use redis::Value;
     let Value::Array(items) = v else {
         return Err(Error::Backend(

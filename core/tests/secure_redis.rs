@@ -194,7 +194,7 @@ async fn every_feature(doc: &str, servers: &[SecureRedis], db: i64) {
         .unwrap()
         .unwrap();
     assert_eq!(&v[..], b"1");
-    let out = servers[2].cli(&["-n", &db.to_string(), "GET", "single:one"]);
+    let out = servers[2].cli(&["-n", &db.to_string(), "GET", "single:c:one"]);
     assert_eq!(out.trim(), "1", "the single cache writes db {db}");
 
     // Registry discovery: a registration over the same settings shows up in pool "app".

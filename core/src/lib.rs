@@ -31,6 +31,7 @@ pub mod config;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
+pub mod fork;
 pub mod hash;
 pub mod lock;
 pub mod node;

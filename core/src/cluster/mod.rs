@@ -11,7 +11,7 @@ mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -318,44 +318,24 @@ impl Snapshot {
 pub(crate) struct Inner {
     pub(crate) name: String,
     pub(crate) snapshot: ArcSwap<Snapshot>,
-    write: Mutex<()>,
+    /// Serializes writers. A fork-gate mutex: a child never inherits it locked.
+    write: crate::fork::Mutex<()>,
     /// Round-robin turn counter, on its own cache line so it does not slow snapshot loads.
     turn: CachePadded<AtomicUsize>,
     events: broadcast::Sender<ClusterEvent>,
     /// Woken on every change (the check supervisor sleeps on it).
     pub(crate) changed: Arc<Notify>,
     pub(crate) counters: Counters,
-    /// The active-check supervisor task, while checks are configured.
-    pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The active-check supervisor task, while checks are configured (started again in a
+    /// forked child).
+    pub(crate) supervisor: crate::fork::Mutex<Option<Arc<crate::fork::Background>>>,
     /// True while a refresher task (ejection ends, slow start steps) is scheduled.
     pub(crate) refresher_running: AtomicBool,
-    /// The fork generation whose runtime runs this pool's background tasks; a forked child
-    /// sees a different one and starts them again ([`Inner::check_fork`]).
-    armed: AtomicU64,
     /// Replaced snapshots still read by picks in flight. The writer frees them once no pick
     /// holds them, so a request thread never pays for freeing a large table.
-    retired: Mutex<Vec<Arc<Snapshot>>>,
+    retired: crate::fork::Mutex<Vec<Arc<Snapshot>>>,
     /// Discovery watchers owned by the pool (stopped when it is dropped).
-    discovery: Mutex<Vec<crate::discovery::DiscoveryHandle>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let ours = *self.armed.get_mut() == crate::blocking::current_generation();
-        if let Some(h) = self
-            .supervisor
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            if ours {
-                h.abort();
-            } else {
-                // The parent's task (after a fork): never touch the parent's runtime.
-                std::mem::forget(h);
-            }
-        }
-    }
+    discovery: crate::fork::Mutex<Vec<crate::discovery::DiscoveryHandle>>,
 }
 
 #[repr(align(128))]
@@ -367,41 +347,33 @@ impl Inner {
         self.turn.0.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Called on picks and changes: in a process forked after this pool started background
-    /// tasks (active checks, the refresher that ends ejections), those tasks do not exist;
-    /// start them again on the child's runtime. One relaxed load when nothing forked.
+    /// Called on picks and changes: in a process forked after this pool (or anything else)
+    /// started background tasks, starts them again on the child's runtime (see
+    /// [`crate::fork`]). One relaxed load when nothing forked.
     #[inline]
     pub(crate) fn check_fork(self: &Arc<Self>) {
-        if crate::blocking::current_generation() != self.armed.load(Ordering::Relaxed) {
-            self.rearm();
-        }
+        crate::fork::check();
     }
 
-    #[cold]
-    fn rearm(self: &Arc<Self>) {
-        let generation = crate::blocking::current_generation();
-        if self.armed.swap(generation, Ordering::SeqCst) == generation {
-            return;
-        }
-        let rt = match crate::blocking::runtime() {
-            Ok(rt) => rt,
-            Err(_) => return,
-        };
-        let snap = self.snapshot.load();
+    /// Starts the one-shot refresher (ejection ends, slow start steps) unless one runs.
+    fn start_refresher(self: &Arc<Self>) {
+        if !self.refresher_running.swap(true, Ordering::SeqCst)
+            && crate::fork::spawn(health::refresher(Arc::downgrade(self))).is_err()
         {
-            let mut sup = self.supervisor.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(stale) = sup.take() {
-                // The parent's task: aborting it would touch the parent's runtime.
-                std::mem::forget(stale);
-            }
-            if snap.health.check.is_some() || !snap.health.per_node.is_empty() {
-                let handle = rt.spawn(health::supervise(Arc::downgrade(self)));
-                *sup = Some(handle.abort_handle());
-            }
+            self.refresher_running.store(false, Ordering::SeqCst);
         }
+    }
+}
+
+/// In a forked child: the supervisor restarts itself (a [`crate::fork::Background`]); the
+/// refresher is a one-shot task, started again if the snapshot still schedules one.
+impl crate::fork::RestartInChild for Inner {
+    fn restart_in_child(&self) {
         self.refresher_running.store(false, Ordering::SeqCst);
-        if snap.next_refresh.is_some() && !self.refresher_running.swap(true, Ordering::SeqCst) {
-            rt.spawn(health::refresher(Arc::downgrade(self)));
+        if self.snapshot.load().next_refresh.is_some() {
+            if let Some(owner) = self.snapshot.load().owner.upgrade() {
+                owner.start_refresher();
+            }
         }
     }
 }
@@ -475,18 +447,19 @@ impl Cluster {
             Inner {
                 name,
                 snapshot: ArcSwap::from_pointee(snapshot),
-                write: Mutex::new(()),
+                write: crate::fork::Mutex::new(()),
                 turn: CachePadded(AtomicUsize::new(0)),
                 events,
                 changed: Arc::new(Notify::new()),
                 counters: Counters::default(),
-                supervisor: Mutex::new(None),
+                supervisor: crate::fork::Mutex::new(None),
                 refresher_running: AtomicBool::new(false),
-                armed: AtomicU64::new(crate::blocking::current_generation()),
-                retired: Mutex::new(Vec::new()),
-                discovery: Mutex::new(Vec::new()),
+                retired: crate::fork::Mutex::new(Vec::new()),
+                discovery: crate::fork::Mutex::new(Vec::new()),
             }
         });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        crate::fork::register(weak);
         Ok(Cluster { inner })
     }
 
@@ -541,13 +514,15 @@ impl Cluster {
 
     /// Subscribes to membership and health events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        let _section = crate::fork::section();
         self.inner.events.subscribe()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    fn lock(&self) -> crate::fork::MutexGuard<'_, ()> {
         // The mutex guards no data (it only serializes writers), so a poisoned lock is safe
-        // to take over.
-        self.inner.write.lock().unwrap_or_else(|e| e.into_inner())
+        // to take over. Held for the whole change (events and wake-ups included): the change
+        // is one section of the fork gate.
+        self.inner.write.lock()
     }
 
     /// Runs one membership change: `f` edits a copy of the members and returns the events it
@@ -623,13 +598,8 @@ impl Cluster {
             // No subscriber is not an error.
             let _ = self.inner.events.send(e);
         }
-        if scheduled && !self.inner.refresher_running.swap(true, Ordering::SeqCst) {
-            match crate::blocking::runtime() {
-                Ok(rt) => {
-                    rt.spawn(health::refresher(Arc::downgrade(&self.inner)));
-                }
-                Err(_) => self.inner.refresher_running.store(false, Ordering::SeqCst),
-            }
+        if scheduled {
+            self.inner.start_refresher();
         }
         Ok(())
     }
@@ -638,7 +608,7 @@ impl Cluster {
     /// (arc-swap counts outstanding load guards in the strong count once a snapshot is
     /// replaced.)
     fn retire(&self, old: Arc<Snapshot>) {
-        let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.inner.retired.lock();
         retired.retain(|s| Arc::strong_count(s) > 1);
         if Arc::strong_count(&old) > 1 {
             retired.push(old);
@@ -837,15 +807,12 @@ impl Cluster {
     pub fn set_health_options(&self, health: HealthOptions) -> Result<()> {
         let checks = health.check.is_some() || !health.per_node.is_empty();
         self.change(None, Some(health), |_, _| Ok(vec![]))?;
-        let mut sup = self
-            .inner
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sup = self.inner.supervisor.lock();
         if checks && sup.is_none() {
-            let rt = crate::blocking::runtime()?;
-            let handle = rt.spawn(health::supervise(Arc::downgrade(&self.inner)));
-            *sup = Some(handle.abort_handle());
+            let weak = Arc::downgrade(&self.inner);
+            *sup = Some(crate::fork::Background::start(move || {
+                health::supervise(weak.clone())
+            })?);
         }
         Ok(())
     }
@@ -918,15 +885,12 @@ impl Cluster {
     /// Keeps a discovery watcher alive as long as this pool (it holds only a weak handle on
     /// the pool, so there is no cycle); it stops when the pool is dropped.
     pub fn attach_discovery(&self, handle: crate::discovery::DiscoveryHandle) {
-        self.inner
-            .discovery
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        self.inner.discovery.lock().push(handle);
     }
 
     /// Publishes an event to subscribers (used by discovery sources to report problems).
     pub fn emit(&self, event: ClusterEvent) {
+        let _section = crate::fork::section();
         let _ = self.inner.events.send(event);
     }
 

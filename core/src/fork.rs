@@ -75,6 +75,8 @@ const SECTIONS: u64 = FORK_PENDING - 1;
 static HOOKS: Once = Once::new();
 /// Forks that went ahead although a section stayed open for [`DRAIN_LIMIT`].
 static UNDRAINED: AtomicU64 = AtomicU64::new(0);
+/// Forks whose prepare handler found a section open and waited for it to close.
+static WAITED: AtomicU64 = AtomicU64::new(0);
 
 /// The longest a fork waits for open sections to close.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -105,6 +107,9 @@ extern "C" fn prepare() {
     let own = own_depth();
     let started = Instant::now();
     let mut round = 0u32;
+    if GATE.load(Ordering::SeqCst) & SECTIONS > own {
+        WAITED.fetch_add(1, Ordering::Relaxed);
+    }
     while GATE.load(Ordering::SeqCst) & SECTIONS > own {
         if started.elapsed() > DRAIN_LIMIT {
             UNDRAINED.fetch_add(1, Ordering::Relaxed);
@@ -150,6 +155,12 @@ pub(crate) fn generation() -> u64 {
 /// should stay 0; a child of such a fork may find a library lock held.
 pub fn forks_without_drain() -> u64 {
     UNDRAINED.load(Ordering::Relaxed)
+}
+
+/// Forks (in this process and its ancestors) whose prepare handler found a library lock or
+/// poll in progress on another thread and waited for it: how often the gate mattered.
+pub fn forks_that_waited() -> u64 {
+    WAITED.load(Ordering::Relaxed)
 }
 
 /// An open section of the fork gate (see the module docs); closed on drop. Not `Send`: it

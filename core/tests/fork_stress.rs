@@ -97,7 +97,8 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
     let registration = registry
         .register_blocking(Node::new("reg-1", "127.0.0.1", port).unwrap())
         .unwrap();
-    let discovered = Cluster::new("discovered", BalancerOptions::new(Strategy::RoundRobin)).unwrap();
+    let discovered =
+        Cluster::new("discovered", BalancerOptions::new(Strategy::RoundRobin)).unwrap();
     let watcher = registry.watch(&discovered).unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || discovered.len() == 1),
@@ -105,11 +106,8 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
     );
 
     // Locks held in the parent with auto-renewal (renewed every third of 300 ms).
-    let locks = DistributedLock::redis(
-        &redis.addr(),
-        LockOptions::default().with_auto_renew(true),
-    )
-    .unwrap();
+    let locks = DistributedLock::redis(&redis.addr(), LockOptions::default().with_auto_renew(true))
+        .unwrap();
     let held: Vec<_> = (0..3)
         .map(|i| {
             block_on(locks.try_acquire(&format!("parent-{i}"), Duration::from_millis(300)))
@@ -122,7 +120,9 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
     // Cache traffic: a single-Redis cache (inline I/O and its connection pool) and a
     // distributed cache over a pool whose health a thread keeps flipping.
     let cache = Cache::redis(&redis.addr(), "stress", RedisOptions::default()).unwrap();
-    block_on(cache.set(b"known", "value", None)).unwrap().unwrap();
+    block_on(cache.set(b"known", "value", None))
+        .unwrap()
+        .unwrap();
     let flip = Cluster::with_nodes(
         "flip",
         BalancerOptions::new(Strategy::Ketama),
@@ -160,15 +160,20 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
             let started = Instant::now();
             let mut up = false;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < TOTAL_LIMIT * 2 {
-                let h = if up { Health::Healthy } else { Health::Unhealthy };
+                let h = if up {
+                    Health::Healthy
+                } else {
+                    Health::Unhealthy
+                };
                 let _ = flip.set_health("r2", h, "flip");
                 up = !up;
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(Duration::from_micros(200));
             }
         }));
     }
     assert!(
-        wait_for(Duration::from_secs(10), || ops.load(Ordering::Relaxed) >= 200),
+        wait_for(Duration::from_secs(10), || ops.load(Ordering::Relaxed)
+            >= 200),
         "cache traffic does not run"
     );
 
@@ -178,12 +183,15 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
     let mut failures: Vec<(usize, String)> = Vec::new();
     let mut slowest = Duration::ZERO;
     for n in 0..FORKS {
-        assert!(
-            started.elapsed() < TOTAL_LIMIT,
-            "200 forks did not finish within {TOTAL_LIMIT:?} ({n} done)"
-        );
+        // Bounded: stop at the time limit or after a few failed children (each deadlocked
+        // child costs its whole deadline), and report them below.
+        if started.elapsed() >= TOTAL_LIMIT || failures.len() >= 3 {
+            failures.push((n, format!("stopped after {:?}", started.elapsed())));
+            break;
+        }
         let (app, cache, locks) = (&app, &cache, &locks);
         let (watcher, discovered) = (&watcher, &discovered);
+        let (flip, dist) = (&flip, &dist);
         let forked_at = Instant::now();
         let pid = spawn_child(move || {
             // A pick (restarts the background tasks on the child's runtime).
@@ -196,10 +204,19 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
                 Ok(Ok(Some(v))) if v.as_ref() == b"value" => {}
                 _ => return 3,
             }
+            // A membership change and a subscription on the pool whose write lock and event
+            // channel a parent thread uses all the time, and a read through the distributed
+            // cache whose connection map and dirty set the parent's threads lock.
+            let _events = flip.subscribe();
+            if flip.set_health("r1", Health::Healthy, "child").is_err() {
+                return 8;
+            }
+            if block_on(dist.get(b"t0-0")).is_err() {
+                return 9;
+            }
             // A lock of our own, taken and released.
             let name = format!("child-{n}");
-            let Ok(Ok(Some(g))) = block_on(locks.try_acquire(&name, Duration::from_secs(5)))
-            else {
+            let Ok(Ok(Some(g))) = block_on(locks.try_acquire(&name, Duration::from_secs(5))) else {
                 return 4;
             };
             if !matches!(block_on(g.release()), Ok(Ok(_))) {
@@ -241,13 +258,16 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
     assert!(
         failures.is_empty(),
         "children failed (2 = pick, 3 = cache read, 4 = lock, 5 = release, 6 = watcher not \
-         restarted, 7 = checks not restarted, 101 = panic, TimedOut = deadlock): {failures:?}"
+         restarted, 7 = checks not restarted, 8 = membership change, 9 = distributed read, 101 = panic, TimedOut = deadlock): {failures:?}"
     );
     assert_eq!(ok, FORKS);
     assert_eq!(clusterkit::fork::forks_without_drain(), 0);
     // The window the gate closes was really exercised: some forks found a lock or a poll in
     // progress on another thread.
-    assert!(waited > 0, "no fork met a busy library thread: the test proves nothing");
+    assert!(
+        waited > 0,
+        "no fork met a busy library thread: the test proves nothing"
+    );
 
     // The parent's background work went on: locks still held (renewed past their 300 ms
     // TTL many times), checks still running, the registration still listed.

@@ -146,7 +146,7 @@ fn two_hundred_forks_while_background_tasks_and_traffic_run() {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) && started.elapsed() < TOTAL_LIMIT * 2 {
                 let key = format!("t{t}-{}", i % 64);
-                let c = if i % 2 == 0 { &cache } else { &dist };
+                let c = if i.is_multiple_of(2) { &cache } else { &dist };
                 let _ = block_on(c.set(key.as_bytes(), "x", Some(Duration::from_secs(30))));
                 let _ = block_on(c.get(key.as_bytes()));
                 ops.fetch_add(2, Ordering::Relaxed);

@@ -378,6 +378,79 @@ impl crate::fork::RestartInChild for Inner {
     }
 }
 
+/// What [`EventSubscription::next_blocking`] received.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Received {
+    /// The next event.
+    Event(ClusterEvent),
+    /// This many events were missed (the reader fell more than the queue's length behind):
+    /// re-read the nodes.
+    Lagged(u64),
+}
+
+type SharedReceiver = Arc<tokio::sync::Mutex<broadcast::Receiver<ClusterEvent>>>;
+
+/// A subscription to a cluster's events for blocking readers (made by
+/// [`Cluster::subscribe_blocking`]). Thread-safe: concurrent readers take turns.
+///
+/// Fork-safe: a reader may wait for an event while another thread forks; a forked child reads
+/// from a subscription of its own, made on its first read (events from before that are not
+/// replayed), and never waits for the parent's reader.
+pub struct EventSubscription {
+    cluster: WeakCluster,
+    rx: crate::fork::PerProcess<SharedReceiver>,
+}
+
+impl fmt::Debug for EventSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSubscription")
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl EventSubscription {
+    /// Takes the next event, waiting up to `wait` for one (zero: do not wait), blocking the
+    /// calling thread.
+    ///
+    /// Fails with [`Error::Timeout`] when no event came in time, [`Error::Closed`] when the
+    /// cluster is gone and every event was read, or as [`crate::blocking::block_on`] does.
+    pub fn next_blocking(&self, wait: Duration) -> Result<Received> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let rx = self.rx.get_or_try_init(|| match self.cluster.upgrade() {
+            Some(c) => Ok(Arc::new(tokio::sync::Mutex::new(c.subscribe()))),
+            None => Err(Error::Closed(
+                "the cluster of this subscription is gone".into(),
+            )),
+        })?;
+        let got = if wait.is_zero() {
+            let mut rx = crate::blocking::block_on(rx.lock())?;
+            match rx.try_recv() {
+                Ok(ev) => Ok(ev),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => return Err(Error::Timeout("no event".into())),
+            }
+        } else {
+            // The timer must be created inside the runtime (it needs its clock).
+            let next =
+                async { tokio::time::timeout(wait, async { rx.lock().await.recv().await }).await };
+            match crate::blocking::block_on(next)? {
+                Ok(r) => r,
+                Err(_) => return Err(Error::Timeout(format!("no event within {wait:?}"))),
+            }
+        };
+        match got {
+            Ok(ev) => Ok(Received::Event(ev)),
+            Err(RecvError::Lagged(n)) => Ok(Received::Lagged(n)),
+            Err(RecvError::Closed) => Err(Error::Closed(
+                "the cluster of this subscription is gone".into(),
+            )),
+        }
+    }
+}
+
 /// A weak handle on a [`Cluster`]: see [`Cluster::downgrade`].
 #[derive(Clone)]
 pub struct WeakCluster(Weak<Inner>);
@@ -516,6 +589,15 @@ impl Cluster {
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
         let _section = crate::fork::section();
         self.inner.events.subscribe()
+    }
+
+    /// A subscription for blocking readers (the C ABI and the bindings), from now on; see
+    /// [`EventSubscription`].
+    pub fn subscribe_blocking(&self) -> EventSubscription {
+        EventSubscription {
+            cluster: self.downgrade(),
+            rx: crate::fork::PerProcess::with(Arc::new(tokio::sync::Mutex::new(self.subscribe()))),
+        }
     }
 
     fn lock(&self) -> crate::fork::MutexGuard<'_, ()> {

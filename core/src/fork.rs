@@ -26,7 +26,13 @@
 //! Every piece of library code that takes a lock another thread could hold runs inside a
 //! *section* ([`section`]): every poll of a library task ([`spawn`], [`gated`]), every poll
 //! of a future driven by [`crate::blocking::block_on`], every [`Mutex`] of this module
-//! (taken only inside a section) and the synchronous membership changes of a cluster. Sections
+//! (taken only inside a section: a cluster's write lock, the runtime slot, the cache's
+//! connection map and dirty set, a registration's state, the shared deployment registry),
+//! the synchronous membership changes and event subscriptions of a cluster, and the embedded
+//! cache's read shortcut. Locks that are held *across* an `.await` (the registry link's
+//! connection lock, the Redis Cluster connection cell, a blocking event reader's receiver)
+//! cannot be covered by a section; they live in [`PerProcess`] slots instead, so a child
+//! never uses the parent's copy. Sections
 //! are counted in one atomic word. A `pthread_atfork` *prepare* handler marks a fork as
 //! pending and waits until no section is open (other than the forking thread's own); threads
 //! that try to open a section meanwhile wait until the fork is done. The *parent* handler
@@ -492,15 +498,39 @@ mod tests {
 
     #[test]
     fn sections_nest_and_close() {
-        let before = GATE.load(Ordering::SeqCst) & SECTIONS;
         {
             let _a = section();
             let _b = section();
             assert_eq!(own_depth(), 2);
+            // Other tests' threads may hold sections too, never fewer than ours.
+            assert!(GATE.load(Ordering::SeqCst) & SECTIONS >= 2);
+            let m = Mutex::new(1);
+            *m.lock() += 1;
+            assert_eq!(own_depth(), 2);
+            assert_eq!(*m.lock(), 2);
         }
         assert_eq!(own_depth(), 0);
-        // Other tests may hold sections meanwhile; ours are closed.
-        let _ = before;
+    }
+
+    #[test]
+    fn a_pending_fork_holds_new_sections_until_it_is_done() {
+        // Run the prepare and parent handlers by hand (no real fork) while another thread
+        // tries to open a section: it must wait for the parent handler.
+        let entered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        prepare();
+        let t = {
+            let entered = entered.clone();
+            std::thread::spawn(move || {
+                let _s = section();
+                entered.store(true, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let early = entered.load(Ordering::SeqCst);
+        parent();
+        t.join().unwrap();
+        assert!(!early, "a section opened while a fork was pending");
+        assert!(entered.load(Ordering::SeqCst));
     }
 
     #[test]

@@ -59,8 +59,10 @@ fn a_blocked_event_reader_does_not_block_a_forked_child() {
             // And the child's own subscription sees the child's changes.
             pool.set_health("web-1", Health::Healthy, "child").unwrap();
             match sub.next_blocking(Duration::from_secs(5)) {
-                Ok(Received::Event(ClusterEvent::HealthChanged { new, .. }))
-                    if new == Health::Healthy => {}
+                Ok(Received::Event(ClusterEvent::HealthChanged {
+                    new: Health::Healthy,
+                    ..
+                })) => {}
                 _ => return 4,
             }
             0

@@ -176,7 +176,13 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
         }
     }
     // Every poll inside a section of the fork gate (see the module docs); the waits between
-    // polls are outside.
+    // polls are outside. Waiting here inside a section could hold up a fork until its drain
+    // limit (the runtime's polls wait at the gate while a fork is pending).
+    debug_assert_eq!(
+        fork::depth(),
+        0,
+        "block_on waits for the runtime inside a fork-gate section"
+    );
     Ok(rt.block_on(std::future::poll_fn(|cx| {
         let _section = fork::section();
         fut.as_mut().poll(cx)

@@ -11,27 +11,27 @@
 //!    forks.
 //! 2. **Tasks and connections of the parent's runtime are dead in the child**: the runtime's
 //!    worker threads, and so the driver tasks of every connection, were not copied. A value
-//!    tied to the runtime lives in a [`PerProcess`] slot, tagged with the fork generation it
+//!    tied to the runtime lives in a `PerProcess` slot, tagged with the fork generation it
 //!    was built in; a child builds its own and *leaks* the parent's (dropping it could wait for
 //!    threads or take locks that belong to the parent's runtime).
 //! 3. **Background tasks stop** (health checks, the cache's dirty-node watcher, Redlock
-//!    release subscribers, discovery watchers and heartbeats). Each is a [`Background`] task,
+//!    release subscribers, discovery watchers and heartbeats). Each is a `Background` task,
 //!    which registers itself in one restart registry; the first use of the library in a child
-//!    ([`check`], called by picks, [`crate::blocking::block_on`] and
+//!    (`check`, called by picks, [`crate::blocking::block_on`] and
 //!    [`crate::blocking::runtime`]) starts every registered task again on the child's runtime.
-//!    Owners that need more than "spawn the same future again" implement [`RestartInChild`].
+//!    Owners that need more than "spawn the same future again" implement `RestartInChild`.
 //!
 //! # The fork gate
 //!
 //! Every piece of library code that takes a lock another thread could hold runs inside a
-//! *section* ([`section`]): every poll of a library task ([`spawn`], [`gated`]), every poll
-//! of a future driven by [`crate::blocking::block_on`], every [`Mutex`] of this module
+//! *section* (`section`): every poll of a library task (`spawn`, `gated`), every poll
+//! of a future driven by [`crate::blocking::block_on`], every `Mutex` of this module
 //! (taken only inside a section: a cluster's write lock, the runtime slot, the cache's
 //! connection map and dirty set, a registration's state, the shared deployment registry),
 //! the synchronous membership changes and event subscriptions of a cluster, and the embedded
 //! cache's read shortcut. Locks that are held *across* an `.await` (the registry link's
 //! connection lock, the Redis Cluster connection cell, a blocking event reader's receiver)
-//! cannot be covered by a section; they live in [`PerProcess`] slots instead, so a child
+//! cannot be covered by a section; they live in `PerProcess` slots instead, so a child
 //! never uses the parent's copy. Sections
 //! are counted in one atomic word. A `pthread_atfork` *prepare* handler marks a fork as
 //! pending and waits until no section is open (other than the forking thread's own); threads
@@ -47,6 +47,8 @@
 //! - a section never waits for anything a thread *outside* a section provides: sections only
 //!   take locks that are themselves taken inside sections, do bounded I/O (the blocking
 //!   facade's inline Redis round trip, bounded by its timeouts) and never block on a channel;
+//! - in particular a section never waits for a runtime task (whose polls may be held at the
+//!   gate): never call `block_on` inside one (checked by a debug assertion);
 //! - sections nest (a per-thread depth), so code already inside one never waits at the gate;
 //! - a thread that forks while inside a section (its own depth is not zero) does not wait for
 //!   itself: it is the one thread of the child, and releases its own locks there;
@@ -149,6 +151,11 @@ pub(crate) fn register_hooks() {
             libc::pthread_atfork(Some(prepare), Some(parent), Some(child));
         }
     });
+}
+
+/// Sections this thread has open (0 outside any).
+pub(crate) fn depth() -> u64 {
+    own_depth()
 }
 
 /// The current fork generation (0 in the original process). Cheap: one relaxed load.

@@ -1,6 +1,7 @@
 //! A blocking event reader (the C ABI's ck_events_next) may be waiting for an event while
 //! another thread forks: the child reads from its own subscription instead of waiting forever
-//! for the lock the parent's reader held at the fork.
+//! for the lock the parent's reader held at the fork. (Without a reader at the fork, the child
+//! keeps reading the inherited subscription: tests/c/test_fork.c.)
 //! One test per binary: forking a process with many threads is best kept away from others.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -394,12 +394,14 @@ type SharedReceiver = Arc<tokio::sync::Mutex<broadcast::Receiver<ClusterEvent>>>
 /// A subscription to a cluster's events for blocking readers (made by
 /// [`Cluster::subscribe_blocking`]). Thread-safe: concurrent readers take turns.
 ///
-/// Fork-safe: a reader may wait for an event while another thread forks; a forked child reads
-/// from a subscription of its own, made on its first read (events from before that are not
-/// replayed), and never waits for the parent's reader.
+/// Fork-safe: a forked child keeps reading the inherited subscription (events queued before
+/// the fork included) unless a thread of the parent was waiting on it at the fork; then the
+/// child never waits for that reader (it does not exist there): it reads from a subscription
+/// of its own, made on its first read (events from before that are not replayed).
 pub struct EventSubscription {
     cluster: WeakCluster,
-    rx: crate::fork::PerProcess<SharedReceiver>,
+    /// The fork generation the receiver belongs to, and the receiver.
+    rx: crate::fork::Mutex<(u64, SharedReceiver)>,
 }
 
 impl fmt::Debug for EventSubscription {
@@ -411,6 +413,27 @@ impl fmt::Debug for EventSubscription {
 }
 
 impl EventSubscription {
+    /// This process's receiver (see the type's docs for a forked child).
+    fn receiver(&self) -> Result<SharedReceiver> {
+        let g = crate::blocking::current_generation();
+        let mut slot = self.rx.lock();
+        if slot.0 != g {
+            // Free now means free at the fork: no reader of the parent holds or waits for it
+            // (a waiter would have been handed the lock on release).
+            let free = slot.1.try_lock().is_ok();
+            if !free {
+                let c = self.cluster.upgrade().ok_or_else(|| {
+                    Error::Closed("the cluster of this subscription is gone".into())
+                })?;
+                let fresh = Arc::new(tokio::sync::Mutex::new(c.subscribe()));
+                // The parent's reader holds it: never touch it again here.
+                std::mem::forget(std::mem::replace(&mut slot.1, fresh));
+            }
+            slot.0 = g;
+        }
+        Ok(slot.1.clone())
+    }
+
     /// Takes the next event, waiting up to `wait` for one (zero: do not wait), blocking the
     /// calling thread.
     ///
@@ -418,15 +441,11 @@ impl EventSubscription {
     /// cluster is gone and every event was read, or as [`crate::blocking::block_on`] does.
     pub fn next_blocking(&self, wait: Duration) -> Result<Received> {
         use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-        let rx = self.rx.get_or_try_init(|| match self.cluster.upgrade() {
-            Some(c) => Ok(Arc::new(tokio::sync::Mutex::new(c.subscribe()))),
-            None => Err(Error::Closed(
-                "the cluster of this subscription is gone".into(),
-            )),
-        })?;
+        let rx = self.receiver()?;
         let got = if wait.is_zero() {
-            let mut rx = crate::blocking::block_on(rx.lock())?;
-            match rx.try_recv() {
+            // The guard is dropped inside the future (in a fork-gate section).
+            let r = crate::blocking::block_on(async { rx.lock().await.try_recv() })?;
+            match r {
                 Ok(ev) => Ok(ev),
                 Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
                 Err(TryRecvError::Closed) => Err(RecvError::Closed),
@@ -596,7 +615,10 @@ impl Cluster {
     pub fn subscribe_blocking(&self) -> EventSubscription {
         EventSubscription {
             cluster: self.downgrade(),
-            rx: crate::fork::PerProcess::with(Arc::new(tokio::sync::Mutex::new(self.subscribe()))),
+            rx: crate::fork::Mutex::new((
+                crate::blocking::current_generation(),
+                Arc::new(tokio::sync::Mutex::new(self.subscribe())),
+            )),
         }
     }
 

@@ -3,43 +3,35 @@
 //!
 //! PHP-FPM and Python's multiprocessing fork worker processes from a parent that may already
 //! have used the library. A tokio runtime's worker threads do not survive `fork()`, so the
-//! child must not touch the parent's runtime: [`runtime`] notices the fork (a `pthread_atfork`
-//! child handler bumps a generation counter) and builds a fresh runtime for the child. The
-//! parent's runtime object is leaked in the child on purpose: dropping it would try to join
-//! threads that do not exist there.
+//! child must not touch the parent's runtime: [`runtime`] notices the fork (the fork
+//! generation, bumped by a `pthread_atfork` child handler) and builds a fresh runtime for the
+//! child. The parent's runtime object is leaked in the child on purpose: dropping it would try
+//! to join threads that do not exist there.
+//!
+//! Why no lock the child needs can be held at the fork: every poll of a future driven by
+//! [`block_on`], every poll of a library task and every library lock runs inside a section of
+//! the fork gate, and the `pthread_atfork` prepare handler waits until no section is open
+//! before the process forks (sections never wait for anything outside one, so this wait
+//! always ends; the order is documented in `core/src/fork.rs`). The runtime slot itself is
+//! such a lock. After the fork, the child's first call into the library starts every
+//! background task again (health checks, watchers, heartbeats, subscribers).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::Arc;
 
 use tokio::runtime::{Builder, Handle, Runtime};
 
 use crate::error::{Error, Result};
+use crate::fork;
 
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
-static RUNTIME: Mutex<Option<(u64, Arc<Runtime>)>> = Mutex::new(None);
-
-extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
-}
-
-fn register_atfork() {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only does an atomic add, which is
-        // async-signal-safe as required in a forked child.
-        unsafe {
-            libc::pthread_atfork(None, None, Some(after_fork_in_child));
-        }
-    });
-}
+static RUNTIME: fork::PerProcess<Arc<Runtime>> = fork::PerProcess::new();
 
 /// How many times this process is a forked child of a process that loaded clusterkit (0 in
 /// the original process). Handles that own tasks on the runtime (Redis connections) compare
 /// it to rebuild themselves in a child.
 pub(crate) fn fork_generation() -> u64 {
-    register_atfork();
-    FORK_GENERATION.load(Ordering::SeqCst)
+    fork::register_hooks();
+    fork::generation()
 }
 
 /// The fork generation without registering the fork handler: a cheap check for hot paths.
@@ -47,7 +39,7 @@ pub(crate) fn fork_generation() -> u64 {
 /// registered yet loses nothing.
 #[inline]
 pub(crate) fn current_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
+    fork::generation()
 }
 
 /// Number of worker threads of the shared runtime: 2, or the value of the environment
@@ -60,30 +52,22 @@ fn worker_threads() -> usize {
         .unwrap_or(2)
 }
 
-/// The process's shared runtime, built on first use and rebuilt once in a forked child.
+/// The process's shared runtime, built on first use and rebuilt once in a forked child (where
+/// the first call also starts the library's background tasks again).
 ///
 /// Fails with [`Error::Internal`] if the OS refuses to create the runtime's threads.
 pub fn runtime() -> Result<Arc<Runtime>> {
-    register_atfork();
-    let generation = FORK_GENERATION.load(Ordering::SeqCst);
-    let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((g, rt)) = slot.as_ref() {
-        if *g == generation {
-            return Ok(rt.clone());
-        }
-    }
-    if let Some((_, stale)) = slot.take() {
-        // Inherited from the parent across fork(): its threads are gone, never drop it.
-        std::mem::forget(stale);
-    }
-    let rt = Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .thread_name("clusterkit")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the clusterkit runtime: {e}")))?;
-    let rt = Arc::new(rt);
-    *slot = Some((generation, rt.clone()));
+    fork::register_hooks();
+    let rt = RUNTIME.get_or_try_init(|| {
+        let rt = Builder::new_multi_thread()
+            .worker_threads(worker_threads())
+            .thread_name("clusterkit")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the clusterkit runtime: {e}")))?;
+        Ok(Arc::new(rt))
+    })?;
+    fork::check();
     Ok(rt)
 }
 
@@ -139,7 +123,7 @@ thread_local! {
 }
 
 fn local_runtime() -> Result<Arc<Runtime>> {
-    let generation = FORK_GENERATION.load(Ordering::SeqCst);
+    let generation = fork::generation();
     let cached = LOCAL_RUNTIME
         .try_with(|slot| match &*slot.borrow() {
             Some((g, rt)) if *g == generation => Some(rt.clone()),
@@ -180,16 +164,29 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
         ));
     }
     let rt = local_runtime()?;
+    fork::check();
     let mut fut = std::pin::pin!(fut);
     {
         let _context = rt.enter();
+        let _section = fork::section();
         let _inline = InlinePoll::start();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Ok(v);
         }
     }
-    Ok(rt.block_on(fut))
+    // Every poll inside a section of the fork gate (see the module docs); the waits between
+    // polls are outside. Waiting here inside a section could hold up a fork until its drain
+    // limit (the runtime's polls wait at the gate while a fork is pending).
+    debug_assert_eq!(
+        fork::depth(),
+        0,
+        "block_on waits for the runtime inside a fork-gate section"
+    );
+    Ok(rt.block_on(std::future::poll_fn(|cx| {
+        let _section = fork::section();
+        fut.as_mut().poll(cx)
+    })))
 }
 
 #[cfg(test)]

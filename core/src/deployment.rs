@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::balance::LoadBalancer;
 use crate::cache::Cache;
@@ -132,9 +132,10 @@ impl Clusterkit {
     /// Fails like [`Clusterkit::parse`]; a failure is not remembered.
     pub fn shared(text: &str) -> Result<Arc<Clusterkit>> {
         type Registry = HashMap<String, (u64, Arc<Clusterkit>)>;
-        static SHARED: Mutex<Option<Registry>> = Mutex::new(None);
+        // A fork-gate mutex: a forked child never inherits it locked (see crate::fork).
+        static SHARED: crate::fork::Mutex<Option<Registry>> = crate::fork::Mutex::new(None);
         let generation = crate::blocking::fork_generation();
-        let mut slot = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = SHARED.lock();
         let registry = slot.get_or_insert_with(HashMap::new);
         if let Some((g, ck)) = registry.get(text) {
             if *g == generation {

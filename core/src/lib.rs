@@ -32,6 +32,7 @@ pub mod connection;
 pub mod deployment;
 pub mod discovery;
 pub mod error;
+pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;

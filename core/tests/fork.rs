@@ -4,9 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clusterkit::blocking;
+
+mod fork_util;
+use fork_util::{run_in_child, spawn_child, wait_child, Outcome};
 
 #[test]
 fn runtime_is_recreated_in_a_forked_child() {
@@ -19,49 +22,55 @@ fn runtime_is_recreated_in_a_forked_child() {
     .unwrap();
     assert_eq!(v, 21);
 
-    // SAFETY: fork() in a test process; the child only runs the code below and _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(|| {
-            let rt = blocking::runtime().unwrap();
-            let fresh = !std::sync::Arc::ptr_eq(&rt, &parent_rt);
-            let v = blocking::block_on(async {
-                let hs: Vec<_> = (0..8)
-                    .map(|i| {
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                            i
-                        })
+    let code = run_in_child(Duration::from_secs(20), || {
+        let rt = blocking::runtime().unwrap();
+        let fresh = !std::sync::Arc::ptr_eq(&rt, &parent_rt);
+        let v = blocking::block_on(async {
+            let hs: Vec<_> = (0..8)
+                .map(|i| {
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        i
                     })
-                    .collect();
-                let mut sum = 0;
-                for h in hs {
-                    sum += h.await.unwrap();
-                }
-                sum
-            })
-            .unwrap();
-            fresh && v == 28
+                })
+                .collect();
+            let mut sum = 0;
+            for h in hs {
+                sum += h.await.unwrap();
+            }
+            sum
         })
-        .unwrap_or(false);
-        // SAFETY: leave the child without running the test harness's exit path.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for the child we just forked.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(
-        libc::WIFEXITED(status),
-        "child did not exit normally: {status}"
-    );
-    assert_eq!(
-        libc::WEXITSTATUS(status),
-        0,
-        "the child's runtime did not work"
-    );
+        .unwrap();
+        if fresh && v == 28 {
+            0
+        } else {
+            1
+        }
+    });
+    assert_eq!(code, 0, "the child's runtime did not work");
 
     // The parent's runtime is untouched.
     assert_eq!(blocking::block_on(async { 2 }).unwrap(), 2);
+}
+
+#[test]
+fn the_fork_helper_kills_a_hung_child_at_the_deadline() {
+    let started = Instant::now();
+    let pid = spawn_child(|| loop {
+        std::thread::sleep(Duration::from_millis(10));
+    });
+    assert_eq!(
+        wait_child(pid, Duration::from_millis(300)),
+        Outcome::TimedOut
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(
+        run_in_child(Duration::from_secs(10), || 7),
+        7,
+        "exit codes are passed through"
+    );
 }

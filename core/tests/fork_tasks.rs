@@ -14,6 +14,7 @@ use clusterkit::{
     BalancerOptions, CheckKind, CheckOptions, Cluster, Health, HealthOptions, Node, Strategy,
 };
 
+mod fork_util;
 mod support;
 use support::RedisServer;
 
@@ -71,48 +72,34 @@ fn health_checks_and_cache_watcher_run_again_in_a_forked_child() {
         .unwrap()
         .unwrap();
 
-    // SAFETY: fork() in a test process; the child only runs the code below and _exit()s.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // Using the pool (a pick) starts its checks again on the child's runtime.
-            let before = app.health_metrics().checks;
-            drop(app.balancer().pick().unwrap());
-            if !wait_for(Duration::from_secs(10), || {
-                app.health_metrics().checks >= before + 3
-            }) {
-                return 2;
-            }
-            // Using the cache starts its watcher again: a node taken out is marked dirty.
-            let v = clusterkit::blocking::block_on(cache.get(b"k"))
-                .unwrap()
-                .unwrap();
-            if v.as_deref() != Some(b"v".as_slice()) {
-                return 3;
-            }
-            pool.set_health("r2", Health::Unhealthy, "test").unwrap();
-            if !wait_for(Duration::from_secs(10), || {
-                cache.dirty_nodes().contains(&"r2".to_string())
-            }) {
-                return 4;
-            }
-            0
-        }))
-        .unwrap_or(1);
-        // SAFETY: leave the child without running the harness's exit path.
-        unsafe { libc::_exit(code) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for the child we just forked.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
-    assert!(libc::WIFEXITED(status), "the child died: {status}");
-    let code = libc::WEXITSTATUS(status);
+    let code = fork_util::run_in_child(Duration::from_secs(40), || {
+        // Using the pool (a pick) starts its checks again on the child's runtime.
+        let before = app.health_metrics().checks;
+        drop(app.balancer().pick().unwrap());
+        if !wait_for(Duration::from_secs(10), || {
+            app.health_metrics().checks >= before + 3
+        }) {
+            return 2;
+        }
+        // Using the cache starts its watcher again: a node taken out is marked dirty.
+        let v = clusterkit::blocking::block_on(cache.get(b"k"))
+            .unwrap()
+            .unwrap();
+        if v.as_deref() != Some(b"v".as_slice()) {
+            return 3;
+        }
+        pool.set_health("r2", Health::Unhealthy, "test").unwrap();
+        if !wait_for(Duration::from_secs(10), || {
+            cache.dirty_nodes().contains(&"r2".to_string())
+        }) {
+            return 4;
+        }
+        0
+    });
     assert_eq!(
         code, 0,
         "child failed: 2 = checks did not run again, 3 = cache read failed, \
-         4 = the watcher did not mark the node dirty"
+         4 = the watcher did not mark the node dirty, 101 = panic"
     );
     // The parent's tasks were not disturbed by the child.
     let before = app.health_metrics().checks;

@@ -10,7 +10,6 @@ use clusterkit::ClusterEvent;
 use clusterkit::Error;
 use std::ffi::c_char;
 use std::ffi::CString;
-use std::sync::Mutex;
 
 /// A subscription to a cluster's events, read with ck_events_next. Opaque. Each subscription
 /// has its own queue (1024 events; a reader that falls further behind gets one
@@ -18,7 +17,8 @@ use std::sync::Mutex;
 /// serialized).
 #[derive(Debug)]
 pub struct ck_events {
-    pub(crate) rx: Mutex<tokio::sync::broadcast::Receiver<ClusterEvent>>,
+    /// Fork-safe (a child reads from its own subscription): see core's EventSubscription.
+    pub(crate) rx: clusterkit::cluster::EventSubscription,
 }
 
 /// The kind of a cluster event.
@@ -107,7 +107,7 @@ pub unsafe extern "C" fn ck_cluster_subscribe(
         let out = arg_out(out, "out")?;
         // SAFETY: checked by arg_ref; validity is the caller's promise.
         let c = unsafe { arg_ref(c, "cluster")? };
-        let rx = Mutex::new(c.inner.subscribe());
+        let rx = c.inner.subscribe_blocking();
         *out = Box::into_raw(Box::new(ck_events { rx }));
         Ok(())
     })
@@ -125,36 +125,15 @@ pub unsafe extern "C" fn ck_events_next(
     timeout_ms: u64,
     out: *mut *mut ck_event,
 ) -> ck_status {
-    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
     ffi_call("ck_events_next", || {
         let out = arg_out(out, "out")?;
         // SAFETY: checked by arg_ref; validity is the caller's promise.
         let e = unsafe { arg_ref(e, "events")? };
-        let mut rx = e.rx.lock().unwrap_or_else(|p| p.into_inner());
         let wait = arg_ms(timeout_ms, CK_MAX_WAIT_MS, "timeout_ms")?;
-        let got = if wait.is_zero() {
-            match rx.try_recv() {
-                Ok(ev) => Ok(ev),
-                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
-                Err(TryRecvError::Closed) => Err(RecvError::Closed),
-                Err(TryRecvError::Empty) => return Err(Error::Timeout("no event".into())),
-            }
-        } else {
-            // The timer must be created inside the runtime (it needs its clock).
-            let next = async { tokio::time::timeout(wait, rx.recv()).await };
-            match clusterkit::blocking::block_on(next)? {
-                Ok(r) => r,
-                Err(_) => return Err(Error::Timeout(format!("no event within {timeout_ms} ms"))),
-            }
-        };
-        let ev = match got {
-            Ok(ev) => ck_event::from_event(&ev),
-            Err(RecvError::Lagged(n)) => ck_event::lagged(n),
-            Err(RecvError::Closed) => {
-                return Err(Error::Closed(
-                    "the cluster of this subscription is gone".into(),
-                ))
-            }
+        let ev = match e.rx.next_blocking(wait)? {
+            clusterkit::cluster::Received::Lagged(n) => ck_event::lagged(n),
+            clusterkit::cluster::Received::Event(ev) => ck_event::from_event(&ev),
+            _ => return Err(Error::Internal("an unknown kind of event".into())),
         };
         *out = Box::into_raw(Box::new(ev));
         Ok(())

@@ -16,7 +16,7 @@
 //!   if nothing failed on the node while it ran.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,27 +128,17 @@ struct DirtyState {
 struct Shared {
     cluster: Cluster,
     options: DistributedOptions,
-    conns: Mutex<HashMap<String, (String, RedisConn)>>,
-    dirty: Mutex<DirtyState>,
+    conns: crate::fork::Mutex<HashMap<String, (String, RedisConn)>>,
+    dirty: crate::fork::Mutex<DirtyState>,
     /// Cache-entry prefixes (`<namespace>:c:`) used through this backend: flushed from a
     /// dirty node.
-    prefixes: Mutex<HashSet<Vec<u8>>>,
+    prefixes: crate::fork::Mutex<HashSet<Vec<u8>>>,
 }
 
 pub(crate) struct DistributedBackend {
     shared: Arc<Shared>,
-    /// The event watcher task and the fork generation whose runtime runs it.
-    watcher: Mutex<(u64, tokio::task::AbortHandle)>,
-    watcher_generation: std::sync::atomic::AtomicU64,
-}
-
-impl Drop for DistributedBackend {
-    fn drop(&mut self) {
-        let (generation, handle) = &*lock(&self.watcher);
-        if *generation == crate::blocking::current_generation() {
-            handle.abort();
-        }
-    }
+    /// The event watcher task (started again in a forked child, stopped on drop).
+    _watcher: Arc<crate::fork::Background>,
 }
 
 /// Runs requests to several nodes concurrently. A single request runs as it is (a blocking
@@ -164,8 +154,9 @@ async fn fan_out<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> V
     join_all(futs.into_iter().map(crate::blocking::not_inline)).await
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Fork-gate mutexes (never inherited locked by a forked child).
+fn lock<T>(m: &crate::fork::Mutex<T>) -> crate::fork::MutexGuard<'_, T> {
+    m.lock()
 }
 
 impl DistributedBackend {
@@ -195,55 +186,35 @@ impl DistributedBackend {
         let shared = Arc::new(Shared {
             cluster,
             options,
-            conns: Mutex::new(HashMap::new()),
-            dirty: Mutex::new(DirtyState::default()),
-            prefixes: Mutex::new(HashSet::new()),
+            conns: crate::fork::Mutex::new(HashMap::new()),
+            dirty: crate::fork::Mutex::new(DirtyState::default()),
+            prefixes: crate::fork::Mutex::new(HashSet::new()),
         });
         // Nodes unhealthy right now miss writes from now on.
-        for s in shared.cluster.nodes() {
-            if s.health != Health::Healthy {
-                Shared::mark_dirty(&shared, s.node.id());
-            }
-        }
-        let generation = crate::blocking::current_generation();
-        let watcher = crate::blocking::runtime()?
-            .spawn(watch_events(Arc::downgrade(&shared), events))
-            .abort_handle();
+        Shared::mark_unhealthy_dirty(&shared);
+        // The first run uses the receiver subscribed above (so no event since the marking is
+        // missed); a run in a forked child subscribes afresh and first marks every node that
+        // is not healthy now (events between the fork and the restart were not seen).
+        let first = crate::fork::Mutex::new(Some(events));
+        let weak = Arc::downgrade(&shared);
+        let watcher = crate::fork::Background::start(move || {
+            let events = first.lock().take().or_else(|| {
+                let shared = weak.upgrade()?;
+                let events = shared.cluster.subscribe();
+                Shared::mark_unhealthy_dirty(&shared);
+                Some(events)
+            });
+            watch_events(weak.clone(), events)
+        })?;
         Ok(DistributedBackend {
             shared,
-            watcher: Mutex::new((generation, watcher)),
-            watcher_generation: std::sync::atomic::AtomicU64::new(generation),
+            _watcher: watcher,
         })
     }
 
-    /// In a forked child the parent's watcher task does not exist: start it again (once),
-    /// after marking every node that is not healthy now as dirty (events between the fork and
-    /// now were not seen).
+    /// In a forked child, starts the background tasks again (see [`crate::fork`]).
     fn check_fork(&self) {
-        use std::sync::atomic::Ordering;
-        let generation = crate::blocking::current_generation();
-        if self.watcher_generation.load(Ordering::Relaxed) == generation {
-            return;
-        }
-        let mut w = lock(&self.watcher);
-        if w.0 == generation {
-            return;
-        }
-        let Ok(rt) = crate::blocking::runtime() else {
-            return;
-        };
-        let events = self.shared.cluster.subscribe();
-        for s in self.shared.cluster.nodes() {
-            if s.health != Health::Healthy {
-                Shared::mark_dirty(&self.shared, s.node.id());
-            }
-        }
-        let handle = rt
-            .spawn(watch_events(Arc::downgrade(&self.shared), events))
-            .abort_handle();
-        // The parent's handle: aborting it would touch the parent's runtime.
-        std::mem::forget(std::mem::replace(&mut *w, (generation, handle)));
-        self.watcher_generation.store(generation, Ordering::Relaxed);
+        crate::fork::check();
     }
 
     pub(crate) fn register_prefix(&self, prefix: &[u8]) {
@@ -743,6 +714,15 @@ impl Shared {
         lock(&self.dirty).nodes.contains_key(id)
     }
 
+    /// Marks every node that is not healthy now as dirty.
+    fn mark_unhealthy_dirty(this: &Arc<Shared>) {
+        for s in this.cluster.nodes() {
+            if s.health != Health::Healthy {
+                Shared::mark_dirty(this, s.node.id());
+            }
+        }
+    }
+
     /// Marks `id` as having missed writes and makes sure a flush task runs for it.
     fn mark_dirty(this: &Arc<Shared>, id: &str) {
         let start = {
@@ -752,12 +732,10 @@ impl Shared {
             d.nodes.insert(id.to_string(), g);
             d.flushing.insert(id.to_string())
         };
-        if start {
-            if let Ok(rt) = crate::blocking::runtime() {
-                rt.spawn(flush_until_clean(Arc::downgrade(this), id.to_string()));
-            } else {
-                lock(&this.dirty).flushing.remove(id);
-            }
+        if start
+            && crate::fork::spawn(flush_until_clean(Arc::downgrade(this), id.to_string())).is_err()
+        {
+            lock(&this.dirty).flushing.remove(id);
         }
     }
 }
@@ -814,8 +792,9 @@ async fn flush_until_clean(weak: Weak<Shared>, id: String) {
 /// Marks nodes dirty when they stop being healthy (writes skip them from then on).
 async fn watch_events(
     weak: Weak<Shared>,
-    mut events: tokio::sync::broadcast::Receiver<ClusterEvent>,
+    events: Option<tokio::sync::broadcast::Receiver<ClusterEvent>>,
 ) {
+    let Some(mut events) = events else { return };
     loop {
         let e = events.recv().await;
         let Some(shared) = weak.upgrade() else { return };

@@ -581,6 +581,9 @@ impl Cache {
         let Backend::Memory(m) = &*self.backend else {
             return None;
         };
+        // The embedded store's shard locks are taken outside any future here: one section of
+        // the fork gate, so a forked child never inherits one locked (see crate::fork).
+        let _section = crate::fork::section();
         Some((|| {
             // The embedded hot path: the full key on the stack when it is short.
             self.check_key(key)?;

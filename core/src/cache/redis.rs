@@ -4,7 +4,7 @@
 //!
 //! [`RedisConn`] is also the per-node connection of the distributed backend.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -166,36 +166,31 @@ pub(crate) struct ForkSafeManager {
 struct ManagerInner {
     address: String,
     options: RedisOptions,
-    state: Mutex<(u64, ConnectionManager)>,
+    state: crate::fork::PerProcess<ConnectionManager>,
 }
 
 impl ForkSafeManager {
     /// A lazily connecting manager for `address` and its prepared target (client with the
     /// credentials and TLS applied, printable address). No network I/O.
     pub(crate) fn new(address: &str, options: &RedisOptions) -> Result<(ForkSafeManager, Target)> {
-        let generation = crate::blocking::fork_generation();
         let (conn, target) = lazy_manager(address, options)?;
         Ok((
             ForkSafeManager {
                 inner: Arc::new(ManagerInner {
                     address: address.to_string(),
                     options: options.clone(),
-                    state: Mutex::new((generation, conn)),
+                    state: crate::fork::PerProcess::with(conn),
                 }),
             },
             target,
         ))
     }
 
-    /// The manager for this process (rebuilt once after a fork).
+    /// The manager for this process (rebuilt once after a fork; the parent's is leaked).
     pub(crate) fn get(&self) -> Result<ConnectionManager> {
-        let generation = crate::blocking::fork_generation();
-        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.0 != generation {
-            let (conn, _) = lazy_manager(&self.inner.address, &self.inner.options)?;
-            *st = (generation, conn);
-        }
-        Ok(st.1.clone())
+        self.inner.state.get_or_try_init(|| {
+            lazy_manager(&self.inner.address, &self.inner.options).map(|(conn, _)| conn)
+        })
     }
 }
 
@@ -218,7 +213,9 @@ pub(crate) struct RedisConn {
 pub(crate) struct SyncPool {
     client: Client,
     options: RedisOptions,
-    idle: Mutex<(u64, Vec<redis::Connection>)>,
+    /// This process's idle connections: a forked child starts with none (the parent's
+    /// sockets are leaked there, never used or closed: the parent may be using them).
+    idle: crate::fork::PerProcess<Arc<crate::fork::Mutex<Vec<redis::Connection>>>>,
 }
 
 /// Idle synchronous connections kept per server: one per concurrent blocking caller is kept
@@ -231,24 +228,13 @@ impl SyncPool {
         Ok(SyncPool {
             client,
             options: options.clone(),
-            idle: Mutex::new((crate::blocking::fork_generation(), Vec::new())),
+            idle: crate::fork::PerProcess::new(),
         })
     }
 
     fn take(&self, address: &str) -> Result<redis::Connection> {
-        let generation = crate::blocking::fork_generation();
-        {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            if idle.0 != generation {
-                // Inherited across fork(): the parent may be using these sockets.
-                for c in idle.1.drain(..) {
-                    std::mem::forget(c);
-                }
-                idle.0 = generation;
-            }
-            if let Some(c) = idle.1.pop() {
-                return Ok(c);
-            }
+        if let Some(c) = self.idle()?.lock().pop() {
+            return Ok(c);
         }
         let c = self
             .client
@@ -260,10 +246,15 @@ impl SyncPool {
         Ok(c)
     }
 
+    fn idle(&self) -> Result<Arc<crate::fork::Mutex<Vec<redis::Connection>>>> {
+        self.idle.get_or_try_init(|| Ok(Arc::default()))
+    }
+
     fn give_back(&self, c: redis::Connection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.0 == crate::blocking::fork_generation() && idle.1.len() < SYNC_IDLE_MAX {
-            idle.1.push(c);
+        let Ok(idle) = self.idle() else { return };
+        let mut idle = idle.lock();
+        if idle.len() < SYNC_IDLE_MAX {
+            idle.push(c);
         }
     }
 
@@ -285,11 +276,7 @@ impl SyncPool {
                     // The server went away (restarted, killed): the idle connections are as
                     // dead as this one. Dropping them now spares the next callers one failed
                     // request each.
-                    self.idle
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .1
-                        .clear();
+                    self.idle.update(|idle| idle.lock().clear());
                 } else if !(e.is_timeout() || e.is_unrecoverable_error()) {
                     self.give_back(c);
                 }

@@ -14,6 +14,7 @@
 //! the backend was built on, or on the shared runtime when built outside one.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,9 +36,15 @@ const SCAN_COUNT: u64 = 1000;
 pub(crate) struct RedisClusterBackend {
     client: ClusterClient,
     /// The runtime the connection's driver task runs on: the constructor's, or the shared
-    /// one when built outside a runtime (as the single-server backend does).
+    /// one when built outside a runtime (as the single-server backend does). In a forked
+    /// child the shared runtime of the child (the parent's runtime does not run there).
     runtime: tokio::runtime::Handle,
-    conn: OnceCell<ClusterConnection>,
+    /// The fork generation the backend was built in.
+    generation: u64,
+    /// This process's connection: a forked child connects afresh (the parent's handle is
+    /// driven by the parent's runtime, and its cell may be mid-initialisation); the parent's
+    /// is leaked there, never used or dropped.
+    conn: crate::fork::PerProcess<Arc<OnceCell<ClusterConnection>>>,
     chunk: usize,
     /// Bound on establishing the first connection (seeds, slot map, masters).
     connect_deadline: Duration,
@@ -144,7 +151,8 @@ impl RedisClusterBackend {
         Ok(RedisClusterBackend {
             client,
             runtime,
-            conn: OnceCell::new(),
+            generation: crate::blocking::fork_generation(),
+            conn: crate::fork::PerProcess::new(),
             chunk: options.batch_chunk,
             // Seeds in parallel, then the slot map, then the other masters.
             connect_deadline: 2 * options.connect_timeout + 2 * options.response_timeout,
@@ -164,15 +172,19 @@ impl RedisClusterBackend {
     /// The cluster connection, established on first use (a failure is returned and the next
     /// call tries again).
     async fn conn(&self) -> Result<ClusterConnection> {
-        let c = self
-            .conn
+        let cell = self.conn.get_or_try_init(|| Ok(Arc::default()))?;
+        let c = cell
             .get_or_try_init(|| async {
                 // redis-rs spawns the connection's driver task on the runtime it connects
-                // from: connect on the backend's runtime, whichever runtime the caller uses.
+                // from: connect on the backend's runtime, whichever runtime the caller uses
+                // (in a forked child: the child's shared runtime).
+                let runtime = if self.generation == crate::blocking::current_generation() {
+                    self.runtime.clone()
+                } else {
+                    crate::blocking::runtime()?.handle().clone()
+                };
                 let client = self.client.clone();
-                let mut task = self
-                    .runtime
-                    .spawn(async move { client.get_async_connection().await });
+                let mut task = runtime.spawn(async move { client.get_async_connection().await });
                 match tokio::time::timeout(self.connect_deadline, &mut task).await {
                     Ok(Ok(Ok(c))) => Ok(c),
                     Ok(Ok(Err(e))) => Err(cluster_err(

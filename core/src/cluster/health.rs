@@ -530,20 +530,18 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
                 let node = m.node.clone();
                 let check = check.clone();
                 let id = id.clone();
-                running.spawn(async move {
+                running.spawn(crate::fork::gated(async move {
                     let r = run_check(&node, &check).await;
                     (id, r)
-                });
+                }));
             } else {
                 next_wake = next_wake.min(st.next_due);
             }
         }
         if !any && running.is_empty() {
-            *cluster
-                .inner
-                .supervisor
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
+            // Dropping the supervisor's own handle would abort this task at its end: fine.
+            let own = cluster.inner.supervisor.lock().take();
+            drop(own);
             return;
         }
         drop(snap);

@@ -12,7 +12,7 @@ mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -319,44 +319,24 @@ impl Snapshot {
 pub(crate) struct Inner {
     pub(crate) name: String,
     pub(crate) snapshot: ArcSwap<Snapshot>,
-    write: Mutex<()>,
+    /// Serializes writers. A fork-gate mutex: a child never inherits it locked.
+    write: crate::fork::Mutex<()>,
     /// Round-robin turn counter, on its own cache line so it does not slow snapshot loads.
     turn: CachePadded<AtomicUsize>,
     events: broadcast::Sender<ClusterEvent>,
     /// Woken on every change (the check supervisor sleeps on it).
     pub(crate) changed: Arc<Notify>,
     pub(crate) counters: Counters,
-    /// The active-check supervisor task, while checks are configured.
-    pub(crate) supervisor: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The active-check supervisor task, while checks are configured (started again in a
+    /// forked child).
+    pub(crate) supervisor: crate::fork::Mutex<Option<Arc<crate::fork::Background>>>,
     /// True while a refresher task (ejection ends, slow start steps) is scheduled.
     pub(crate) refresher_running: AtomicBool,
-    /// The fork generation whose runtime runs this pool's background tasks; a forked child
-    /// sees a different one and starts them again ([`Inner::check_fork`]).
-    armed: AtomicU64,
     /// Replaced snapshots still read by picks in flight. The writer frees them once no pick
     /// holds them, so a request thread never pays for freeing a large table.
-    retired: Mutex<Vec<Arc<Snapshot>>>,
+    retired: crate::fork::Mutex<Vec<Arc<Snapshot>>>,
     /// Discovery watchers owned by the pool (stopped when it is dropped).
-    discovery: Mutex<Vec<crate::discovery::DiscoveryHandle>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let ours = *self.armed.get_mut() == crate::blocking::current_generation();
-        if let Some(h) = self
-            .supervisor
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            if ours {
-                h.abort();
-            } else {
-                // The parent's task (after a fork): never touch the parent's runtime.
-                std::mem::forget(h);
-            }
-        }
-    }
+    discovery: crate::fork::Mutex<Vec<crate::discovery::DiscoveryHandle>>,
 }
 
 #[repr(align(128))]
@@ -368,41 +348,125 @@ impl Inner {
         self.turn.0.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Called on picks and changes: in a process forked after this pool started background
-    /// tasks (active checks, the refresher that ends ejections), those tasks do not exist;
-    /// start them again on the child's runtime. One relaxed load when nothing forked.
+    /// Called on picks and changes: in a process forked after this pool (or anything else)
+    /// started background tasks, starts them again on the child's runtime (see
+    /// [`crate::fork`]). One relaxed load when nothing forked.
     #[inline]
     pub(crate) fn check_fork(self: &Arc<Self>) {
-        if crate::blocking::current_generation() != self.armed.load(Ordering::Relaxed) {
-            self.rearm();
-        }
+        crate::fork::check();
     }
 
-    #[cold]
-    fn rearm(self: &Arc<Self>) {
-        let generation = crate::blocking::current_generation();
-        if self.armed.swap(generation, Ordering::SeqCst) == generation {
-            return;
-        }
-        let rt = match crate::blocking::runtime() {
-            Ok(rt) => rt,
-            Err(_) => return,
-        };
-        let snap = self.snapshot.load();
+    /// Starts the one-shot refresher (ejection ends, slow start steps) unless one runs.
+    fn start_refresher(self: &Arc<Self>) {
+        if !self.refresher_running.swap(true, Ordering::SeqCst)
+            && crate::fork::spawn(health::refresher(Arc::downgrade(self))).is_err()
         {
-            let mut sup = self.supervisor.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(stale) = sup.take() {
-                // The parent's task: aborting it would touch the parent's runtime.
-                std::mem::forget(stale);
-            }
-            if snap.health.check.is_some() || !snap.health.per_node.is_empty() {
-                let handle = rt.spawn(health::supervise(Arc::downgrade(self)));
-                *sup = Some(handle.abort_handle());
+            self.refresher_running.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// In a forked child: the supervisor restarts itself (a [`crate::fork::Background`]); the
+/// refresher is a one-shot task, started again if the snapshot still schedules one.
+impl crate::fork::RestartInChild for Inner {
+    fn restart_in_child(&self) {
+        self.refresher_running.store(false, Ordering::SeqCst);
+        if self.snapshot.load().next_refresh.is_some() {
+            if let Some(owner) = self.snapshot.load().owner.upgrade() {
+                owner.start_refresher();
             }
         }
-        self.refresher_running.store(false, Ordering::SeqCst);
-        if snap.next_refresh.is_some() && !self.refresher_running.swap(true, Ordering::SeqCst) {
-            rt.spawn(health::refresher(Arc::downgrade(self)));
+    }
+}
+
+/// What [`EventSubscription::next_blocking`] received.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Received {
+    /// The next event.
+    Event(ClusterEvent),
+    /// This many events were missed (the reader fell more than the queue's length behind):
+    /// re-read the nodes.
+    Lagged(u64),
+}
+
+type SharedReceiver = Arc<tokio::sync::Mutex<broadcast::Receiver<ClusterEvent>>>;
+
+/// A subscription to a cluster's events for blocking readers (made by
+/// [`Cluster::subscribe_blocking`]). Thread-safe: concurrent readers take turns.
+///
+/// Fork-safe: a forked child keeps reading the inherited subscription (events queued before
+/// the fork included) unless a thread of the parent was waiting on it at the fork; then the
+/// child never waits for that reader (it does not exist there): it reads from a subscription
+/// of its own, made on its first read (events from before that are not replayed).
+pub struct EventSubscription {
+    cluster: WeakCluster,
+    /// The fork generation the receiver belongs to, and the receiver.
+    rx: crate::fork::Mutex<(u64, SharedReceiver)>,
+}
+
+impl fmt::Debug for EventSubscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSubscription")
+            .field("cluster", &self.cluster)
+            .finish()
+    }
+}
+
+impl EventSubscription {
+    /// This process's receiver (see the type's docs for a forked child).
+    fn receiver(&self) -> Result<SharedReceiver> {
+        let g = crate::blocking::current_generation();
+        let mut slot = self.rx.lock();
+        if slot.0 != g {
+            // Free now means free at the fork: no reader of the parent holds or waits for it
+            // (a waiter would have been handed the lock on release).
+            let free = slot.1.try_lock().is_ok();
+            if !free {
+                let c = self.cluster.upgrade().ok_or_else(|| {
+                    Error::Closed("the cluster of this subscription is gone".into())
+                })?;
+                let fresh = Arc::new(tokio::sync::Mutex::new(c.subscribe()));
+                // The parent's reader holds it: never touch it again here.
+                std::mem::forget(std::mem::replace(&mut slot.1, fresh));
+            }
+            slot.0 = g;
+        }
+        Ok(slot.1.clone())
+    }
+
+    /// Takes the next event, waiting up to `wait` for one (zero: do not wait), blocking the
+    /// calling thread.
+    ///
+    /// Fails with [`Error::Timeout`] when no event came in time, [`Error::Closed`] when the
+    /// cluster is gone and every event was read, or as [`crate::blocking::block_on`] does.
+    pub fn next_blocking(&self, wait: Duration) -> Result<Received> {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        let rx = self.receiver()?;
+        let got = if wait.is_zero() {
+            // The guard is dropped inside the future (in a fork-gate section).
+            let r = crate::blocking::block_on(async { rx.lock().await.try_recv() })?;
+            match r {
+                Ok(ev) => Ok(ev),
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                Err(TryRecvError::Empty) => return Err(Error::Timeout("no event".into())),
+            }
+        } else {
+            // The timer must be created inside the runtime (it needs its clock).
+            let next =
+                async { tokio::time::timeout(wait, async { rx.lock().await.recv().await }).await };
+            match crate::blocking::block_on(next)? {
+                Ok(r) => r,
+                Err(_) => return Err(Error::Timeout(format!("no event within {wait:?}"))),
+            }
+        };
+        match got {
+            Ok(ev) => Ok(Received::Event(ev)),
+            Err(RecvError::Lagged(n)) => Ok(Received::Lagged(n)),
+            Err(RecvError::Closed) => Err(Error::Closed(
+                "the cluster of this subscription is gone".into(),
+            )),
         }
     }
 }
@@ -476,18 +540,19 @@ impl Cluster {
             Inner {
                 name,
                 snapshot: ArcSwap::from_pointee(snapshot),
-                write: Mutex::new(()),
+                write: crate::fork::Mutex::new(()),
                 turn: CachePadded(AtomicUsize::new(0)),
                 events,
                 changed: Arc::new(Notify::new()),
                 counters: Counters::default(),
-                supervisor: Mutex::new(None),
+                supervisor: crate::fork::Mutex::new(None),
                 refresher_running: AtomicBool::new(false),
-                armed: AtomicU64::new(crate::blocking::current_generation()),
-                retired: Mutex::new(Vec::new()),
-                discovery: Mutex::new(Vec::new()),
+                retired: crate::fork::Mutex::new(Vec::new()),
+                discovery: crate::fork::Mutex::new(Vec::new()),
             }
         });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        crate::fork::register(weak);
         Ok(Cluster { inner })
     }
 
@@ -542,13 +607,27 @@ impl Cluster {
 
     /// Subscribes to membership and health events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        let _section = crate::fork::section();
         self.inner.events.subscribe()
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
+    /// A subscription for blocking readers (the C ABI and the bindings), from now on; see
+    /// [`EventSubscription`].
+    pub fn subscribe_blocking(&self) -> EventSubscription {
+        EventSubscription {
+            cluster: self.downgrade(),
+            rx: crate::fork::Mutex::new((
+                crate::blocking::current_generation(),
+                Arc::new(tokio::sync::Mutex::new(self.subscribe())),
+            )),
+        }
+    }
+
+    fn lock(&self) -> crate::fork::MutexGuard<'_, ()> {
         // The mutex guards no data (it only serializes writers), so a poisoned lock is safe
-        // to take over.
-        self.inner.write.lock().unwrap_or_else(|e| e.into_inner())
+        // to take over. Held for the whole change (events and wake-ups included): the change
+        // is one section of the fork gate.
+        self.inner.write.lock()
     }
 
     /// Runs one membership change: `f` edits a copy of the members and returns the events it
@@ -624,13 +703,8 @@ impl Cluster {
             // No subscriber is not an error.
             let _ = self.inner.events.send(e);
         }
-        if scheduled && !self.inner.refresher_running.swap(true, Ordering::SeqCst) {
-            match crate::blocking::runtime() {
-                Ok(rt) => {
-                    rt.spawn(health::refresher(Arc::downgrade(&self.inner)));
-                }
-                Err(_) => self.inner.refresher_running.store(false, Ordering::SeqCst),
-            }
+        if scheduled {
+            self.inner.start_refresher();
         }
         Ok(())
     }
@@ -639,7 +713,7 @@ impl Cluster {
     /// (arc-swap counts outstanding load guards in the strong count once a snapshot is
     /// replaced.)
     fn retire(&self, old: Arc<Snapshot>) {
-        let mut retired = self.inner.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.inner.retired.lock();
         retired.retain(|s| Arc::strong_count(s) > 1);
         if Arc::strong_count(&old) > 1 {
             retired.push(old);
@@ -838,15 +912,12 @@ impl Cluster {
     pub fn set_health_options(&self, health: HealthOptions) -> Result<()> {
         let checks = health.check.is_some() || !health.per_node.is_empty();
         self.change(None, Some(health), |_, _| Ok(vec![]))?;
-        let mut sup = self
-            .inner
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sup = self.inner.supervisor.lock();
         if checks && sup.is_none() {
-            let rt = crate::blocking::runtime()?;
-            let handle = rt.spawn(health::supervise(Arc::downgrade(&self.inner)));
-            *sup = Some(handle.abort_handle());
+            let weak = Arc::downgrade(&self.inner);
+            *sup = Some(crate::fork::Background::start(move || {
+                health::supervise(weak.clone())
+            })?);
         }
         Ok(())
     }
@@ -919,15 +990,12 @@ impl Cluster {
     /// Keeps a discovery watcher alive as long as this pool (it holds only a weak handle on
     /// the pool, so there is no cycle); it stops when the pool is dropped.
     pub fn attach_discovery(&self, handle: crate::discovery::DiscoveryHandle) {
-        self.inner
-            .discovery
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(handle);
+        self.inner.discovery.lock().push(handle);
     }
 
     /// Publishes an event to subscribers (used by discovery sources to report problems).
     pub fn emit(&self, event: ClusterEvent) {
+        let _section = crate::fork::section();
         let _ = self.inner.events.send(event);
     }
 

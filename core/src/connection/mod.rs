@@ -39,7 +39,7 @@ pub mod config;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redis::{Client, ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
@@ -481,7 +481,7 @@ impl redis::io::AsyncDNSResolver for NameResolver {
 }
 
 /// Every password this process has loaded (settings, URLs), for [`redact`].
-static SECRETS: Mutex<Vec<Arc<str>>> = Mutex::new(Vec::new());
+static SECRETS: crate::fork::Mutex<Vec<Arc<str>>> = crate::fork::Mutex::new(Vec::new());
 
 /// Passwords shorter than this are not scrubbed from free text (they would mangle ordinary
 /// words); URL userinfo is redacted whatever its length.
@@ -491,7 +491,7 @@ fn register_secret(value: &str) {
     if value.len() < MIN_SCRUBBED_LEN {
         return;
     }
-    let mut s = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = SECRETS.lock();
     if !s.iter().any(|x| &**x == value) && s.len() < 1024 {
         s.push(Arc::from(value));
     }
@@ -502,7 +502,7 @@ fn register_secret(value: &str) {
 /// loaded replaced by `***`.
 pub fn redact(text: &str) -> String {
     let mut out = redact_urls(text);
-    let secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
+    let secrets = SECRETS.lock();
     for s in secrets.iter() {
         if out.contains(&**s) {
             out = out.replace(&**s, "***");

@@ -32,8 +32,6 @@ pub mod redis;
 
 use std::fmt;
 
-use tokio::task::AbortHandle;
-
 use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::node::Node;
@@ -59,7 +57,8 @@ pub trait Discovery: Send + Sync {
 /// the background watcher. The cluster keeps the membership it had at that moment.
 pub struct DiscoveryHandle {
     source: String,
-    task: Option<AbortHandle>,
+    /// The watcher: started again in a forked child, stopped when the handle goes.
+    task: Option<std::sync::Arc<crate::fork::Background>>,
 }
 
 impl DiscoveryHandle {
@@ -71,7 +70,10 @@ impl DiscoveryHandle {
         }
     }
 
-    pub(crate) fn with_task(source: impl Into<String>, task: AbortHandle) -> DiscoveryHandle {
+    pub(crate) fn with_task(
+        source: impl Into<String>,
+        task: std::sync::Arc<crate::fork::Background>,
+    ) -> DiscoveryHandle {
         DiscoveryHandle {
             source: source.into(),
             task: Some(task),
@@ -85,7 +87,7 @@ impl DiscoveryHandle {
 
     /// True while the background watcher runs (always false for a source without one).
     pub fn is_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| !t.is_finished())
+        self.task.as_ref().is_some_and(|t| t.is_running())
     }
 
     /// Stops the background watcher now (same as dropping the handle). Never blocks.
@@ -95,7 +97,7 @@ impl DiscoveryHandle {
 
     fn abort(&mut self) {
         if let Some(task) = self.task.take() {
-            task.abort();
+            task.stop();
         }
     }
 }

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
@@ -373,15 +373,25 @@ struct Link {
     address: String,
     client: Client,
     config: AsyncConnectionConfig,
-    slot: tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The connection slot of this process: a forked child gets a fresh one (the parent's
+    /// lock may be held by one of its tasks across an await, and its connection is driven by
+    /// the parent's runtime).
+    slot: crate::fork::PerProcess<ConnSlot>,
     generation: AtomicU64,
     connect_deadline: Duration,
     response_deadline: Duration,
 }
 
+type ConnSlot = Arc<tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>>;
+
 impl Link {
+    fn slot(&self) -> Result<ConnSlot> {
+        self.slot.get_or_try_init(|| Ok(Arc::default()))
+    }
+
     async fn connection(&self, what: &str) -> Result<(u64, MultiplexedConnection)> {
-        let mut slot = self.slot.lock().await;
+        let slot = self.slot()?;
+        let mut slot = slot.lock().await;
         if let Some((g, c)) = slot.as_ref() {
             return Ok((*g, c.clone()));
         }
@@ -417,7 +427,8 @@ impl Link {
     }
 
     async fn reset(&self, generation: u64) {
-        let mut slot = self.slot.lock().await;
+        let Ok(slot) = self.slot() else { return };
+        let mut slot = slot.lock().await;
         if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
             *slot = None;
         }
@@ -507,8 +518,7 @@ where
     T: Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,
 {
-    let rt = crate::blocking::runtime()?;
-    rt.spawn(fut)
+    crate::fork::spawn(fut)?
         .await
         .map_err(|e| Error::Internal(format!("a registry task failed: {e}")))?
 }
@@ -550,7 +560,7 @@ impl RedisRegistry {
             address: url,
             client,
             config,
-            slot: tokio::sync::Mutex::new(None),
+            slot: crate::fork::PerProcess::new(),
             generation: AtomicU64::new(0),
             connect_deadline: options.connect_timeout + SLACK,
             response_deadline: options.response_timeout + SLACK,
@@ -605,14 +615,14 @@ impl RedisRegistry {
         let state = Arc::new(RegState {
             shared: self.shared.clone(),
             id: node.id().to_string(),
-            json: Mutex::new(to_json(&node)?),
-            node: Mutex::new(node),
-            last_error: Mutex::new(None),
+            json: crate::fork::Mutex::new(to_json(&node)?),
+            node: crate::fork::Mutex::new(node),
+            last_error: crate::fork::Mutex::new(None),
         });
         let s = state.clone();
         on_runtime(async move { write_entry(&s, true).await.map(|_| ()) }).await?;
-        let rt = crate::blocking::runtime()?;
-        let heartbeat = rt.spawn(heartbeat(state.clone()));
+        let beat = state.clone();
+        let heartbeat = crate::fork::Background::start(move || heartbeat(beat.clone()))?;
         Ok(Registration {
             state,
             heartbeat: Some(heartbeat),
@@ -655,9 +665,10 @@ impl RedisRegistry {
     /// the returned handle is dropped or the cluster is dropped. Fails only if the shared
     /// runtime cannot be started.
     pub fn watch(&self, cluster: &Cluster) -> Result<DiscoveryHandle> {
-        let rt = crate::blocking::runtime()?;
-        let task = rt.spawn(watch_loop(self.shared.clone(), cluster.downgrade()));
-        Ok(DiscoveryHandle::with_task(SOURCE, task.abort_handle()))
+        let (shared, cluster) = (self.shared.clone(), cluster.downgrade());
+        let task =
+            crate::fork::Background::start(move || watch_loop(shared.clone(), cluster.clone()))?;
+        Ok(DiscoveryHandle::with_task(SOURCE, task))
     }
 }
 
@@ -672,15 +683,15 @@ impl Discovery for RedisRegistry {
 struct RegState {
     shared: Arc<Shared>,
     id: String,
-    node: Mutex<Node>,
-    json: Mutex<String>,
-    last_error: Mutex<Option<Error>>,
+    node: crate::fork::Mutex<Node>,
+    json: crate::fork::Mutex<String>,
+    last_error: crate::fork::Mutex<Option<Error>>,
 }
 
 /// Writes the current entry; `announce` publishes even if nothing changed.
 async fn write_entry(state: &RegState, announce: bool) -> Result<bool> {
     let shared = &state.shared;
-    let json = state.json.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let json = state.json.lock().clone();
     let key = shared.keys.node(&state.id);
     let ttl_ms = shared.options.ttl.as_millis().min(u64::MAX as u128) as u64;
     let published: i64 = shared
@@ -732,7 +743,7 @@ async fn heartbeat(state: Arc<RegState>) {
     loop {
         tokio::time::sleep(delay).await;
         let result = write_entry(&state, false).await;
-        let mut last = state.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = state.last_error.lock();
         match result {
             Ok(_) => {
                 *last = None;
@@ -755,7 +766,8 @@ async fn heartbeat(state: Arc<RegState>) {
 /// dies without either is removed when its TTL lapses.
 pub struct Registration {
     state: Arc<RegState>,
-    heartbeat: Option<JoinHandle<()>>,
+    /// Started again in a forked child; stopped by deregister, abandon or drop.
+    heartbeat: Option<Arc<crate::fork::Background>>,
 }
 
 impl fmt::Debug for Registration {
@@ -771,21 +783,13 @@ impl fmt::Debug for Registration {
 impl Registration {
     /// The registered node as last written.
     pub fn node(&self) -> Node {
-        self.state
-            .node
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.node.lock().clone()
     }
 
     /// The last heartbeat failure, or `None` if the last heartbeat succeeded. A failing
     /// heartbeat is retried with a backoff of at most 1 s (or the interval, if shorter).
     pub fn last_error(&self) -> Option<Error> {
-        self.state
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.last_error.lock().clone()
     }
 
     /// Replaces the registered node (weight, zone, metadata, address) and notifies watchers.
@@ -805,8 +809,8 @@ impl Registration {
             ));
         }
         let json = to_json(&node)?;
-        *self.state.json.lock().unwrap_or_else(|e| e.into_inner()) = json;
-        *self.state.node.lock().unwrap_or_else(|e| e.into_inner()) = node;
+        *self.state.json.lock() = json;
+        *self.state.node.lock() = node;
         let state = self.state.clone();
         on_runtime(async move { write_entry(&state, true).await.map(|_| ()) }).await
     }
@@ -822,7 +826,7 @@ impl Registration {
     /// Fails with [`Error::Unavailable`], [`Error::Timeout`] or [`Error::Backend`] if the
     /// removal could not be written; the entry then disappears when its TTL lapses.
     pub async fn deregister(mut self) -> Result<()> {
-        let heartbeat = self.heartbeat.take();
+        let heartbeat = self.heartbeat.take().and_then(|h| h.stop());
         let state = self.state.clone();
         on_runtime(async move {
             stop(heartbeat).await;
@@ -841,7 +845,7 @@ impl Registration {
     /// to another process that registers the same id.
     pub fn abandon(mut self) {
         if let Some(h) = self.heartbeat.take() {
-            h.abort();
+            h.stop();
         }
     }
 }
@@ -860,15 +864,13 @@ impl Drop for Registration {
         let Some(heartbeat) = self.heartbeat.take() else {
             return;
         };
-        heartbeat.abort();
+        let heartbeat = heartbeat.stop();
         // Never block here (this may run on a runtime thread): remove in the background.
-        if let Ok(rt) = crate::blocking::runtime() {
-            let state = self.state.clone();
-            rt.spawn(async move {
-                stop(Some(heartbeat)).await;
-                let _ = delete_entry(&state.shared, &state.id).await;
-            });
-        }
+        let state = self.state.clone();
+        let _ = crate::fork::spawn(async move {
+            stop(heartbeat).await;
+            let _ = delete_entry(&state.shared, &state.id).await;
+        });
     }
 }
 
@@ -1052,8 +1054,13 @@ impl WatchState {
 
 async fn watch_loop(shared: Arc<Shared>, cluster: WeakCluster) {
     let notify = Arc::new(Notify::new());
-    let _subscriber =
-        AbortOnDrop(tokio::spawn(subscriber(shared.clone(), notify.clone())).abort_handle());
+    let _subscriber = AbortOnDrop(
+        tokio::spawn(crate::fork::gated(subscriber(
+            shared.clone(),
+            notify.clone(),
+        )))
+        .abort_handle(),
+    );
     let interval = shared.options.interval();
     let max_backoff = MAX_BACKOFF.min(interval);
     let mut backoff = MIN_BACKOFF.min(max_backoff);

@@ -2,7 +2,6 @@
 //! and tests.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
@@ -10,7 +9,7 @@ use crate::lock::{Attempt, Waiters};
 
 #[derive(Default)]
 pub(crate) struct MemoryLocks {
-    state: Mutex<State>,
+    state: crate::fork::Mutex<State>,
     pub(crate) waiters: Waiters,
 }
 
@@ -32,7 +31,7 @@ struct State {
 impl MemoryLocks {
     pub(crate) fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
         let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock();
         if let Some((_, until, _)) = s.held.get(name) {
             if *until > now {
                 return Ok(Attempt::Busy(Some(until.saturating_duration_since(now))));
@@ -55,7 +54,7 @@ impl MemoryLocks {
     pub(crate) fn release(&self, name: &str, token: &str) -> Result<bool> {
         let now = Instant::now();
         let released = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self.state.lock();
             match s.held.get(name) {
                 Some((t, until, fence)) if t == token && *until > now => {
                     let fence = *fence;
@@ -78,7 +77,7 @@ impl MemoryLocks {
         ttl: Duration,
     ) -> Result<Option<Duration>> {
         let now = Instant::now();
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.state.lock();
         match s.held.get_mut(name) {
             Some((t, until, _)) if t == token && *until > now => {
                 *until = now + ttl;

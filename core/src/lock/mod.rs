@@ -454,8 +454,7 @@ impl DistributedLock {
             renewer: Mutex::new(None),
         });
         if self.options.auto_renew {
-            if let Ok(rt) = crate::blocking::runtime() {
-                let h = rt.spawn(renew(Arc::downgrade(&inner)));
+            if let Ok(h) = crate::fork::spawn(renew(Arc::downgrade(&inner))) {
                 *inner.renewer.lock().unwrap_or_else(|e| e.into_inner()) = Some(h.abort_handle());
             }
         }
@@ -608,11 +607,9 @@ impl Drop for LockGuard {
             return;
         }
         // Never block here (this may run on a runtime thread): release in the background.
-        if let Ok(rt) = crate::blocking::runtime() {
-            rt.spawn(async move {
-                let _ = i.lock.backend.release(&i.name, &i.token, i.fence).await;
-            });
-        }
+        let _ = crate::fork::spawn(async move {
+            let _ = i.lock.backend.release(&i.name, &i.token, i.fence).await;
+        });
     }
 }
 

@@ -124,28 +124,11 @@ pub(crate) struct RedisLocks {
     timeout: Duration,
     scripts: Scripts,
     pub(crate) waiters: Arc<Waiters>,
-    subscribers: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
-    /// Fork generation + 1 of the subscribers running (0: none started yet).
-    started: std::sync::atomic::AtomicU64,
-}
-
-impl Drop for RedisLocks {
-    fn drop(&mut self) {
-        let ours = *self.started.get_mut() == crate::blocking::current_generation() + 1;
-        for h in self
-            .subscribers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            if ours {
-                h.abort();
-            } else {
-                // Tasks of the parent's runtime (after a fork): never touch them.
-                std::mem::forget(h);
-            }
-        }
-    }
+    /// One release subscriber per master, started on first use; started again in a forked
+    /// child and stopped when the lock service is dropped.
+    subscribers: crate::fork::Mutex<Vec<Arc<crate::fork::Background>>>,
+    /// Set once the subscribers were started (a fast check for every acquisition).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl RedisLocks {
@@ -193,8 +176,8 @@ impl RedisLocks {
                 extend: Script::new(EXTEND),
             },
             waiters: Arc::new(Waiters::default()),
-            subscribers: std::sync::Mutex::new(Vec::new()),
-            started: std::sync::atomic::AtomicU64::new(0),
+            subscribers: crate::fork::Mutex::new(Vec::new()),
+            started: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -434,7 +417,7 @@ impl RedisLocks {
                     message.clone(),
                     channel.clone(),
                 );
-                tokio::spawn(async move {
+                tokio::spawn(crate::fork::gated(async move {
                     let Ok(mut conn) = conn else { return false };
                     let mut inv = script.prepare_invoke();
                     inv.key(&key).arg(&token).arg(&channel).arg(&message);
@@ -442,7 +425,7 @@ impl RedisLocks {
                         tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await,
                         Ok(Ok(1))
                     )
-                })
+                }))
             })
             .collect();
         let mut released = 0;
@@ -492,34 +475,27 @@ impl RedisLocks {
 
     /// Starts (once) one subscriber per master on the release channel; a message names the
     /// released lock and wakes its local waiters.
-    /// In a forked child the parent's subscribers do not exist: they are started again.
+    /// In a forked child they are started again by [`crate::fork`] (each is a
+    /// [`crate::fork::Background`]).
     fn ensure_subscribed(&self) {
         use std::sync::atomic::Ordering;
-        let want = crate::blocking::fork_generation() + 1;
-        if self.started.load(Ordering::Acquire) == want {
+        if self.started.load(Ordering::Acquire) {
             return;
         }
-        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        if self.started.load(Ordering::Acquire) == want {
+        let mut subs = self.subscribers.lock();
+        if self.started.load(Ordering::Acquire) {
             return;
-        }
-        let Ok(rt) = crate::blocking::runtime() else {
-            return;
-        };
-        // Handles of the parent's tasks (after a fork): aborting them would touch the
-        // parent's runtime, so they are forgotten.
-        for stale in subs.drain(..) {
-            std::mem::forget(stale);
         }
         for m in &self.masters {
-            let h = rt.spawn(subscribe_loop(
-                m.sub.clone(),
-                self.channel(),
-                self.waiters.clone(),
-            ));
-            subs.push(h.abort_handle());
+            let (client, channel, waiters) = (m.sub.clone(), self.channel(), self.waiters.clone());
+            match crate::fork::Background::start(move || {
+                subscribe_loop(client.clone(), channel.clone(), waiters.clone())
+            }) {
+                Ok(b) => subs.push(b),
+                Err(_) => return,
+            }
         }
-        self.started.store(want, Ordering::Release);
+        self.started.store(true, Ordering::Release);
     }
 }
 

@@ -1,6 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -252,14 +252,14 @@ const MIN_SWEEP_EVERY: usize = 64;
 ///   beyond it, expired sessions go first, then the ones closest to expiry (like Redis's
 ///   `volatile-ttl`), down to 90% of the bound.
 pub(crate) struct MemSessions {
-    state: Mutex<MemState>,
+    state: crate::fork::Mutex<MemState>,
 }
 
 impl MemSessions {
     /// An empty map bounded by `max_bytes`.
     pub(crate) fn new(max_bytes: u64) -> MemSessions {
         MemSessions {
-            state: Mutex::new(MemState {
+            state: crate::fork::Mutex::new(MemState {
                 map: HashMap::new(),
                 bytes: 0,
                 max_bytes,
@@ -271,7 +271,7 @@ impl MemSessions {
     /// Sessions held (live or not yet swept) and their counted bytes.
     #[cfg(test)]
     fn usage(&self) -> (usize, u64) {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.state.lock();
         (s.map.len(), s.bytes)
     }
 }
@@ -507,8 +507,8 @@ impl SessionStore {
     }
 
     /// The embedded session map, locked.
-    fn mem<'a>(&self, m: &'a MemSessions) -> std::sync::MutexGuard<'a, MemState> {
-        let mut g = m.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn mem<'a>(&self, m: &'a MemSessions) -> crate::fork::MutexGuard<'a, MemState> {
+        let mut g = m.state.lock();
         g.tick(Instant::now());
         g
     }

@@ -13,6 +13,9 @@ mod fork_util;
 mod support;
 use support::RedisServer;
 
+/// Set by the parent after it deregistered web-1.
+const DEREGISTERED: &str = "test:parent-deregistered";
+
 fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let started = Instant::now();
     while started.elapsed() < limit {
@@ -57,9 +60,11 @@ fn discovery_watchers_and_heartbeats_run_again_in_a_forked_child() {
             return 3;
         }
         second.abandon();
-        // The parent removes web-1's entry (deregister): the child's copy of the
-        // registration keeps beating and re-creates it within a few intervals.
-        if !wait_for(Duration::from_secs(5), || !exists(&key)) {
+        // The parent removes web-1's entry (deregister, which also stops its own heartbeat)
+        // and then sets a marker key: once the marker is there, an existing entry can only
+        // have been re-created by the child's copy of the registration. (Watching for the
+        // entry to disappear would race with that very heartbeat.)
+        if !wait_for(Duration::from_secs(10), || exists(DEREGISTERED)) {
             return 4;
         }
         if !wait_for(Duration::from_secs(5), || exists(&key)) {
@@ -71,12 +76,13 @@ fn discovery_watchers_and_heartbeats_run_again_in_a_forked_child() {
     // Give the child time to start its tasks, then remove the entry from the parent.
     std::thread::sleep(Duration::from_millis(300));
     registration.deregister_blocking().unwrap();
+    assert_eq!(redis.cmd(&["SET", DEREGISTERED, "1"]), "+OK");
     let outcome = fork_util::wait_child(pid, Duration::from_secs(30));
     assert_eq!(
         outcome,
         fork_util::Outcome::Exited(0),
         "child failed: 2 = watcher not running, 3 = watcher did not see a join, 4 = the parent's \
-         removal was not seen, 5 = the child's heartbeat did not re-create the entry, 101 = panic"
+         removal marker was not seen, 5 = the child's heartbeat did not re-create the entry, 101 = panic"
     );
     // The parent's watcher still runs.
     assert!(watcher.is_running());

@@ -187,6 +187,11 @@ pub(crate) fn check_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// A uniformly random number in `[0, 1]` (for retry jitter).
+fn unit_random() -> f64 {
+    crate::rng::next_u64() as f64 / u64::MAX as f64
+}
+
 /// A random 128-bit token from the OS CSPRNG, hex-encoded.
 pub(crate) fn new_token() -> Result<String> {
     let mut b = [0u8; 16];
@@ -201,6 +206,14 @@ pub(crate) enum Attempt {
     Acquired { fence: u64, validity: Duration },
     /// Held by someone else; it expires in about this long (if known).
     Busy(Option<Duration>),
+    /// Redlock: no quorum for this attempt and none known for anyone else — contenders split
+    /// the masters (granted to us on `granted` masters, held by others on `busy`, no answer
+    /// in time or an error from `silent`). The partial grants were given up.
+    Split {
+        granted: usize,
+        busy: usize,
+        silent: usize,
+    },
 }
 
 pub(crate) enum Backend {
@@ -209,10 +222,16 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    async fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
+    async fn try_once(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+        waiting_since: Option<u64>,
+    ) -> Result<Attempt> {
         match self {
             Backend::Memory(m) => m.try_once(name, token, ttl),
-            Backend::Redis(r) => r.try_once(name, token, ttl).await,
+            Backend::Redis(r) => r.try_once(name, token, ttl, waiting_since).await,
         }
     }
     async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
@@ -342,11 +361,11 @@ impl DistributedLock {
         check_ttl(ttl)?;
         let token = new_token()?;
         let started = Instant::now();
-        match self.backend.try_once(name, &token, ttl).await? {
+        match self.backend.try_once(name, &token, ttl, None).await? {
             Attempt::Acquired { fence, validity } => {
                 Ok(Some(self.guard(name, token, ttl, fence, started, validity)))
             }
-            Attempt::Busy(_) => Ok(None),
+            Attempt::Busy(_) | Attempt::Split { .. } => Ok(None),
         }
     }
 
@@ -381,6 +400,13 @@ impl DistributedLock {
         check_ttl(ttl)?;
         let token = new_token()?;
         let notify = self.backend.released(name);
+        let waiting_started = Instant::now();
+        // Our place in the name's waiter queue: when we started waiting (µs since the epoch,
+        // the same on every master, so their queues agree).
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64)
+            .max(1);
         let mut backoff = self.options.retry_min;
         loop {
             // Register for the wake-up before trying, so a release in between is not missed.
@@ -388,11 +414,49 @@ impl DistributedLock {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let started = Instant::now();
-            let hint = match self.backend.try_once(name, &token, ttl).await {
+            let outcome = self.backend.try_once(name, &token, ttl, Some(since)).await;
+            let now = Instant::now();
+            let past_deadline = deadline.is_some_and(|d| now >= d);
+            let mut sleep = backoff.mul_f64(0.5 + unit_random());
+            match outcome {
                 Ok(Attempt::Acquired { fence, validity }) => {
                     return Ok(self.guard(name, token, ttl, fence, started, validity))
                 }
-                Ok(Attempt::Busy(hint)) => hint,
+                Ok(Attempt::Busy(hint)) => {
+                    if past_deadline {
+                        let until = match hint {
+                            Some(h) => {
+                                format!(", for about {} ms more unless extended", h.as_millis())
+                            }
+                            None => String::new(),
+                        };
+                        return Err(Error::Timeout(format!(
+                            "lock {name:?}: deadline passed after waiting {:?}; it is held by someone else{until}",
+                            waiting_started.elapsed()
+                        )));
+                    }
+                    if let Some(h) = hint {
+                        sleep = sleep.min(h + Duration::from_millis(1));
+                    }
+                }
+                Ok(Attempt::Split {
+                    granted,
+                    busy,
+                    silent,
+                }) => {
+                    if past_deadline {
+                        return Err(Error::Timeout(format!(
+                            "lock {name:?}: deadline passed after waiting {:?}; no attempt reached a quorum \
+                             (contenders split the masters: the last attempt was granted by {granted}, \
+                             refused by {busy} held by others, unanswered by {silent})",
+                            waiting_started.elapsed()
+                        )));
+                    }
+                    // Desynchronise the contenders that split (the Redlock paper's random
+                    // retry delay): each retries after a uniformly random share of the
+                    // backoff, so one of them soon asks every master first.
+                    sleep = backoff.mul_f64(unit_random());
+                }
                 // Too few masters now: keep trying until the deadline, then report why.
                 Err(e)
                     if matches!(
@@ -400,25 +464,11 @@ impl DistributedLock {
                         crate::ErrorKind::Unavailable | crate::ErrorKind::Timeout
                     ) =>
                 {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if past_deadline {
                         return Err(e);
                     }
-                    None
                 }
                 Err(e) => return Err(e),
-            };
-            let now = Instant::now();
-            if let Some(d) = deadline {
-                if now >= d {
-                    return Err(Error::Timeout(format!(
-                        "lock {name:?} is held by someone else"
-                    )));
-                }
-            }
-            let jitter = 0.5 + (crate::rng::next_u64() as f64 / u64::MAX as f64);
-            let mut sleep = backoff.mul_f64(jitter);
-            if let Some(h) = hint {
-                sleep = sleep.min(h + Duration::from_millis(1));
             }
             if let Some(d) = deadline {
                 sleep = sleep.min(d.saturating_duration_since(now));

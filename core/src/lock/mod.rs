@@ -247,6 +247,12 @@ impl Backend {
             Backend::Redis(r) => r.extend(name, token, ttl).await,
         }
     }
+    /// The caller stops waiting for `name`: leave its waiter queue.
+    fn leave_queue(&self, name: &str) {
+        if let Backend::Redis(r) = self {
+            r.leave_queue(name);
+        }
+    }
     /// A future that completes when `name` may have been released (a notification).
     fn released(&self, name: &str) -> Arc<tokio::sync::Notify> {
         match self {
@@ -408,6 +414,7 @@ impl DistributedLock {
             .map_or(1, |d| d.as_micros() as u64)
             .max(1);
         let mut backoff = self.options.retry_min;
+        let mut failure: Option<Error> = None;
         loop {
             // Register for the wake-up before trying, so a release in between is not missed.
             let notified = notify.notified();
@@ -424,6 +431,7 @@ impl DistributedLock {
                 }
                 Ok(Attempt::Busy(hint)) => {
                     if past_deadline {
+                        self.backend.leave_queue(name);
                         let until = match hint {
                             Some(h) => {
                                 format!(", for about {} ms more unless extended", h.as_millis())
@@ -445,6 +453,7 @@ impl DistributedLock {
                     silent,
                 }) => {
                     if past_deadline {
+                        self.backend.leave_queue(name);
                         return Err(Error::Timeout(format!(
                             "lock {name:?}: deadline passed after waiting {:?}; no attempt reached a quorum \
                              (contenders split the masters: the last attempt was granted by {granted}, \
@@ -464,9 +473,31 @@ impl DistributedLock {
                         crate::ErrorKind::Unavailable | crate::ErrorKind::Timeout
                     ) =>
                 {
+                    // A dead master can look silent while the client reconnects: once a
+                    // refusal was seen during this wait, `unavailable` is the reason given.
+                    let e = match failure.take() {
+                        Some(prev)
+                            if prev.kind() == crate::ErrorKind::Unavailable
+                                && e.kind() == crate::ErrorKind::Timeout =>
+                        {
+                            prev
+                        }
+                        _ => e,
+                    };
                     if past_deadline {
-                        return Err(e);
+                        self.backend.leave_queue(name);
+                        let waited = waiting_started.elapsed();
+                        return Err(match e {
+                            Error::Unavailable(m) => Error::Unavailable(format!(
+                                "deadline passed after waiting {waited:?}; {m}"
+                            )),
+                            Error::Timeout(m) => Error::Timeout(format!(
+                                "deadline passed after waiting {waited:?}; {m}"
+                            )),
+                            other => other,
+                        });
                     }
+                    failure = Some(e);
                 }
                 Err(e) => return Err(e),
             }

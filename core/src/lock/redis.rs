@@ -608,6 +608,23 @@ impl RedisLocks {
         released > 0
     }
 
+    /// Leaves the waiter queue of `name` on every master (a waiter that gives up), so the
+    /// next release does not hand the lock to a client that is gone. Best effort, in the
+    /// background.
+    pub(crate) fn leave_queue(&self, name: &str) {
+        let (queue_key, client) = (self.queue_key(name), self.client_id());
+        for m in &self.masters {
+            let (conn, timeout) = (m.conn.get(), self.timeout);
+            let (queue_key, client) = (queue_key.clone(), client.clone());
+            tokio::spawn(async move {
+                let Ok(mut conn) = conn else { return };
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&queue_key).arg(&client);
+                let _ = tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await;
+            });
+        }
+    }
+
     /// Releases everywhere; true if this token held the lock on at least one master.
     pub(crate) async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
         Ok(self.release_on(name, token, fence, None).await)

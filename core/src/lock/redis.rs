@@ -131,11 +131,6 @@ pub(crate) fn parse_release_message(payload: &[u8]) -> Option<(u64, u64)> {
     Some((u64::from_str_radix(hash, 16).ok()?, fence.parse().ok()?))
 }
 
-/// How long a released lock stays reserved for the longest-waiting client (see [`RELEASE`]):
-/// long enough for the notification and its round trip on a loaded machine, short enough
-/// that a waiter that left costs little.
-const HANDOFF: Duration = Duration::from_millis(50);
-
 /// The error when too many masters failed for a quorum: `timeout` when every failure was a
 /// master that did not answer in time ("masters timed out"), `unavailable` otherwise ("no
 /// quorum reachable"). Lists each failure (addresses only; no credentials).
@@ -257,7 +252,7 @@ impl RedisLocks {
                 extend: Script::new(EXTEND),
             },
             client: crate::lock::new_token()?[..16].to_string(),
-            handoff: HANDOFF,
+            handoff: crate::lock::HANDOFF,
             queue_ttl: (options.retry_max * 4).max(Duration::from_secs(1)),
             waiters: Arc::new(Waiters::default()),
             subscribers: std::sync::Mutex::new(Vec::new()),

@@ -427,6 +427,14 @@ fn run_scenario(label: &str, n_masters: usize, fault: Fault, run_for: Duration) 
         "[{label}] only {} acquisitions",
         held.len()
     );
+    if fault == Fault::None {
+        // Fairness without faults (issue #12's target): max/min per contender <= 2.
+        let (min, max) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+        assert!(
+            max <= 2 * min,
+            "[{label}] unfair: per-contender acquisitions {counts:?}"
+        );
+    }
     Outcome {
         counts,
         failures,

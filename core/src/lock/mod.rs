@@ -295,10 +295,11 @@ impl Backend {
         token: &str,
         ttl: Duration,
         waiting_since: Option<u64>,
+        retried: bool,
     ) -> Result<Attempt> {
         match self {
             Backend::Memory(m) => m.try_once(name, token, ttl),
-            Backend::Redis(r) => r.try_once(name, token, ttl, waiting_since).await,
+            Backend::Redis(r) => r.try_once(name, token, ttl, waiting_since, retried).await,
         }
     }
     async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
@@ -434,7 +435,11 @@ impl DistributedLock {
         check_ttl(ttl)?;
         let token = new_token()?;
         let started = Instant::now();
-        match self.backend.try_once(name, &token, ttl, None).await? {
+        match self
+            .backend
+            .try_once(name, &token, ttl, None, false)
+            .await?
+        {
             Attempt::Acquired { fence, validity } => {
                 Ok(Some(self.guard(name, token, ttl, fence, started, validity)))
             }
@@ -482,13 +487,18 @@ impl DistributedLock {
             .max(1);
         let mut backoff = self.options.retry_min;
         let mut failure: Option<Error> = None;
+        let mut retried = false;
         loop {
             // Register for the wake-up before trying, so a release in between is not missed.
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let started = Instant::now();
-            let outcome = self.backend.try_once(name, &token, ttl, Some(since)).await;
+            let outcome = self
+                .backend
+                .try_once(name, &token, ttl, Some(since), retried)
+                .await;
+            retried = true;
             let now = Instant::now();
             let past_deadline = deadline.is_some_and(|d| now >= d);
             let mut sleep = backoff.mul_f64(0.5 + unit_random());
@@ -835,7 +845,17 @@ mod message_tests {
         assert!(!m.contains("invoice"), "{m}");
         assert_eq!(
             parse_release_message(m.as_bytes()),
-            Some((name_hash("invoice:42"), 1_764_621_234_567_890))
+            Some((name_hash("invoice:42"), 1_764_621_234_567_890, None))
+        );
+        // Handed over: the notification names the client (not a secret), nothing more.
+        let handed = format!("{m}:0123456789abcdef.42");
+        assert_eq!(
+            parse_release_message(handed.as_bytes()),
+            Some((
+                name_hash("invoice:42"),
+                1_764_621_234_567_890,
+                Some("0123456789abcdef.42")
+            ))
         );
         for bad in [
             &b""[..],
@@ -843,6 +863,7 @@ mod message_tests {
             b"0123:1",
             b"zzzzzzzzzzzzzzzz:1",
             b"0123456789abcdef:x",
+            b"0123456789abcdef:1:",
         ] {
             assert_eq!(parse_release_message(bad), None, "{bad:?}");
         }

@@ -44,17 +44,19 @@ return {0, redis.call('PTTL', KEYS[1])}";
 /// name's queue, the lock is not deleted but handed over: the longest-waiting client is
 /// popped and the lock set to `~h:<that client>` for `handoff` ms, which only that client can
 /// take (any other, the releaser included, sees it held); if it does not come, the marker
-/// expires and the lock is free for anyone. KEYS: lock, queue. ARGV: token, channel, message,
-/// handoff ms. → 1, or 0 when `token` does not hold the lock.
+/// expires and the lock is free for anyone; the notification then names that client
+/// (`<message>:<client>`), so only its process wakes a waiter (no herd). KEYS: lock, queue.
+/// ARGV: token, channel, message, handoff ms. → 1, or 0 when `token` does not hold the lock.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   local head = redis.call('ZPOPMIN', KEYS[2])
   if head[1] then
     redis.call('SET', KEYS[1], '~h:' .. head[1], 'PX', ARGV[4])
+    redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. head[1])
   else
     redis.call('DEL', KEYS[1])
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
   end
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
 end
 return 0";
@@ -69,12 +71,20 @@ end
 return 0";
 
 /// Redlock phase 1: like [`ACQUIRE_ONE`], but reads the fence counter and the master's clock
-/// (µs) instead of assigning. → `{1, counter, time_us}` or `{0, pttl}`.
+/// (µs) instead of assigning, and leaves the queue only when the whole acquisition succeeded
+/// (phase 2). A waiter that already retried (ARGV[7] = `1`) also queues where it was granted
+/// — unless the grant is a hand-over to it — so that every master's queue holds it and the
+/// queues agree on who is next (a waiter granted on one master and refused on another would
+/// otherwise be missing from the first one's queue, which then hands over to someone else
+/// and nobody gets a majority). → `{1, counter, time_us}` or `{0, pttl}`.
 const ACQUIRE_READ: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[3] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('ZREM', KEYS[3], ARGV[4])
+  if v == false and ARGV[7] == '1' and ARGV[5] ~= '0' then
+    redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
+    redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  end
   local t = redis.call('TIME')
   return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 end
@@ -87,8 +97,10 @@ return {0, redis.call('PTTL', KEYS[1])}";
 /// Redlock phase 2: store the fence, never lowering it, with its TTL. Sent to every master:
 /// → 1 where the lock is ours (these count toward the quorum), 2 where it is not (the store
 /// still spreads the counter, so a master that later restarts empty is not the only one
-/// that had it). ARGV: token, fence, fence ttl ms.
+/// that had it). The acquirer leaves the name's waiter queue. KEYS: lock, fence, queue.
+/// ARGV: token, fence, fence ttl ms, client.
 const STORE_FENCE: &str = r"
+redis.call('ZREM', KEYS[3], ARGV[4])
 local cur = tonumber(redis.call('GET', KEYS[2])) or 0
 if tonumber(ARGV[2]) > cur then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
@@ -121,14 +133,24 @@ pub(crate) fn release_message(name: &str, fence: u64) -> String {
     format!("{:016x}:{fence}", crate::lock::name_hash(name))
 }
 
-/// Parses [`release_message`]'s format; `None` for anything else.
-pub(crate) fn parse_release_message(payload: &[u8]) -> Option<(u64, u64)> {
+/// A parsed release notification: the name's hash, the fencing token, and the client the
+/// lock was handed to (`<message>:<client>`, see [`RELEASE`]), if any.
+pub(crate) type ReleaseNotice<'a> = (u64, u64, Option<&'a str>);
+
+/// Parses [`release_message`]'s format, optionally followed by `:<client>`; `None` for
+/// anything else.
+pub(crate) fn parse_release_message(payload: &[u8]) -> Option<ReleaseNotice<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (hash, fence) = text.split_once(':')?;
-    if hash.len() != 16 {
+    let mut parts = text.splitn(3, ':');
+    let (hash, fence, client) = (parts.next()?, parts.next()?, parts.next());
+    if hash.len() != 16 || client.is_some_and(|c| c.is_empty()) {
         return None;
     }
-    Some((u64::from_str_radix(hash, 16).ok()?, fence.parse().ok()?))
+    Some((
+        u64::from_str_radix(hash, 16).ok()?,
+        fence.parse().ok()?,
+        client,
+    ))
 }
 
 /// The error when too many masters failed for a quorum: `timeout` when every failure was a
@@ -322,13 +344,15 @@ impl RedisLocks {
 
     /// One acquisition attempt. `waiting_since` (µs since the epoch, when the caller started
     /// waiting) makes a refused attempt join the name's waiter queue; `None` (a
-    /// `try_acquire`) does not queue.
+    /// `try_acquire`) does not queue. `retried`: this waiter was refused before (it then
+    /// queues on every Redlock master, see [`ACQUIRE_READ`]).
     pub(crate) async fn try_once(
         &self,
         name: &str,
         token: &str,
         ttl: Duration,
         waiting_since: Option<u64>,
+        retried: bool,
     ) -> Result<Attempt> {
         self.ensure_subscribed();
         let key = self.key(name);
@@ -385,6 +409,7 @@ impl RedisLocks {
                     client.as_str(),
                     since.as_str(),
                     queue_ttl.as_str(),
+                    if retried { "1" } else { "0" },
                 ];
                 let keys = [key.as_str(), fence_key.as_str(), queue_key.as_str()];
                 async move {
@@ -481,21 +506,25 @@ impl RedisLocks {
             .map(|m| {
                 let (conn, script, timeout) =
                     (m.conn.get(), self.scripts.store_fence.clone(), self.timeout);
-                let (key, fence_key, token, fence_s, fence_ttl) = (
+                let (key, fence_key, queue_key, token, fence_s, fence_ttl, client) = (
                     key.clone(),
                     fence_key.clone(),
+                    queue_key.clone(),
                     token.to_string(),
                     fence.to_string(),
                     fence_ttl.clone(),
+                    client.clone(),
                 );
                 tokio::spawn(async move {
                     let Ok(mut conn) = conn else { return 0 };
                     let mut inv = script.prepare_invoke();
                     inv.key(&key)
                         .key(&fence_key)
+                        .key(&queue_key)
                         .arg(&token)
                         .arg(&fence_s)
-                        .arg(&fence_ttl);
+                        .arg(&fence_ttl)
+                        .arg(&client);
                     match tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await {
                         Ok(Ok(r)) => r,
                         _ => 0,
@@ -679,6 +708,7 @@ impl RedisLocks {
                 m.url.clone(),
                 self.channel(),
                 self.waiters.clone(),
+                self.client.clone(),
             ));
             subs.push(h.abort_handle());
         }
@@ -688,7 +718,7 @@ impl RedisLocks {
 
 /// Keeps one subscription to `channel` on the master at `url`, waking waiters by name;
 /// reconnects with a bounded backoff. Ends when aborted (the lock service was dropped).
-async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
+async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>, client_id: String) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
@@ -705,8 +735,11 @@ async fn subscribe_loop(url: String, channel: String, waiters: Arc<Waiters>) {
             let mut stream = pubsub.into_on_message();
             while let Some(msg) = stream.next().await {
                 // "<name hash>:<fence>" (see `release_message`).
-                if let Some((hash, fence)) = parse_release_message(msg.get_payload_bytes()) {
-                    waiters.wake(hash, fence);
+                if let Some((hash, fence, to)) = parse_release_message(msg.get_payload_bytes()) {
+                    // Handed over to another client: none of our waiters can take it.
+                    if to.is_none_or(|c| c == format!("{client_id}.{}", std::process::id())) {
+                        waiters.wake(hash, fence);
+                    }
                 }
             }
             Ok::<(), String>(())

@@ -111,9 +111,11 @@
 //!   prefixed with `deadline passed after waiting …` (kind `unavailable` once any master
 //!   refused during the wait: a dead master can look silent while the client reconnects).
 //! - **Keys and channel** (see `docs/keyspace.md`): the lock `<ns>:l:{<name>}` (TTL = the
-//!   lock's), its counter `<ns>:f:{<name>}` (TTL above), in separate sub-spaces so no lock
-//!   name can reach a counter; releases are published on `<ns>:l:released` as
-//!   `<xxh3 of the name>:<fencing token>`, never the lock token (a credential) or the name.
+//!   lock's; a hand-over `~h:<client>` for 50 ms), its counter `<ns>:f:{<name>}` (TTL above),
+//!   its waiter queue `<ns>:w:{<name>}` (TTL 1 s, refreshed by waiting attempts), in separate
+//!   sub-spaces so no lock name can reach a counter or queue; releases are published on
+//!   `<ns>:l:released` as `<xxh3 of the name>:<fencing token>`, plus `:<client>` for a
+//!   hand-over — never the lock token (a credential) or the name.
 //! - **When it can fail.** Clock jumps on a Redis master (TTLs expire early); failover to a
 //!   replica that had not yet received the lock (Redis replication is asynchronous: use
 //!   independent masters for Redlock, not a replicated set); a master restarted without

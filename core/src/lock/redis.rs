@@ -1,8 +1,10 @@
 //! Locks on Redis: one server (the fence is assigned in the acquiring script) or Redlock over
 //! N independent masters (two phases: acquire on a majority and read their fence counters and
-//! clocks, then store `max(max counter + 1, max clock)` on a majority; see the module docs for
-//! why). Keys: `<ns>:l:{<name>}` (the lock) and `<ns>:f:{<name>}` (its fence counter, with a
-//! TTL); releases are published on `<ns>:l:released` as `<name hash>:<fence>`.
+//! clocks, then store `max(max counter + 1, max clock)` on every master and wait for a
+//! majority; see the module docs for why). Keys: `<ns>:l:{<name>}` (the lock, or `~h:<client>`
+//! while a release hands it over), `<ns>:f:{<name>}` (its fence counter, with a TTL) and
+//! `<ns>:w:{<name>}` (the waiter queue, with a TTL); releases are published on
+//! `<ns>:l:released` as `<name hash>:<fence>[:<client handed to>]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

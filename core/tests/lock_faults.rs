@@ -494,3 +494,69 @@ fn one_redis_multi_process_fairness() {
         o.acquisitions as f64 / o.run_for.as_secs_f64()
     );
 }
+
+/// Rule (i) of the module docs on its own, without the clock floor's help: counters far above
+/// any clock, and one master at a time restarted empty at once. Every acquisition writes its
+/// token to every master, so the counter survives each restart on the other two and tokens
+/// keep increasing (before, the token was stored on a majority only, and two restarts in turn
+/// could leave a quorum that had never seen it: the token fell back to the clock).
+#[test]
+fn fence_counters_survive_one_empty_restart_at_a_time() {
+    let mut s: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
+    // Far above the clock floor (µs since 1970 are ~1.8e15): only counters can exceed it.
+    const HIGH: u64 = 5_000_000_000_000_000;
+    for m in &s {
+        assert_eq!(
+            m.cmd(&["SET", "clusterkit:f:{res}", &HIGH.to_string()]),
+            "+OK"
+        );
+    }
+    // Multi-threaded: the store to the third master runs as a background task, which a
+    // current-thread runtime would not run once `block_on` returned.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut last = HIGH;
+    for round in 0..6 {
+        let victim = round % 3;
+        s[victim].restart();
+        // A new service each time: nothing remembered in the client either.
+        let locks = DistributedLock::redlock(
+            &s.iter()
+                .map(|m| m.addr())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>(),
+            LockOptions::default(),
+        )
+        .unwrap();
+        let token = rt.block_on(async {
+            let g = locks
+                .acquire_timeout("res", Duration::from_secs(1), Duration::from_secs(5))
+                .await
+                .unwrap();
+            let t = g.fencing_token();
+            g.release().await.unwrap();
+            t
+        });
+        assert!(token > last, "round {round}: token {token} after {last}");
+        last = token;
+        // The token reached every master (the third one in the background).
+        for (i, m) in s.iter().enumerate() {
+            support::eventually(
+                &format!("master {i} stores token {token}"),
+                Duration::from_secs(2),
+                || {
+                    support::bulk_reply(
+                        m.port(),
+                        &["GET", "clusterkit:f:{res}"],
+                        Duration::from_secs(1),
+                    ) == Some(token.to_string())
+                },
+            );
+        }
+    }
+}

@@ -1,8 +1,10 @@
 //! Locks on Redis: one server (the fence is assigned in the acquiring script) or Redlock over
 //! N independent masters (two phases: acquire on a majority and read their fence counters and
-//! clocks, then store `max(max counter + 1, max clock)` on a majority; see the module docs for
-//! why). Keys: `<ns>:l:{<name>}` (the lock) and `<ns>:f:{<name>}` (its fence counter, with a
-//! TTL); releases are published on `<ns>:l:released` as `<name hash>:<fence>`.
+//! clocks, then store `max(max counter + 1, max clock)` on every master and wait for a
+//! majority; see the module docs for why). Keys: `<ns>:l:{<name>}` (the lock, or `~h:<client>`
+//! while a release hands it over), `<ns>:f:{<name>}` (its fence counter, with a TTL) and
+//! `<ns>:w:{<name>}` (the waiter queue, with a TTL); releases are published on
+//! `<ns>:l:released` as `<name hash>:<fence>[:<client handed to>]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +16,18 @@ use crate::cache::redis::{map_err, ForkSafeManager, SyncPool};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
-/// Single master: `SET NX PX` the lock, then assign the fence in the same script:
-/// `max(stored + 1, TIME in µs)`, stored with a TTL (refreshed by every acquisition). KEYS:
-/// lock, fence. ARGV: token, ttl ms, fence ttl ms. → `{1, fence}` or `{0, pttl}` when held.
+/// Single master: take the lock if it is free (or handed over to this client, see
+/// [`RELEASE`]), then assign the fence in the same script: `max(stored + 1, TIME in µs)`,
+/// stored with a TTL (refreshed by every acquisition). When the lock is held, a waiting
+/// client joins the name's waiter queue (a sorted set scored by when it started waiting; `NX`
+/// keeps its place across retries). KEYS: lock, fence, queue. ARGV: token, ttl ms, fence ttl
+/// ms, this client's hand-over marker (`~h:<client>`), client, wait start (µs; `0`: not
+/// waiting, do not queue), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held.
 const ACQUIRE_ONE: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[4] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[5])
   local t = redis.call('TIME')
   local f = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -26,41 +35,84 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[3])
   return {1, f}
 end
+if ARGV[6] ~= '0' then
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[5])
+  redis.call('PEXPIRE', KEYS[3], ARGV[7])
+end
 return {0, redis.call('PTTL', KEYS[1])}";
 
-/// Compare-and-delete, then a release notification that carries no secret: `message` is
-/// `<hash of the name>:<fencing token>` (see [`release_message`]). KEYS: lock. ARGV: token,
-/// channel, message. → 1, or 0 when `token` does not hold the lock.
+/// Compare-and-release, then a release notification that carries no secret: `message` is
+/// `<hash of the name>:<fencing token>` (see [`release_message`]). When clients wait in the
+/// name's queue, the lock is not deleted but handed over: the longest-waiting client is
+/// popped and the lock set to `~h:<that client>` for `handoff` ms, which only that client can
+/// take (any other, the releaser included, sees it held); if it does not come, the marker
+/// expires and the lock is free for anyone; the notification then names that client
+/// (`<message>:<client>`), so only its process wakes a waiter (no herd). KEYS: lock, queue.
+/// ARGV: token, channel, message, handoff ms. → 1, or 0 when `token` does not hold the lock.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0";
-
-/// Redlock phase 1: SET NX PX, and read the fence counter and the master's clock (µs).
-/// → `{1, counter, time_us}` or `{0, pttl}`.
-const ACQUIRE_READ: &str = r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local t = redis.call('TIME')
-  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
-end
-return {0, redis.call('PTTL', KEYS[1])}";
-
-/// Redlock phase 2: store the fence (never lowering it) with its TTL, only while the lock is
-/// ours. ARGV: token, fence, fence ttl ms.
-const STORE_FENCE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  local cur = tonumber(redis.call('GET', KEYS[2])) or 0
-  if tonumber(ARGV[2]) > cur then
-    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  local head = redis.call('ZPOPMIN', KEYS[2])
+  if head[1] then
+    redis.call('SET', KEYS[1], '~h:' .. head[1], 'PX', ARGV[4])
+    redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. head[1])
   else
-    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    redis.call('DEL', KEYS[1])
+    redis.call('PUBLISH', ARGV[2], ARGV[3])
   end
   return 1
 end
 return 0";
+
+/// Undoes a partial Redlock grant: compare-and-delete, no notification (nobody waits for an
+/// attempt that never held the lock; a wake-up would only restart the same split vote) and no
+/// hand-over. KEYS: lock. ARGV: token. → 1 or 0.
+const UNDO: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Redlock phase 1: like [`ACQUIRE_ONE`], but reads the fence counter and the master's clock
+/// (µs) instead of assigning, and leaves the queue only when the whole acquisition succeeded
+/// (phase 2). A waiter that already retried (ARGV[7] = `1`) also queues where it was granted
+/// — unless the grant is a hand-over to it — so that every master's queue holds it and the
+/// queues agree on who is next (a waiter granted on one master and refused on another would
+/// otherwise be missing from the first one's queue, which then hands over to someone else
+/// and nobody gets a majority). → `{1, counter, time_us}` or `{0, pttl}`.
+const ACQUIRE_READ: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if v == false and ARGV[7] == '1' and ARGV[5] ~= '0' then
+    redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
+    redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  end
+  local t = redis.call('TIME')
+  return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
+end
+if ARGV[5] ~= '0' then
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+end
+return {0, redis.call('PTTL', KEYS[1])}";
+
+/// Redlock phase 2: store the fence, never lowering it, with its TTL. Sent to every master:
+/// → 1 where the lock is ours (these count toward the quorum), 2 where it is not (the store
+/// still spreads the counter, so a master that later restarts empty is not the only one
+/// that had it). The acquirer leaves the name's waiter queue. KEYS: lock, fence, queue.
+/// ARGV: token, fence, fence ttl ms, client.
+const STORE_FENCE: &str = r"
+redis.call('ZREM', KEYS[3], ARGV[4])
+local cur = tonumber(redis.call('GET', KEYS[2])) or 0
+if tonumber(ARGV[2]) > cur then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return 1
+end
+return 2";
 
 /// Compare-and-pexpire.
 const EXTEND: &str = r"
@@ -83,14 +135,43 @@ pub(crate) fn release_message(name: &str, fence: u64) -> String {
     format!("{:016x}:{fence}", crate::lock::name_hash(name))
 }
 
-/// Parses [`release_message`]'s format; `None` for anything else.
-pub(crate) fn parse_release_message(payload: &[u8]) -> Option<(u64, u64)> {
+/// A parsed release notification: the name's hash, the fencing token, and the client the
+/// lock was handed to (`<message>:<client>`, see [`RELEASE`]), if any.
+pub(crate) type ReleaseNotice<'a> = (u64, u64, Option<&'a str>);
+
+/// Parses [`release_message`]'s format, optionally followed by `:<client>`; `None` for
+/// anything else.
+pub(crate) fn parse_release_message(payload: &[u8]) -> Option<ReleaseNotice<'_>> {
     let text = std::str::from_utf8(payload).ok()?;
-    let (hash, fence) = text.split_once(':')?;
-    if hash.len() != 16 {
+    let mut parts = text.splitn(3, ':');
+    let (hash, fence, client) = (parts.next()?, parts.next()?, parts.next());
+    if hash.len() != 16 || client.is_some_and(|c| c.is_empty()) {
         return None;
     }
-    Some((u64::from_str_radix(hash, 16).ok()?, fence.parse().ok()?))
+    Some((
+        u64::from_str_radix(hash, 16).ok()?,
+        fence.parse().ok()?,
+        client,
+    ))
+}
+
+/// The error when too many masters failed for a quorum: `timeout` when every failure was a
+/// master that did not answer in time ("masters timed out"), `unavailable` otherwise ("no
+/// quorum reachable"). Lists each failure (addresses only; no credentials).
+fn no_quorum(name: &str, n: usize, quorum: usize, errors: &[Error]) -> Error {
+    let detail: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let detail = detail.join("; ");
+    if errors.iter().all(|e| e.kind() == crate::ErrorKind::Timeout) {
+        Error::Timeout(format!(
+            "lock {name:?}: masters timed out: {} of {n} did not answer and a quorum needs {quorum} ({detail})",
+            errors.len()
+        ))
+    } else {
+        Error::Unavailable(format!(
+            "lock {name:?}: no quorum reachable: {} of {n} masters failed and a quorum needs {quorum} ({detail})",
+            errors.len()
+        ))
+    }
 }
 
 /// How long a fence counter lives after the last acquisition of its name: at least
@@ -114,6 +195,7 @@ struct Scripts {
     acquire_read: Script,
     store_fence: Script,
     release: Script,
+    undo: Script,
     extend: Script,
 }
 
@@ -123,6 +205,13 @@ pub(crate) struct RedisLocks {
     prefix: String,
     timeout: Duration,
     scripts: Scripts,
+    /// Random id of this lock service (with the process id appended per call, so a forked
+    /// child is another client): the member of the waiter queues, and what a hand-over names.
+    client: String,
+    /// How long a released lock stays reserved for the longest-waiting client.
+    handoff: Duration,
+    /// TTL of a waiter queue, refreshed by every waiting attempt.
+    queue_ttl: Duration,
     pub(crate) waiters: Arc<Waiters>,
     /// One release subscriber per master, started on first use; started again in a forked
     /// child and stopped when the lock service is dropped.
@@ -173,8 +262,12 @@ impl RedisLocks {
                 acquire_read: Script::new(ACQUIRE_READ),
                 store_fence: Script::new(STORE_FENCE),
                 release: Script::new(RELEASE),
+                undo: Script::new(UNDO),
                 extend: Script::new(EXTEND),
             },
+            client: crate::lock::new_token()?[..16].to_string(),
+            handoff: crate::lock::HANDOFF,
+            queue_ttl: (options.retry_max * 4).max(Duration::from_secs(1)),
             waiters: Arc::new(Waiters::default()),
             subscribers: crate::fork::Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
@@ -196,6 +289,15 @@ impl RedisLocks {
     }
     fn channel(&self) -> String {
         release_channel(&self.prefix)
+    }
+    /// `<ns>:w:{<name>}`: the waiter queue of a name (a sorted set of clients by the time
+    /// they started waiting), in the lock's hash slot.
+    fn queue_key(&self, name: &str) -> String {
+        format!("{}:w:{{{name}}}", self.prefix)
+    }
+    /// This client's id (see [`RedisLocks::client`]).
+    fn client_id(&self) -> String {
+        format!("{}.{}", self.client, std::process::id())
     }
 
     /// Runs `script` on master `m` within the per-master timeout.
@@ -232,10 +334,26 @@ impl RedisLocks {
         ttl / 100 + Duration::from_millis(2)
     }
 
-    pub(crate) async fn try_once(&self, name: &str, token: &str, ttl: Duration) -> Result<Attempt> {
+    /// One acquisition attempt. `waiting_since` (µs since the epoch, when the caller started
+    /// waiting) makes a refused attempt join the name's waiter queue; `None` (a
+    /// `try_acquire`) does not queue. `retried`: this waiter was refused before (it then
+    /// queues on every Redlock master, see [`ACQUIRE_READ`]).
+    pub(crate) async fn try_once(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+        waiting_since: Option<u64>,
+        retried: bool,
+    ) -> Result<Attempt> {
         self.ensure_subscribed();
         let key = self.key(name);
         let fence_key = self.fence_key(name);
+        let queue_key = self.queue_key(name);
+        let client = self.client_id();
+        let mine = format!("~h:{client}");
+        let since = waiting_since.unwrap_or(0).to_string();
+        let queue_ttl = (self.queue_ttl.as_millis() as u64).to_string();
         let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
         let fence_ttl = fence_ttl_ms(ttl);
         let started = Instant::now();
@@ -245,8 +363,10 @@ impl RedisLocks {
                 .run(
                     m,
                     &self.scripts.acquire_one,
-                    &[&key, &fence_key],
-                    &[token, &ttl_ms, &fence_ttl],
+                    &[&key, &fence_key, &queue_key],
+                    &[
+                        token, &ttl_ms, &fence_ttl, &mine, &client, &since, &queue_ttl,
+                    ],
                 )
                 .await?;
             if ok == 1 {
@@ -265,23 +385,28 @@ impl RedisLocks {
             ));
         }
 
-        // Phase 1 on every master in parallel; stop waiting once the outcome is decided.
+        // Phase 1 on every master in parallel; stop waiting once the outcome is decided, or
+        // once a contended attempt cannot win without the masters that have not answered
+        // (see "Liveness" in the module docs).
         let n = self.masters.len();
         let mut pending: FuturesUnordered<_> = self
             .masters
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let (key, fence_key, ttl_ms) = (&key, &fence_key, &ttl_ms);
+                let args = [
+                    token,
+                    ttl_ms.as_str(),
+                    mine.as_str(),
+                    client.as_str(),
+                    since.as_str(),
+                    queue_ttl.as_str(),
+                    if retried { "1" } else { "0" },
+                ];
+                let keys = [key.as_str(), fence_key.as_str(), queue_key.as_str()];
                 async move {
-                    let r: Result<Vec<i64>> = self
-                        .run(
-                            m,
-                            &self.scripts.acquire_read,
-                            &[key, fence_key],
-                            &[token, ttl_ms],
-                        )
-                        .await;
+                    let r: Result<Vec<i64>> =
+                        self.run(m, &self.scripts.acquire_read, &keys, &args).await;
                     (i, r)
                 }
             })
@@ -290,95 +415,127 @@ impl RedisLocks {
         let mut acquired: Vec<(usize, u64, u64)> = Vec::new();
         // Masters that answered "held by someone else": they cannot hold our token.
         let mut busy: Vec<usize> = Vec::new();
-        let mut refused = 0;
+        let mut errors: Vec<Error> = Vec::new();
         let mut hint: Option<Duration> = None;
-        let mut last_err = None;
-        while let Some((i, r)) = pending.next().await {
-            let reply = match r {
-                Ok(v) => v,
-                Err(e) => {
-                    refused += 1;
-                    last_err = Some(e);
-                    Vec::new()
-                }
+        let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut gave_up = false;
+        loop {
+            let next = match grace.as_mut() {
+                Some(g) => tokio::select! {
+                    r = pending.next() => r,
+                    _ = g => { gave_up = true; None }
+                },
+                None => pending.next().await,
             };
-            match reply.as_slice() {
-                [] => {}
-                &[1, counter, time_us] => {
+            let Some((i, r)) = next else { break };
+            match r.as_deref() {
+                Ok(&[1, counter, time_us]) => {
                     acquired.push((i, counter.max(0) as u64, time_us.max(0) as u64))
                 }
-                &[0, pttl] => {
-                    refused += 1;
+                Ok(&[0, pttl]) => {
                     busy.push(i);
                     if pttl > 0 {
                         let d = Duration::from_millis(pttl as u64);
                         hint = Some(hint.map_or(d, |h: Duration| h.min(d)));
                     }
                 }
-                _ => {
-                    refused += 1;
-                    last_err = Some(Error::Backend(
-                        "unexpected reply to the Redlock acquire script".into(),
-                    ));
-                }
+                Ok(_) => errors.push(Error::Backend(format!(
+                    "{}: unexpected reply to the Redlock acquire script",
+                    self.masters[i].address
+                ))),
+                Err(e) => errors.push(e.clone()),
             }
+            let refused = busy.len() + errors.len();
             if acquired.len() >= self.quorum || refused > n - self.quorum {
                 break;
+            }
+            // Contended (another client holds some master) and undecided: the silent masters
+            // get a short grace (twice the time the answers so far took, at least 2 ms)
+            // instead of the full per-master timeout. Holding our partial grants while a
+            // stalled master times out is what kept every contender from a majority.
+            if !busy.is_empty() && grace.is_none() {
+                let g = (started.elapsed() * 2)
+                    .max(Duration::from_millis(2))
+                    .min(self.timeout);
+                grace = Some(Box::pin(tokio::time::sleep(g)));
             }
         }
         drop(pending);
         if acquired.len() < self.quorum {
-            // Undo where the lock may be ours: granted, errored or not answered yet.
+            // Undo where the lock may be ours: granted, errored or not answered yet. No
+            // notification: nobody waits for a lock this attempt never held.
             let undo: Vec<usize> = (0..n).filter(|i| !busy.contains(i)).collect();
-            self.release_on(name, token, 0, Some(&undo)).await;
-            // Busy means "someone else holds it": only when enough masters answered that
-            // a quorum was possible. When too many failed, nobody can say: unavailable.
-            let failed = refused - busy.len();
-            return match last_err {
-                Some(e) if failed > n - self.quorum => Err(Error::Unavailable(format!(
-                    "Redlock needs {} of {} masters, {failed} did not answer; {e}",
-                    self.quorum, n
-                ))),
-                _ => Ok(Attempt::Busy(hint)),
-            };
+            self.undo_on(name, token, &undo).await;
+            let silent = n - acquired.len() - busy.len() - errors.len();
+            if busy.len() >= self.quorum {
+                return Ok(Attempt::Busy(hint));
+            }
+            // Too many masters failed to answer for any quorum to be possible: say which.
+            if errors.len() > n - self.quorum {
+                return Err(no_quorum(name, n, self.quorum, &errors));
+            }
+            if gave_up || !acquired.is_empty() || !errors.is_empty() {
+                return Ok(Attempt::Split {
+                    granted: acquired.len(),
+                    busy: busy.len(),
+                    silent: silent + errors.len(),
+                });
+            }
+            return Ok(Attempt::Busy(hint));
         }
 
-        // Phase 2: store max(max counter + 1, max clock) on a majority, only where the lock is
-        // ours (the clock floor keeps tokens increasing when a counter expired or was lost;
-        // see the module docs).
+        // Phase 2: store max(max counter + 1, max clock) on every master (never lowering a
+        // counter); a majority of masters where the lock is still ours must confirm before the
+        // token is handed out (the clock floor keeps tokens increasing when a counter expired
+        // or was lost; see the module docs). The stores run as tasks of their own: a stalled
+        // master delays nobody, and the others still get the counter.
         let counter = acquired.iter().map(|(_, c, _)| *c).max().unwrap_or(0) + 1;
         let floor = acquired.iter().map(|(_, _, t)| *t).max().unwrap_or(0);
         let fence = counter.max(floor);
-        let fence_s = fence.to_string();
-        let mut pending: FuturesUnordered<_> = acquired
+        let mut pending: FuturesUnordered<_> = self
+            .masters
             .iter()
-            .map(|(i, _, _)| {
-                let m = &self.masters[*i];
-                let (key, fence_key, fence_s, fence_ttl) = (&key, &fence_key, &fence_s, &fence_ttl);
-                async move {
-                    self.run::<i64>(
-                        m,
-                        &self.scripts.store_fence,
-                        &[key, fence_key],
-                        &[token, fence_s, fence_ttl],
-                    )
-                    .await
-                }
+            .map(|m| {
+                let (conn, script, timeout) =
+                    (m.conn.get(), self.scripts.store_fence.clone(), self.timeout);
+                let (key, fence_key, queue_key, token, fence_s, fence_ttl, client) = (
+                    key.clone(),
+                    fence_key.clone(),
+                    queue_key.clone(),
+                    token.to_string(),
+                    fence.to_string(),
+                    fence_ttl.clone(),
+                    client.clone(),
+                );
+                tokio::spawn(crate::fork::gated(async move {
+                    let Ok(mut conn) = conn else { return 0 };
+                    let mut inv = script.prepare_invoke();
+                    inv.key(&key)
+                        .key(&fence_key)
+                        .key(&queue_key)
+                        .arg(&token)
+                        .arg(&fence_s)
+                        .arg(&fence_ttl)
+                        .arg(&client);
+                    match tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await {
+                        Ok(Ok(r)) => r,
+                        _ => 0,
+                    }
+                }))
             })
             .collect();
         let mut stored = 0;
-        let mut failed = 0;
+        let mut other = 0;
         while let Some(r) = pending.next().await {
             if matches!(r, Ok(1)) {
                 stored += 1;
             } else {
-                failed += 1;
+                other += 1;
             }
-            if stored >= self.quorum || failed > acquired.len() - self.quorum {
+            if stored >= self.quorum || other > n - self.quorum {
                 break;
             }
         }
-        drop(pending);
         let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
         if stored < self.quorum || validity.is_zero() {
             self.release_on(name, token, fence, None).await;
@@ -387,12 +544,30 @@ impl RedisLocks {
         Ok(Attempt::Acquired { fence, validity })
     }
 
+    /// Deletes the lock where `token` holds it on the masters `which`, without notification
+    /// or hand-over, and without waiting for the answers (each runs as its own task).
+    async fn undo_on(&self, name: &str, token: &str, which: &[usize]) {
+        let key = self.key(name);
+        for &i in which {
+            let m = &self.masters[i];
+            let (conn, script, timeout) = (m.conn.get(), self.scripts.undo.clone(), self.timeout);
+            let (key, token) = (key.clone(), token.to_string());
+            tokio::spawn(crate::fork::gated(async move {
+                let Ok(mut conn) = conn else { return };
+                let mut inv = script.prepare_invoke();
+                inv.key(&key).arg(&token);
+                let _ = tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await;
+            }));
+        }
+    }
+
     /// Sends the release to the masters `which` (all of them when `None`) and returns once a
     /// majority confirmed (the lock is free for the next holder then) or every master
     /// answered. Each release runs as its own task, so the rest still complete after this
     /// returns: a stalled master delays nobody, and its key expires with its TTL if it never
-    /// answers. True if at least one master held the lock with this token. `fence` (0 when
-    /// none was assigned) goes into the release notification.
+    /// answers. True if at least one master held the lock with this token. `fence` goes into
+    /// the release notification. Where clients wait, the lock is handed to the longest
+    /// waiting one (see [`RELEASE`]).
     async fn release_on(
         &self,
         name: &str,
@@ -401,8 +576,10 @@ impl RedisLocks {
         which: Option<&[usize]>,
     ) -> bool {
         let key = self.key(name);
+        let queue_key = self.queue_key(name);
         let channel = self.channel();
         let message = release_message(name, fence);
+        let handoff = (self.handoff.as_millis() as u64).max(1).to_string();
         let all: Vec<usize> = (0..self.masters.len()).collect();
         let targets = which.unwrap_or(&all);
         let mut pending: FuturesUnordered<_> = targets
@@ -411,16 +588,23 @@ impl RedisLocks {
                 let m = &self.masters[i];
                 let (conn, script, timeout) =
                     (m.conn.get(), self.scripts.release.clone(), self.timeout);
-                let (key, token, message, channel) = (
+                let (key, queue_key, token, message, channel, handoff) = (
                     key.clone(),
+                    queue_key.clone(),
                     token.to_string(),
                     message.clone(),
                     channel.clone(),
+                    handoff.clone(),
                 );
                 tokio::spawn(crate::fork::gated(async move {
                     let Ok(mut conn) = conn else { return false };
                     let mut inv = script.prepare_invoke();
-                    inv.key(&key).arg(&token).arg(&channel).arg(&message);
+                    inv.key(&key)
+                        .key(&queue_key)
+                        .arg(&token)
+                        .arg(&channel)
+                        .arg(&message)
+                        .arg(&handoff);
                     matches!(
                         tokio::time::timeout(timeout, inv.invoke_async::<i64>(&mut conn)).await,
                         Ok(Ok(1))
@@ -438,6 +622,23 @@ impl RedisLocks {
             }
         }
         released > 0
+    }
+
+    /// Leaves the waiter queue of `name` on every master (a waiter that gives up), so the
+    /// next release does not hand the lock to a client that is gone. Best effort, in the
+    /// background.
+    pub(crate) fn leave_queue(&self, name: &str) {
+        let (queue_key, client) = (self.queue_key(name), self.client_id());
+        for m in &self.masters {
+            let (conn, timeout) = (m.conn.get(), self.timeout);
+            let (queue_key, client) = (queue_key.clone(), client.clone());
+            tokio::spawn(crate::fork::gated(async move {
+                let Ok(mut conn) = conn else { return };
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&queue_key).arg(&client);
+                let _ = tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await;
+            }));
+        }
     }
 
     /// Releases everywhere; true if this token held the lock on at least one master.
@@ -487,9 +688,19 @@ impl RedisLocks {
             return;
         }
         for m in &self.masters {
-            let (client, channel, waiters) = (m.sub.clone(), self.channel(), self.waiters.clone());
+            let (client, channel, waiters, client_id) = (
+                m.sub.clone(),
+                self.channel(),
+                self.waiters.clone(),
+                self.client.clone(),
+            );
             match crate::fork::Background::start(move || {
-                subscribe_loop(client.clone(), channel.clone(), waiters.clone())
+                subscribe_loop(
+                    client.clone(),
+                    channel.clone(),
+                    waiters.clone(),
+                    client_id.clone(),
+                )
             }) {
                 Ok(b) => subs.push(b),
                 Err(_) => return,
@@ -501,7 +712,12 @@ impl RedisLocks {
 
 /// Keeps one subscription to `channel` on the master reached by `client`, waking waiters by name;
 /// reconnects with a bounded backoff. Ends when aborted (the lock service was dropped).
-async fn subscribe_loop(client: redis::Client, channel: String, waiters: Arc<Waiters>) {
+async fn subscribe_loop(
+    client: redis::Client,
+    channel: String,
+    waiters: Arc<Waiters>,
+    client_id: String,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
@@ -517,8 +733,11 @@ async fn subscribe_loop(client: redis::Client, channel: String, waiters: Arc<Wai
             let mut stream = pubsub.into_on_message();
             while let Some(msg) = stream.next().await {
                 // "<name hash>:<fence>" (see `release_message`).
-                if let Some((hash, fence)) = parse_release_message(msg.get_payload_bytes()) {
-                    waiters.wake(hash, fence);
+                if let Some((hash, fence, to)) = parse_release_message(msg.get_payload_bytes()) {
+                    // Handed over to another client: none of our waiters can take it.
+                    if to.is_none_or(|c| c == format!("{client_id}.{}", std::process::id())) {
+                        waiters.wake(hash, fence);
+                    }
                 }
             }
             Ok::<(), String>(())

@@ -138,7 +138,12 @@ void test_secure(void) {
     CHECK(strstr(ck_last_error(), wrong) == NULL);
     CHECK(strstr(ck_last_error(), password) == NULL);
     ck_lock *bad = SENTINEL(ck_lock);
-    CHECK_ST(ck_lock_acquire(dep, "c-secure-lock", 1000, 0, &bad), CK_UNAVAILABLE);
+    /* The masters refuse AUTH (unavailable), unless under valgrind the TLS handshakes outlast
+     * the masters' 500 ms connect timeout first (then they are reported as timed out). */
+    ck_status lst = ck_lock_acquire(dep, "c-secure-lock", 1000, 0, &bad);
+    CHECK(lst == CK_UNAVAILABLE || lst == CK_TIMEOUT);
+    CHECK(strstr(ck_last_error(), "authentication failed") != NULL ||
+          strstr(ck_last_error(), "timed out") != NULL);
     CHECK(bad == SENTINEL(ck_lock));
     CHECK(strstr(ck_last_error(), wrong) == NULL);
     ck_deployment_free(dep);

@@ -85,7 +85,10 @@ final class SecureRedisTest extends TestCase
         try {
             $ck->locks()->acquire('php-secure-x', 1.0);
             $this->fail('a lock with a wrong password was acquired');
-        } catch (UnavailableException $e) {
+        } catch (UnavailableException | TimeoutException $e) {
+            // Refused AUTH (unavailable), or on a loaded machine the TLS handshakes outlast the
+            // masters' connect timeout first (timed out): either way no lock and no secret.
+            $this->assertMatchesRegularExpression('/authentication failed|timed out/', $e->getMessage());
             $messages[] = $e->getMessage();
         }
         try {

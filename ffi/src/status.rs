@@ -198,14 +198,16 @@ pub(crate) fn arg_cache_ttl(ms: u64) -> Result<Option<Duration>, Error> {
     Ok((ms != 0).then_some(ttl))
 }
 
-/// A lock TTL argument: 1..=the core's [`clusterkit::lock::MAX_TTL`] (checked here too, so
-/// the message names the C parameter).
+/// A lock TTL argument, checked by the core's [`clusterkit::lock::check_ttl`] (1 ms..=24 h); the
+/// message names the C parameter.
 pub(crate) fn arg_lock_ttl(ms: u64) -> Result<Duration, Error> {
-    let max = u64::try_from(clusterkit::lock::MAX_TTL.as_millis()).unwrap_or(u64::MAX);
-    if ms == 0 {
-        return Err(Error::invalid("ttl_ms", "must be at least 1 ms, got 0"));
-    }
-    arg_ms(ms, max, "ttl_ms")
+    let ttl = Duration::from_millis(ms);
+    // The core's bound, reported under the C parameter's name.
+    clusterkit::lock::check_ttl(ttl).map_err(|e| match e {
+        Error::InvalidArgument { message, .. } => Error::invalid("ttl_ms", message),
+        other => other,
+    })?;
+    Ok(ttl)
 }
 
 /// Body of every `ck_*_free`: drops a handle made by `Box::into_raw` in this library; NULL is a

@@ -249,7 +249,9 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_ttl(ttl: Duration) -> Result<()> {
+/// Checks a lock TTL: 1 ms ..= [`MAX_TTL`]. Fails with [`Error::InvalidArgument`] naming
+/// `ttl`.
+pub fn check_ttl(ttl: Duration) -> Result<()> {
     if ttl < Duration::from_millis(1) || ttl > MAX_TTL {
         return Err(Error::invalid(
             "ttl",

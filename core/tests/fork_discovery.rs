@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clusterkit::{BalancerOptions, Cluster, Node, RedisRegistry, RegistryOptions, Strategy};
 
@@ -16,15 +16,8 @@ use support::RedisServer;
 /// Set by the parent after it deregistered web-1.
 const DEREGISTERED: &str = "test:parent-deregistered";
 
-fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    ok()
+fn wait_for(limit: Duration, ok: impl FnMut() -> bool) -> bool {
+    support::wait_until_every(limit, Duration::from_millis(10), ok)
 }
 
 #[test]

@@ -32,15 +32,8 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(10);
 /// The whole run (forks are taken one after the other).
 const TOTAL_LIMIT: Duration = Duration::from_secs(90);
 
-fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    ok()
+fn wait_for(limit: Duration, ok: impl FnMut() -> bool) -> bool {
+    support::wait_until_every(limit, Duration::from_millis(10), ok)
 }
 
 #[test]

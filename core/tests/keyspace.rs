@@ -17,7 +17,7 @@ use clusterkit::cache::{Cache, DistributedOptions, MemoryOptions, RedisOptions};
 use clusterkit::discovery::{RedisRegistry, RegistryOptions};
 use clusterkit::lock::{DistributedLock, LockOptions, FENCE_TTL};
 use clusterkit::session::{SessionOptions, SessionStore};
-use clusterkit::{BalancerOptions, Cluster, ErrorKind, Node, Strategy};
+use clusterkit::{ErrorKind, Node};
 use support::{RedisClusterHarness, RedisServer};
 
 /// Every key of `port` with its PTTL in ms (-1: no TTL), sorted (SCAN, bounded).
@@ -461,15 +461,7 @@ async fn clear_on_one_redis_deletes_cache_entries_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clear_on_a_sharded_pool_deletes_cache_entries_only() {
     let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start()).collect();
-    let pool = Cluster::with_nodes(
-        "cache",
-        BalancerOptions::new(Strategy::Ketama),
-        servers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| Node::new(format!("r{i}"), "127.0.0.1", s.port()).unwrap()),
-    )
-    .unwrap();
+    let pool = support::ketama_pool(&servers);
     let a = Cache::distributed(pool, "a", DistributedOptions::default().with_replicas(2)).unwrap();
     clear_scoped(&a, 2, 0).await;
     for s in &servers {

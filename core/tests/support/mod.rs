@@ -273,7 +273,16 @@ pub fn ping(port: u16, timeout: Duration) -> bool {
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    wait_until_every(timeout, Duration::from_millis(50), condition)
+}
+
+/// Like [`wait_until`], checking every `every` (fork tests poll fast: a child has a deadline).
+pub fn wait_until_every(
+    timeout: Duration,
+    every: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if condition() {
@@ -282,8 +291,21 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
+}
+
+/// A ketama pool `cache` with one node `r<i>` per server.
+pub fn ketama_pool(servers: &[RedisServer]) -> clusterkit::Cluster {
+    clusterkit::Cluster::with_nodes(
+        "cache",
+        clusterkit::BalancerOptions::new(clusterkit::Strategy::Ketama),
+        servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| clusterkit::Node::new(format!("r{i}"), "127.0.0.1", s.port()).unwrap()),
+    )
+    .unwrap()
 }
 
 /// Like [`wait_until`], but panics with `what` and the elapsed time if the condition never

@@ -718,6 +718,8 @@ async fn subscribe_loop(
     waiters: Arc<Waiters>,
     client_id: String,
 ) {
+    // This process's client name in hand-over messages (a forked child runs its own loop).
+    let me = format!("{client_id}.{}", std::process::id());
     let mut backoff = Duration::from_millis(50);
     loop {
         let attempt = async {
@@ -735,7 +737,7 @@ async fn subscribe_loop(
                 // "<name hash>:<fence>" (see `release_message`).
                 if let Some((hash, fence, to)) = parse_release_message(msg.get_payload_bytes()) {
                     // Handed over to another client: none of our waiters can take it.
-                    if to.is_none_or(|c| c == format!("{client_id}.{}", std::process::id())) {
+                    if to.is_none_or(|c| c == me) {
                         waiters.wake(hash, fence);
                     }
                 }

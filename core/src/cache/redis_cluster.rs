@@ -60,7 +60,11 @@ fn cluster_err(e: RedisError, what: &str) -> Error {
     match e.kind() {
         K::ClusterConnectionNotFound
         | K::Server(S::ClusterDown | S::MasterDown | S::TryAgain | S::Moved | S::Ask) => {
-            Error::Unavailable(format!("{what}: {e}"))
+            // Redacted like every redis-rs message (it may name a URL with credentials).
+            Error::Unavailable(format!(
+                "{what}: {}",
+                crate::connection::redact(&e.to_string())
+            ))
         }
         _ => map_err(e, what),
     }

@@ -7,11 +7,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clusterkit::cache::{Cache, DistributedOptions, MemoryOptions, RedisOptions};
 use clusterkit::discovery::{RedisRegistry, RegistryOptions};
@@ -494,61 +490,6 @@ async fn clear_on_a_redis_cluster_deletes_cache_entries_only() {
     }
 }
 
-/// A raw RESP client subscribed to every channel; collects every byte it receives.
-struct Observer {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<u8>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Observer {
-    fn start(port: u16) -> Observer {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        s.write_all(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$1\r\n*\r\n")
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        // Wait (bounded) for the subscription's confirmation before anything is published.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = [0u8; 4096];
-        let mut first = Vec::new();
-        while !first.windows(10).any(|w| w == b"psubscribe") {
-            assert!(Instant::now() < deadline, "PSUBSCRIBE not confirmed");
-            if let Ok(n) = s.read(&mut buf) {
-                first.extend_from_slice(&buf[..n]);
-            }
-        }
-        let (stop2, seen2) = (stop.clone(), seen.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
-                match s.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => seen2.lock().unwrap().extend_from_slice(&buf[..n]),
-                    Err(_) => {}
-                }
-            }
-        });
-        Observer {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops after a short grace period for in-flight messages; returns what was seen.
-    fn finish(mut self) -> Vec<u8> {
-        std::thread::sleep(Duration::from_millis(300));
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().unwrap();
-        }
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -557,8 +498,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psubscribe_observer_sees_no_secret() {
+    // Every test server runs a `PSUBSCRIBE *` audit (support::PubSubAudit).
     let server = RedisServer::start();
-    let observer = Observer::start(server.port());
     let cache = Cache::redis(&server.addr(), "app", options()).unwrap();
     let store = SessionStore::new(
         &cache,
@@ -634,7 +575,14 @@ async fn psubscribe_observer_sees_no_secret() {
         releases += 2;
     }
 
-    let seen = observer.finish();
+    // A short grace period for messages in flight, then everything the audit saw.
+    std::thread::sleep(Duration::from_millis(300));
+    let seen: Vec<u8> = server
+        .published()
+        .into_iter()
+        .flat_map(|(channel, message)| [channel, b"\n".to_vec(), message, b"\n".to_vec()])
+        .flatten()
+        .collect();
     // Not vacuous: the observer did see the lock releases.
     let channel_msgs = seen
         .windows(b"app:l:released".len())
@@ -653,4 +601,43 @@ async fn psubscribe_observer_sees_no_secret() {
             String::from_utf8_lossy(&seen)
         );
     }
+}
+
+/// The audit every test server runs (support::PubSubAudit): it records what is published and
+/// fails on a message docs/keyspace.md does not list, so the whole Rust suite's pub/sub
+/// traffic is held to the document, not only this file's.
+#[test]
+fn every_test_server_audits_what_is_published() {
+    let mut server = RedisServer::start();
+    let bad = ("app:s:{sess}", "0123456789abcdef0123456789abcdef\ntoken");
+    let good = ("app:l:released", "00ff00ff00ff00ff:1787654321000000");
+    assert_eq!(server.cmd(&["PUBLISH", bad.0, bad.1]), ":1");
+    assert_eq!(server.cmd(&["PUBLISH", good.0, good.1]), ":1");
+    let seen = support::wait_until(Duration::from_secs(5), || server.published().len() == 2);
+    assert!(seen, "{:?}", server.published());
+    let published = server.published();
+    assert_eq!(published[0].0, bad.0.as_bytes());
+    assert_eq!(published[1].1, good.1.as_bytes());
+    let port = server.port();
+    let caught = std::panic::catch_unwind(|| support::check_published(port, &published));
+    assert!(caught.is_err(), "an off-list message must fail the audit");
+    support::check_published(port, &published[1..]);
+    for (channel, message) in [
+        ("p:r:{web}:events", "up web-1"),
+        ("p:r:{web}:events", "down web-1"),
+        ("a:l:released", "00ff00ff00ff00ff:12:0123456789abcdef.4242"),
+    ] {
+        support::check_published(port, &[(channel.into(), message.into())]);
+    }
+    for (channel, message) in [
+        ("a:l:released", "00ff00ff00ff00ff:12:tok en"),
+        ("a:l:released", "secret-token"),
+        ("p:r:{web}:events", "up web-1 extra"),
+    ] {
+        let r = std::panic::catch_unwind(|| {
+            support::check_published(port, &[(channel.into(), message.into())])
+        });
+        assert!(r.is_err(), "{channel} {message:?} must fail");
+    }
+    server.forget_published();
 }

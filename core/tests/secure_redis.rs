@@ -93,7 +93,9 @@ async fn every_feature(doc: &str, servers: &[SecureRedis], db: i64) {
         pool.nodes().iter().all(|s| s.health == Health::Healthy)
     });
 
-    // Sharded cache: every key readable, spread over both nodes, in database `db`.
+    // Sharded cache: every key readable, spread over both nodes, in database `db` (empty
+    // first: this runs more than once on the same servers).
+    ck.cache().clear().await.unwrap();
     let before: Vec<u64> = servers[..2]
         .iter()
         .map(|s| count_keys(s, db, "sec:c:k*"))
@@ -416,14 +418,81 @@ async fn acl_user_over_mutual_tls_serves_every_feature() {
     clusterkit::cluster::health::run_check(&node, &check)
         .await
         .unwrap();
-    // The connection manager paths cannot route a name: rejected, naming the field.
-    let e = clusterkit::cache::Cache::redis(
-        &servers[0].addr(),
+    // Every feature with the certificate verified as "redis.test" while connecting to
+    // 127.0.0.1: the sharded cache, Redlock and its release subscriptions, sessions, the
+    // single-Redis cache from async and blocking callers, health and the registry.
+    let sni_section = section.replace(
+        "tls = { ca_file",
+        "tls = { server_name = \"redis.test\", ca_file",
+    );
+    assert_ne!(sni_section, section);
+    every_feature(&document(&sni_section, &servers, ""), &servers, 3).await;
+    // A Redlock waiter is woken by the release message over such connections, well before
+    // its next retry (2 s apart here).
+    let sni_settings = Config::parse(&sni_section)
+        .unwrap()
+        .redis_settings(None)
+        .unwrap();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    let addrs: Vec<&str> = addrs.iter().map(|a| a.as_str()).collect();
+    let lock_options = || {
+        clusterkit::lock::LockOptions::default()
+            .with_retry(Duration::from_secs(2), Duration::from_secs(2))
+            .with_redis(
+                clusterkit::cache::RedisOptions::default()
+                    .with_timeouts(Duration::from_secs(3), Duration::from_secs(3))
+                    .with_connection(sni_settings.clone()),
+            )
+    };
+    let holder = clusterkit::lock::DistributedLock::redlock(&addrs, lock_options()).unwrap();
+    let other = clusterkit::lock::DistributedLock::redlock(&addrs, lock_options()).unwrap();
+    let held = holder
+        .try_acquire("sni-wake", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("a free lock is acquired");
+    // The waiter's service is connected (and subscribed) before the release.
+    assert!(other
+        .try_acquire("sni-wake", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_none());
+    let waiter = tokio::spawn(async move {
+        let g = other
+            .acquire_timeout("sni-wake", Duration::from_secs(30), Duration::from_secs(20))
+            .await;
+        (g, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released = std::time::Instant::now();
+    held.release().await.unwrap();
+    let (g, acquired) = waiter.await.unwrap();
+    g.unwrap().release().await.unwrap();
+    let after = acquired.duration_since(released);
+    assert!(
+        after < Duration::from_millis(1500),
+        "woken {after:?} after the release (the next retry was 2 s away)"
+    );
+    // A name the certificate lacks: unavailable on the cache, nothing leaked.
+    let wrong_name = section.replace(
+        "tls = { ca_file",
+        "tls = { server_name = \"not-in-the-cert.test\", ca_file",
+    );
+    let ck = Clusterkit::parse(&document(&wrong_name, &servers, "")).unwrap();
+    let e = ck.cache().set(b"k", "v", None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_no_secret(&[e.to_string()], &[&pw]);
+    // A Redis Cluster verifies each node against the address its slot map announces: a
+    // differing server name is rejected, naming the field.
+    let mut cluster_settings = sni_settings;
+    cluster_settings.db = None;
+    let e = clusterkit::cache::Cache::redis_cluster(
+        &[servers[0].addr().as_str()],
         "x",
-        clusterkit::cache::RedisOptions::default().with_connection(base),
+        clusterkit::cache::RedisOptions::default().with_connection(cluster_settings),
     )
     .unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
     assert!(e.to_string().contains("tls.server_name"), "{e}");
 }
 
@@ -471,4 +540,83 @@ fn config_errors_name_the_field_and_hide_the_secret() {
     ] {
         assert!(!text.contains("top-secret-pw"), "{text}");
     }
+}
+
+/// A Redis Cluster (three masters, TLS on the client port and the cluster bus, an ACL user,
+/// client certificates required) serves the cache; a wrong password is `unavailable` without
+/// the password in any message; `clear()` leaves other concerns' keys alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_over_acl_and_mutual_tls() {
+    let certs = TestCerts::generate();
+    let pw = password("cluster");
+    let mode = SecureMode {
+        acl_user: Some(("app".into(), pw.clone())),
+        tls: true,
+        mutual_tls: true,
+        ..SecureMode::default()
+    };
+    let cluster = support::SecureCluster::start(mode, Some(&certs));
+    let seeds = cluster.addrs();
+    let seeds: Vec<&str> = seeds.iter().map(|s| s.as_str()).collect();
+    let settings = |password: &str| {
+        ConnectionSettings::default()
+            .with_username("app")
+            .with_password(Secret::new(password.to_string()))
+            .with_tls(
+                TlsOptions::with_ca_file(&certs.ca)
+                    .with_client_cert(&certs.client_cert, &certs.client_key),
+            )
+    };
+    let options = |password: &str| {
+        clusterkit::cache::RedisOptions::default()
+            .with_timeouts(Duration::from_secs(3), Duration::from_secs(3))
+            .with_connection(settings(password))
+    };
+    let cache = clusterkit::cache::Cache::redis_cluster(&seeds, "secc", options(&pw)).unwrap();
+    for i in 0..30 {
+        cache
+            .set(
+                format!("k{i}").as_bytes(),
+                format!("v{i}"),
+                Some(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
+    let values = cache.get_many(&keys).await.unwrap();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()), "k{i}");
+    }
+    // The keys are spread over the masters (hash slots), each in the cache's sub-space.
+    let per_node: Vec<usize> = cluster
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cli(&["--scan", "--pattern", "secc:c:*"])
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<usize>(), 30, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "{per_node:?}"
+    );
+    // clear() deletes the cache entries only: another concern's key survives.
+    let out = cluster.nodes[0].cli(&["-c", "SET", "secc:s:{other}", "kept"]);
+    assert_eq!(out.trim(), "OK", "{out}");
+    cache.clear().await.unwrap();
+    assert!(cache.get(b"k1").await.unwrap().is_none());
+    let out = cluster.nodes[0].cli(&["-c", "GET", "secc:s:{other}"]);
+    assert_eq!(out.trim(), "kept");
+
+    // A wrong password: unavailable, and neither password in the message or Debug output.
+    let wrong = password("cluster-wrong");
+    let bad = clusterkit::cache::Cache::redis_cluster(&seeds, "secc", options(&wrong)).unwrap();
+    let e = bad.set(b"k", "v", None).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_no_secret(&[e.to_string(), format!("{bad:?}")], &[&pw, &wrong]);
 }

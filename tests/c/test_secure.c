@@ -5,6 +5,11 @@
  * Redlock over three masters and sessions; a wrong password gives CK_UNAVAILABLE with
  * "authentication failed" and without the password anywhere in the message.
  *
+ * The Redis health check marks both cache shards healthy over the same connections, and a pool
+ * discovered through the registry (service "cweb", one node registered by tests/c/run with
+ * redis-cli in the documented entry format) sees its node; with a wrong password the
+ * registry pool reports a discovery problem instead, without the password.
+ *
  * tests/c/run starts three TLS-only redis-server processes with an ACL user (the default user
  * off) and exports CK_TEST_SECURE_PORTS, CK_TEST_SECURE_DIR (ca.pem, client.pem, client.key),
  * CK_TEST_SECURE_USER and CK_TEST_SECURE_PASSWORD.
@@ -39,6 +44,8 @@ static void secure_config(char *out, size_t cap, const int ports[3], const char 
              "nodes = [ { id = \"l1\", host = \"127.0.0.1\", port = %d },\n"
              "          { id = \"l2\", host = \"127.0.0.1\", port = %d },\n"
              "          { id = \"l3\", host = \"127.0.0.1\", port = %d } ]\n"
+             "[pools.app]\n"
+             "discovery = { redis = \"127.0.0.1:%d\", service = \"cweb\", interval = \"200ms\" }\n"
              "[cache]\n"
              "pool = \"cache\"\n"
              "namespace = \"csecure\"\n"
@@ -47,7 +54,7 @@ static void secure_config(char *out, size_t cap, const int ports[3], const char 
              "pool = \"locks\"\n"
              "timeout = \"3s\"\n",
              user, password_line, dir, dir, dir, ports[0], ports[1], ports[0], ports[1],
-             ports[2]);
+             ports[2], ports[0]);
 }
 
 void test_secure(void) {
@@ -106,6 +113,36 @@ void test_secure(void) {
         ck_lock_free(l);
     }
 
+    /* Health: the Redis PING check passes over TLS + ACL on both shards (bounded wait). */
+    ck_cluster *cache_pool = NULL;
+    CHECK_OK(ck_deployment_cluster(dep, "cache", &cache_pool));
+    size_t healthy = 0;
+    for (int i = 0; i < 300 && cache_pool != NULL; i++) {
+        healthy = ck_cluster_healthy_count(cache_pool);
+        if (healthy == 2) break;
+        sleep_ms(100);
+    }
+    CHECK(healthy == 2);
+    ck_cluster_free(cache_pool);
+
+    /* Registry discovery over TLS + ACL: the registered node shows up (bounded wait). */
+    ck_cluster *app = NULL;
+    CHECK_OK(ck_deployment_cluster(dep, "app", &app));
+    size_t found = 0;
+    for (int i = 0; i < 300 && app != NULL; i++) {
+        found = ck_cluster_len(app);
+        if (found == 1) break;
+        sleep_ms(100);
+    }
+    CHECK(found == 1);
+    if (app != NULL) {
+        ck_buf *nodes = NULL;
+        CHECK_OK(ck_cluster_nodes(app, &nodes));
+        CHECK(nodes != NULL && buf_has(nodes, "\"web-1\"") && buf_has(nodes, "8081"));
+        ck_buf_free(nodes);
+        ck_cluster_free(app);
+    }
+
     /* Sessions: save, load, destroy. */
     ck_session *s = NULL;
     CHECK_OK(ck_session_create(dep, &s));
@@ -146,6 +183,26 @@ void test_secure(void) {
           strstr(ck_last_error(), "timed out") != NULL);
     CHECK(bad == SENTINEL(ck_lock));
     CHECK(strstr(ck_last_error(), wrong) == NULL);
+    /* The registry pool reports a discovery problem (bounded wait), naming no password. */
+    ck_cluster *bad_app = NULL;
+    CHECK_OK(ck_deployment_cluster(dep, "app", &bad_app));
+    ck_events *events = NULL;
+    if (bad_app != NULL) CHECK_OK(ck_cluster_subscribe(bad_app, &events));
+    bool problem = false;
+    for (int i = 0; i < 60 && events != NULL && !problem; i++) {
+        ck_event *ev = NULL;
+        if (ck_events_next(events, 500, &ev) != CK_OK) continue;
+        if (ck_event_get_kind(ev) == CK_EVENT_DISCOVERY_PROBLEM) {
+            problem = true;
+            const char *m = ck_event_message(ev);
+            CHECK(m != NULL && strstr(m, wrong) == NULL && strstr(m, password) == NULL);
+        }
+        ck_event_free(ev);
+    }
+    CHECK(problem);
+    CHECK(bad_app == NULL || ck_cluster_len(bad_app) == 0);
+    ck_events_free(events);
+    ck_cluster_free(bad_app);
     ck_deployment_free(dep);
 
     /* A password in a URL is not echoed either (the server is TLS-only: the plain

@@ -53,6 +53,8 @@ final class Env
                 'cache' => ['strategy' => 'ketama', 'nodes' => [$node(0), $node(1)],
                     'health' => ['check' => 'redis', 'interval' => '500ms', 'timeout' => '5s', 'rise' => 1, 'fall' => 3]],
                 'locks' => ['nodes' => [$node(0), $node(1), $node(2)]],
+                // run-tests registers node web-1 of service "phpweb" there (db 6).
+                'app' => ['discovery' => ['redis' => "127.0.0.1:{$ports[0]}", 'service' => 'phpweb', 'interval' => '200ms']],
             ],
             'cache' => ['pool' => 'cache', 'namespace' => 'phpsecure', 'timeout' => '3s'],
             'locks' => ['pool' => 'locks', 'timeout' => '3s'],

@@ -14,8 +14,9 @@ use PHPUnit\Framework\TestCase;
 /**
  * Production connections from PHP: three TLS-only redis-servers with an ACL user and mutual
  * TLS (started by run-tests), the password taken from an environment variable, database 6.
- * The cache, Redlock and sessions work; a wrong password fails with UnavailableException
- * ("authentication failed") whose message never holds the password.
+ * The cache, Redlock, sessions, the Redis health check and registry discovery work; a wrong
+ * password fails with UnavailableException ("authentication failed") whose message never
+ * holds the password, and the registry pool reports a discovery problem without it.
  */
 final class SecureRedisTest extends TestCase
 {
@@ -67,6 +68,22 @@ final class SecureRedisTest extends TestCase
         $loaded->set('visits', 2);
         $loaded->save();
         $this->assertSame(2, $ck->loadSession($id)?->get('visits'));
+
+        // Health: the Redis PING check passes on both shards (bounded wait).
+        $deadline = microtime(true) + 30;
+        while ($ck->pool('cache')->healthyCount() < 2 && microtime(true) < $deadline) {
+            usleep(100_000);
+        }
+        $this->assertSame(2, $ck->pool('cache')->healthyCount());
+
+        // Registry discovery: the node run-tests registered shows up (bounded wait).
+        $deadline = microtime(true) + 30;
+        while ($ck->pool('app')->node('web-1') === null && microtime(true) < $deadline) {
+            usleep(100_000);
+        }
+        $node = $ck->pool('app')->node('web-1');
+        $this->assertNotNull($node);
+        $this->assertSame(8081, $node->port);
     }
 
     public function testWrongPasswordIsUnavailableWithoutTheSecret(): void
@@ -99,9 +116,22 @@ final class SecureRedisTest extends TestCase
         } catch (ClusterkitException $e) {
             $messages[] = $e->getMessage();
         }
+        // The registry pool reports a discovery problem (bounded wait) and finds no node.
+        $events = $ck->pool('app')->subscribe();
+        $problem = null;
+        $deadline = microtime(true) + 30;
+        while ($problem === null && microtime(true) < $deadline) {
+            $ev = $events->next(0.5);
+            if ($ev !== null && $ev->kind === \Clusterkit\Event::DISCOVERY_PROBLEM) {
+                $problem = $ev;
+            }
+        }
+        $this->assertNotNull($problem, 'no discovery problem with a wrong password');
+        $messages[] = $problem->message . json_encode($problem->data);
+        $this->assertNull($ck->pool('app')->node('web-1'));
         $messages[] = json_encode($ck->metrics());
         $messages[] = print_r($ck, true);
-        $this->assertCount(5, $messages);
+        $this->assertCount(6, $messages);
         foreach ($messages as $m) {
             $this->assertStringNotContainsString($wrong, $m);
             $this->assertStringNotContainsString($right, $m);

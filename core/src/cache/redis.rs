@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, RedisFuture, Value};
 
 use crate::cache::Ttl;
+use crate::connection::link::{Link, LinkConnection};
 use crate::connection::{prepare, redact, ConnectionSettings, Resolution, Target};
 use crate::error::{Error, Result};
 
@@ -130,15 +131,60 @@ fn map_err_raw(e: RedisError, what: &str) -> Error {
     }
 }
 
-/// A redis-rs `ConnectionManager` for `address` with `options`' timeouts and retries,
-/// connecting on first use, and the client URL. redis-rs spawns the manager's helper task on
-/// the current tokio runtime; outside of one (a blocking caller) the shared runtime is used.
-pub(crate) fn lazy_manager(
-    address: &str,
-    options: &RedisOptions,
-) -> Result<(ConnectionManager, Target)> {
+/// The async connection to one server: redis-rs's `ConnectionManager`, or a [`Link`] when the
+/// TLS server name differs from the host (the manager cannot route a name to another host).
+/// Cheap to clone; commands, pipelines and scripts run on either.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// redis-rs's reconnecting manager (the common case).
+    Manager(ConnectionManager),
+    /// A shared multiplexed connection opened through the server-name resolver.
+    Link(LinkConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Manager(m) => m.req_packed_command(cmd),
+            Conn::Link(l) => l.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Manager(m) => m.req_packed_commands(cmd, offset, count),
+            Conn::Link(l) => l.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Manager(m) => m.get_db(),
+            Conn::Link(l) => l.get_db(),
+        }
+    }
+}
+
+/// The async connection for `address` with `options`' timeouts and retries, connecting on
+/// first use, and the prepared target. redis-rs spawns a manager's helper task on the current
+/// tokio runtime; outside of one (a blocking caller) the shared runtime is used.
+pub(crate) fn lazy_manager(address: &str, options: &RedisOptions) -> Result<(Conn, Target)> {
     options.validate()?;
-    let target = prepare(address, &options.connection, Resolution::HostOnly)?;
+    let target = prepare(address, &options.connection, Resolution::Custom)?;
+    if target.resolver.is_some() {
+        let link = Link::new(
+            &target,
+            options.connect_timeout,
+            options.response_timeout,
+            LINK_SLACK,
+        );
+        return Ok((Conn::Link(LinkConnection(Arc::new(link))), target));
+    }
     let client = target.client.clone();
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
@@ -152,8 +198,11 @@ pub(crate) fn lazy_manager(
     let _entered = _guard.as_ref().map(|rt| rt.enter());
     let conn = ConnectionManager::new_lazy_with_config(client, config)
         .map_err(|e| map_err(e, &target.display))?;
-    Ok((conn, target))
+    Ok((Conn::Manager(conn), target))
 }
+
+/// Slack of a [`Link`]'s outer deadlines over redis-rs's own timeouts (name lookup, scheduling).
+const LINK_SLACK: Duration = Duration::from_millis(100);
 
 /// A `ConnectionManager` that is built again in a child process after `fork()`: its driver
 /// tasks ran on the parent's runtime, whose threads do not exist in the child (PHP-FPM and
@@ -166,7 +215,7 @@ pub(crate) struct ForkSafeManager {
 struct ManagerInner {
     address: String,
     options: RedisOptions,
-    state: crate::fork::PerProcess<ConnectionManager>,
+    state: crate::fork::PerProcess<Conn>,
 }
 
 impl ForkSafeManager {
@@ -187,7 +236,7 @@ impl ForkSafeManager {
     }
 
     /// The manager for this process (rebuilt once after a fork; the parent's is leaked).
-    pub(crate) fn get(&self) -> Result<ConnectionManager> {
+    pub(crate) fn get(&self) -> Result<Conn> {
         self.inner.state.get_or_try_init(|| {
             lazy_manager(&self.inner.address, &self.inner.options).map(|(conn, _)| conn)
         })
@@ -201,7 +250,9 @@ pub(crate) struct RedisConn {
     chunk: usize,
     address: String,
     /// Synchronous connections for blocking callers (see [`SyncPool`]).
-    sync: Arc<SyncPool>,
+    /// `None` when the TLS server name differs from the host (redis-rs's synchronous
+    /// connections cannot route a name to another host; blocking callers use `conn` then).
+    sync: Option<Arc<SyncPool>>,
 }
 
 /// Plain blocking connections to one server, used when a blocking caller's own thread polls
@@ -230,6 +281,21 @@ impl SyncPool {
             options: options.clone(),
             idle: crate::fork::PerProcess::new(),
         })
+    }
+
+    /// The pool for `target`, or `None` when its TLS server name differs from its host:
+    /// redis-rs's synchronous connections take no resolver (see [`Conn`]).
+    pub(crate) fn for_target(
+        target: &Target,
+        options: &RedisOptions,
+    ) -> Result<Option<Arc<SyncPool>>> {
+        if target.resolver.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(SyncPool::new(
+            target.client.clone(),
+            options,
+        )?)))
     }
 
     fn take(&self, address: &str) -> Result<redis::Connection> {
@@ -343,14 +409,16 @@ impl RedisConn {
         Ok(RedisConn {
             conn,
             chunk: options.batch_chunk,
-            sync: Arc::new(SyncPool::new(target.client, options)?),
+            sync: SyncPool::for_target(&target, options)?,
             address: target.display,
         })
     }
 
     /// The synchronous pool, when the current poll may do its I/O inline.
     fn inline(&self) -> Option<&SyncPool> {
-        crate::blocking::inline_io_allowed().then_some(&*self.sync)
+        self.sync
+            .as_deref()
+            .filter(|_| crate::blocking::inline_io_allowed())
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {

@@ -27,14 +27,18 @@
 //! `tls.server_name` is the name the server's certificate is verified against (and the SNI
 //! sent), for when it differs from the host connected to (an IP address, say). redis-rs 1.8
 //! takes both from one host name; clusterkit connects to the real host through its own
-//! resolver where redis-rs accepts one (the discovery registry and the health PING).
-//! redis-rs's connection manager, its synchronous and pub/sub connections and its cluster
-//! client (whose nodes come from the cluster's slot map) accept none: for the cache, locks,
-//! sessions and Redis Cluster a server name that differs from the host is rejected with
-//! `invalid_argument` naming `tls.server_name` — give the certificate's name as the node's
-//! host instead.
+//! resolver. Every single-server connection supports it: the cache, sharded pools, single and
+//! Redlock locks and their release subscriptions, sessions, the health PING and the registry
+//! (where redis-rs's connection manager and synchronous connections take no resolver,
+//! clusterkit uses a shared multiplexed connection of its own, [`link`]). A Redis Cluster is
+//! the exception: its nodes are reached at the addresses its slot map announces and each
+//! certificate is verified against that address, so a `server_name` that differs from the
+//! seed's host is rejected with `invalid_argument` naming `tls.server_name` (let the servers
+//! announce their certificate names: `cluster-announce-hostname` with
+//! `cluster-preferred-endpoint-type hostname`).
 
 pub mod config;
+pub(crate) mod link;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -248,6 +252,43 @@ pub(crate) struct Target {
     pub(crate) resolver: Option<NameResolver>,
 }
 
+impl Target {
+    /// An async connection config with these timeouts that connects through this target's
+    /// resolver (when the TLS server name differs from the host).
+    pub(crate) fn async_config(
+        &self,
+        connect_timeout: std::time::Duration,
+        response_timeout: std::time::Duration,
+    ) -> redis::AsyncConnectionConfig {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        match &self.resolver {
+            Some(r) => config.set_dns_resolver(r.clone()),
+            None => config,
+        }
+    }
+}
+
+impl Target {
+    /// A client for pub/sub over RESP3 pushes on a multiplexed connection (which, unlike
+    /// redis-rs's dedicated pub/sub connection, connects through [`Target::async_config`]'s
+    /// resolver). Same credentials, db and TLS as [`Target::client`].
+    pub(crate) fn pubsub_client(&self) -> Result<Client> {
+        let info = self.client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        Client::open(info.set_redis_settings(resp3)).map_err(|e| {
+            Error::invalid(
+                "address",
+                format!("{:?}: {}", self.display, redact(&e.to_string())),
+            )
+        })
+    }
+}
+
 impl fmt::Debug for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Target")
@@ -261,7 +302,8 @@ impl fmt::Debug for Target {
 pub(crate) enum Resolution {
     /// The caller sets [`Target::resolver`] on its `AsyncConnectionConfig`/cluster builder.
     Custom,
-    /// redis-rs resolves the URL's host itself (connection manager, sync connections).
+    /// redis-rs resolves the host itself (the Redis Cluster client, whose other nodes come
+    /// from the slot map).
     HostOnly,
 }
 
@@ -361,10 +403,10 @@ pub(crate) fn prepare(
                 return Err(Error::invalid(
                     "tls.server_name",
                     format!(
-                        "{name:?} differs from the host {host:?}: the connections of the cache, \
-                         locks and sessions verify the certificate against the host they connect \
-                         to (redis-rs 1.8 takes no resolver there); use {name:?} as the node's \
-                         host, or leave server_name unset"
+                        "{name:?} differs from the host {host:?}: a Redis Cluster's nodes are \
+                         verified against the addresses its slot map announces; let the servers \
+                         announce {name:?} (cluster-announce-hostname) and use it as the seed, \
+                         or leave server_name unset"
                     ),
                 ));
             }

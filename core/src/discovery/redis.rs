@@ -38,12 +38,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushKind, RedisError, Script, Value};
+use redis::{AsyncConnectionConfig, Client, PushKind, RedisError, Script, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -51,6 +50,7 @@ use tokio::task::JoinHandle;
 use super::{Discovery, DiscoveryHandle};
 use crate::cluster::WeakCluster;
 use crate::cluster::{Cluster, ClusterEvent};
+use crate::connection::link::{Link, LinkError};
 use crate::connection::redact;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -368,49 +368,26 @@ fn map_redis_error(address: &str, what: &str, err: &RedisError) -> Error {
     }
 }
 
-/// One shared multiplexed connection, re-established after connection errors.
-struct Link {
-    address: String,
-    client: Client,
-    config: AsyncConnectionConfig,
-    /// The connection slot of this process: a forked child gets a fresh one (the parent's
-    /// lock may be held by one of its tasks across an await, and its connection is driven by
-    /// the parent's runtime).
-    slot: crate::fork::PerProcess<ConnSlot>,
-    generation: AtomicU64,
-    connect_deadline: Duration,
-    response_deadline: Duration,
-}
-
-type ConnSlot = Arc<tokio::sync::Mutex<Option<(u64, MultiplexedConnection)>>>;
-
-impl Link {
-    fn slot(&self) -> Result<ConnSlot> {
-        self.slot.get_or_try_init(|| Ok(Arc::default()))
-    }
-
-    async fn connection(&self, what: &str) -> Result<(u64, MultiplexedConnection)> {
-        let slot = self.slot()?;
-        let mut slot = slot.lock().await;
-        if let Some((g, c)) = slot.as_ref() {
-            return Ok((*g, c.clone()));
-        }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(|e| {
+impl Shared {
+    /// Runs `f` on the registry's connection ([`Link::run`]), its failure as an error that
+    /// says what was being done.
+    async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let address = &self.link.address;
+        self.link.run(f).await.map_err(|e| match e {
+            LinkError::Connect(e) => {
                 if e.kind() == redis::ErrorKind::AuthenticationFailed
                     || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
                 {
                     return Error::Unavailable(format!(
-                        "{what}: cannot connect to the registry {}: authentication failed",
-                        self.address
+                        "{what}: cannot connect to the registry {address}: authentication failed"
                     ));
                 }
                 let message = format!(
-                    "{what}: cannot connect to the registry {}: {}",
-                    self.address,
+                    "{what}: cannot connect to the registry {address}: {}",
                     redact(&e.to_string())
                 );
                 if e.is_timeout() {
@@ -420,53 +397,15 @@ impl Link {
                 } else {
                     Error::Backend(message)
                 }
-            })?;
-        let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *slot = Some((g, conn.clone()));
-        Ok((g, conn))
-    }
-
-    async fn reset(&self, generation: u64) {
-        let Ok(slot) = self.slot() else { return };
-        let mut slot = slot.lock().await;
-        if slot.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *slot = None;
-        }
-    }
-
-    /// Runs `f` on the connection within the deadlines; drops the connection after a
-    /// connection error or a timeout so the next call reconnects.
-    async fn run<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
-    where
-        F: FnOnce(MultiplexedConnection) -> Fut,
-        Fut: Future<Output = redis::RedisResult<T>>,
-    {
-        let (g, conn) =
-            match tokio::time::timeout(self.connect_deadline, self.connection(what)).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    return Err(Error::Timeout(format!(
-                        "{what}: connecting to the registry {} took longer than {:?}",
-                        self.address, self.connect_deadline
-                    )))
-                }
-            };
-        match tokio::time::timeout(self.response_deadline, f(conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                if is_connection_error(&e) {
-                    self.reset(g).await;
-                }
-                Err(map_redis_error(&self.address, what, &e))
             }
-            Err(_) => {
-                self.reset(g).await;
-                Err(Error::Timeout(format!(
-                    "{what}: the registry {} did not answer within {:?}",
-                    self.address, self.response_deadline
-                )))
-            }
-        }
+            LinkError::ConnectTimeout(d) => Error::Timeout(format!(
+                "{what}: connecting to the registry {address} took longer than {d:?}"
+            )),
+            LinkError::Request(e) => map_redis_error(address, what, &e),
+            LinkError::RequestTimeout(d) => Error::Timeout(format!(
+                "{what}: the registry {address} did not answer within {d:?}"
+            )),
+        })
     }
 }
 
@@ -478,8 +417,9 @@ struct Shared {
     link: Link,
     /// A RESP3 client for the watchers' pub/sub connections.
     pubsub: Client,
-    /// Routes a TLS server name to the real host (see [`crate::connection`]).
-    resolver: Option<crate::connection::NameResolver>,
+    /// Their connection config (timeouts, and the resolver that routes a TLS server name to
+    /// the real host, see [`crate::connection`]).
+    sub_config: AsyncConnectionConfig,
 }
 
 /// A service registry in one Redis server: [`register`](RedisRegistry::register) nodes,
@@ -537,34 +477,16 @@ impl RedisRegistry {
             &options.connection,
             crate::connection::Resolution::Custom,
         )?;
-        let info = target.client.get_connection_info().clone();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let shown = target.display.clone();
-        let pubsub = Client::open(info.set_redis_settings(resp3)).map_err(|e| {
-            Error::invalid("address", format!("{shown:?}: {}", redact(&e.to_string())))
-        })?;
-        let client = target.client;
-        let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout));
-        if let Some(r) = &target.resolver {
-            config = config.set_dns_resolver(r.clone());
-        }
-        let url = shown;
-        let resolver = target.resolver;
+        let pubsub = target.pubsub_client()?;
+        // The watchers' pub/sub connections: RESP3 pushes, through the same resolver.
+        let sub_config = target.async_config(options.connect_timeout, options.response_timeout);
         let keys = Keys::new(&options.key_prefix, service);
-        let link = Link {
-            address: url,
-            client,
-            config,
-            slot: crate::fork::PerProcess::new(),
-            generation: AtomicU64::new(0),
-            connect_deadline: options.connect_timeout + SLACK,
-            response_deadline: options.response_timeout + SLACK,
-        };
+        let link = Link::new(
+            &target,
+            options.connect_timeout,
+            options.response_timeout,
+            SLACK,
+        );
         Ok(RedisRegistry {
             shared: Arc::new(Shared {
                 service: service.to_string(),
@@ -572,7 +494,7 @@ impl RedisRegistry {
                 keys,
                 link,
                 pubsub,
-                resolver,
+                sub_config,
             }),
         })
     }
@@ -695,7 +617,6 @@ async fn write_entry(state: &RegState, announce: bool) -> Result<bool> {
     let key = shared.keys.node(&state.id);
     let ttl_ms = shared.options.ttl.as_millis().min(u64::MAX as u128) as u64;
     let published: i64 = shared
-        .link
         .run("registering", |mut c| async move {
             let mut inv = WRITE.prepare_invoke();
             inv.key(&key)
@@ -714,7 +635,6 @@ async fn write_entry(state: &RegState, announce: bool) -> Result<bool> {
 async fn delete_entry(shared: &Shared, id: &str) -> Result<()> {
     let key = shared.keys.node(id);
     shared
-        .link
         .run("deregistering", |mut c| async move {
             redis::pipe()
                 .atomic()
@@ -886,7 +806,6 @@ fn bytes_of(v: &Value) -> Option<&[u8]> {
 async fn read(shared: &Shared) -> Result<(Listing, String)> {
     let token = random_token();
     let raw: Value = shared
-        .link
         .run("reading the listing", |mut c| async move {
             let mut inv = READ.prepare_invoke();
             inv.key(&shared.keys.set)
@@ -1098,13 +1017,7 @@ async fn subscriber(shared: Arc<Shared>, notify: Arc<Notify>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.response_timeout))
-            .set_push_sender(tx);
-        if let Some(r) = &shared.resolver {
-            config = config.set_dns_resolver(r.clone());
-        }
+        let config = shared.sub_config.clone().set_push_sender(tx);
         let connect = async {
             let mut conn = shared
                 .pubsub

@@ -183,8 +183,9 @@ fn fence_ttl_ms(ttl: Duration) -> String {
 struct Master {
     address: String,
     conn: ForkSafeManager,
-    /// The client (credentials, db and TLS applied) of the release subscription.
-    sub: redis::Client,
+    /// The RESP3 client (credentials, db and TLS applied) of the release subscription and its
+    /// connection config (timeouts, server-name resolver).
+    sub: (redis::Client, redis::AsyncConnectionConfig),
     /// Synchronous connections for blocking callers, only when this is the only master
     /// (Redlock's masters are always asked concurrently, through the runtime).
     sync: Option<Arc<SyncPool>>,
@@ -239,16 +240,19 @@ impl RedisLocks {
             }
             let (conn, target) = ForkSafeManager::new(a, &options.redis)?;
             let sync = match addresses.len() {
-                1 => Some(Arc::new(SyncPool::new(
-                    target.client.clone(),
-                    &options.redis,
-                )?)),
+                1 => SyncPool::for_target(&target, &options.redis)?,
                 _ => None,
             };
             masters.push(Master {
-                address: target.display,
+                address: target.display.clone(),
                 conn,
-                sub: target.client,
+                sub: (
+                    target.pubsub_client()?,
+                    target.async_config(
+                        options.redis.connect_timeout,
+                        options.redis.response_timeout,
+                    ),
+                ),
                 sync,
             });
         }
@@ -710,10 +714,11 @@ impl RedisLocks {
     }
 }
 
-/// Keeps one subscription to `channel` on the master reached by `client`, waking waiters by name;
-/// reconnects with a bounded backoff. Ends when aborted (the lock service was dropped).
+/// Keeps one subscription to `channel` on the master reached by `client` (RESP3 pushes on a
+/// multiplexed connection made with `config`), waking waiters by name; reconnects with a
+/// bounded backoff. Ends when aborted (the lock service was dropped).
 async fn subscribe_loop(
-    client: redis::Client,
+    (client, config): (redis::Client, redis::AsyncConnectionConfig),
     channel: String,
     waiters: Arc<Waiters>,
     client_id: String,
@@ -722,30 +727,37 @@ async fn subscribe_loop(
     let me = format!("{client_id}.{}", std::process::id());
     let mut backoff = Duration::from_millis(50);
     loop {
-        let attempt = async {
-            let mut pubsub =
-                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
-                    .await
-                    .map_err(|_| "connect timed out".to_string())?
-                    .map_err(|e| e.to_string())?;
-            pubsub
-                .subscribe(&channel)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut stream = pubsub.into_on_message();
-            while let Some(msg) = stream.next().await {
-                // "<name hash>:<fence>" (see `release_message`).
-                if let Some((hash, fence, to)) = parse_release_message(msg.get_payload_bytes()) {
-                    // Handed over to another client: none of our waiters can take it.
-                    if to.is_none_or(|c| c == me) {
-                        waiters.wake(hash, fence);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = config.clone().set_push_sender(tx);
+        let connect = async {
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            conn.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(conn)
+        };
+        if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
+            backoff = Duration::from_millis(50);
+            while let Some(push) = rx.recv().await {
+                match push.kind {
+                    redis::PushKind::Message => {
+                        // [channel, payload]; the payload is "<name hash>:<fence>[:<client>]"
+                        // (see `release_message`).
+                        let Some(redis::Value::BulkString(payload)) = push.data.get(1) else {
+                            continue;
+                        };
+                        if let Some((hash, fence, to)) = parse_release_message(payload) {
+                            // Handed over to another client: none of our waiters can take it.
+                            if to.is_none_or(|c| c == me) {
+                                waiters.wake(hash, fence);
+                            }
+                        }
                     }
+                    redis::PushKind::Disconnection => break,
+                    _ => {}
                 }
             }
-            Ok::<(), String>(())
-        };
-        if attempt.await.is_ok() {
-            backoff = Duration::from_millis(50);
+            drop(conn);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));

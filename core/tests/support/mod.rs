@@ -28,6 +28,10 @@ pub struct RedisServer {
     child: Option<Child>,
     paused: bool,
     extra_args: Vec<String>,
+    /// The `PSUBSCRIBE *` observer of the running process (see [`PubSubAudit`]).
+    audit: Option<PubSubAudit>,
+    /// Every message the observers of earlier processes on this port saw.
+    published: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 /// A port that was free a moment ago (bind to port 0, read it, close).
@@ -66,6 +70,8 @@ impl RedisServer {
                 child: None,
                 paused: false,
                 extra_args: extra_args.clone(),
+                audit: None,
+                published: Vec::new(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -86,6 +92,8 @@ impl RedisServer {
                 child: None,
                 paused: false,
                 extra_args: extra(port),
+                audit: None,
+                published: Vec::new(),
             };
             match server.spawn() {
                 Ok(()) => return server,
@@ -144,6 +152,7 @@ impl RedisServer {
                 drop(child.stderr.take());
                 self.child = Some(child);
                 self.paused = false;
+                self.audit = Some(PubSubAudit::start(self.port)?);
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -210,6 +219,27 @@ impl RedisServer {
             let _ = child.wait();
         }
         self.paused = false;
+        if let Some(audit) = self.audit.take() {
+            self.published.extend(audit.finish());
+        }
+    }
+
+    /// Forgets what was published so far (for a test that publishes something off-list on
+    /// purpose, to show the audit catches it).
+    pub fn forget_published(&mut self) {
+        self.published.clear();
+        if let Some(a) = &self.audit {
+            a.seen.lock().unwrap().clear();
+        }
+    }
+
+    /// Every `(channel, message)` published on this server so far (all its processes).
+    pub fn published(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = self.published.clone();
+        if let Some(a) = &self.audit {
+            out.extend(a.snapshot());
+        }
+        out
     }
 
     /// Kills the server if it runs and starts a fresh one on the same port (empty: nothing
@@ -249,6 +279,180 @@ impl Drop for RedisServer {
             self.signal(libc::SIGCONT);
         }
         self.kill();
+        // Every test's traffic is audited: what the library published must be one of the
+        // documented messages (docs/keyspace.md), so no secret can be in it.
+        if !std::thread::panicking() {
+            check_published(self.port, &self.published);
+        }
+    }
+}
+
+/// A `PSUBSCRIBE *` connection to a test server that records every message published there,
+/// for the whole life of the process (started by [`RedisServer`] for every server, so every
+/// suite's pub/sub traffic is held to docs/keyspace.md).
+#[derive(Debug)]
+pub struct PubSubAudit {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Longest an audit connection lives (a test never runs this long; the bound keeps a stuck
+/// reader from outliving its test binary).
+const AUDIT_MAX: Duration = Duration::from_secs(900);
+
+impl PubSubAudit {
+    fn start(port: u16) -> Result<PubSubAudit, String> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let mut s = connect(port, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        s.write_all(b"*2\r\n$10\r\nPSUBSCRIBE\r\n$1\r\n*\r\n")
+            .map_err(|e| e.to_string())?;
+        // Confirmed before the server is handed to the test, so nothing published is missed.
+        let mut first = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !first.windows(10).any(|w| w == b"psubscribe") {
+            if Instant::now() > deadline {
+                return Err("PSUBSCRIBE not confirmed".into());
+            }
+            match s.read(&mut buf) {
+                Ok(0) => return Err("the server closed the audit connection".into()),
+                Ok(n) => first.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .map_err(|e| e.to_string())?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            let deadline = Instant::now() + AUDIT_MAX;
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match s.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => seen2.lock().unwrap().extend_from_slice(&buf[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(PubSubAudit {
+            stop,
+            seen,
+            thread: Some(thread),
+        })
+    }
+
+    fn snapshot(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        parse_pmessages(&self.seen.lock().unwrap())
+    }
+
+    /// Stops the reader (the server was killed: it sees the end of the stream at once).
+    fn finish(mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.snapshot()
+    }
+}
+
+/// The `(channel, message)` of every complete `pmessage` frame in `raw` (RESP2 push arrays:
+/// `*4 pmessage <pattern> <channel> <message>`).
+pub fn parse_pmessages(raw: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    fn line(raw: &[u8], at: usize) -> Option<(&[u8], usize)> {
+        let end = raw[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        Some((&raw[at..end], end + 2))
+    }
+    fn bulk(raw: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
+        let (head, next) = line(raw, at)?;
+        let len: usize = std::str::from_utf8(head.strip_prefix(b"$")?)
+            .ok()?
+            .parse()
+            .ok()?;
+        let body = raw.get(next..next + len)?.to_vec();
+        Some((body, next + len + 2))
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let Some((head, next)) = line(raw, at) else {
+            break;
+        };
+        let Some(n) = head
+            .strip_prefix(b"*")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            break;
+        };
+        let mut parts = Vec::new();
+        let mut p = next;
+        for _ in 0..n {
+            // Bulk strings, or an integer (the subscription count of a confirmation).
+            if raw.get(p) == Some(&b':') {
+                let Some((_, q)) = line(raw, p) else {
+                    return out;
+                };
+                parts.push(Vec::new());
+                p = q;
+                continue;
+            }
+            let Some((b, q)) = bulk(raw, p) else {
+                return out;
+            };
+            parts.push(b);
+            p = q;
+        }
+        if n == 4 && parts[0] == b"pmessage" {
+            out.push((parts[2].clone(), parts[3].clone()));
+        }
+        at = p;
+    }
+    out
+}
+
+/// Panics unless every `(channel, message)` is one docs/keyspace.md lists: a lock release
+/// `<ns>:l:released` → `<16 hex>:<fencing token>[:<client id>]`, or a registry event
+/// `<ns>:r:{<service>}:events` → `up <id>` / `down <id>`.
+pub fn check_published(port: u16, published: &[(Vec<u8>, Vec<u8>)]) {
+    for (channel, message) in published {
+        let c = String::from_utf8_lossy(channel);
+        let m = String::from_utf8_lossy(message);
+        let ok = if c.ends_with(":l:released") {
+            let mut parts = m.split(':');
+            let hash = parts.next().unwrap_or("");
+            let fence = parts.next().unwrap_or("");
+            let client = parts.next();
+            hash.len() == 16
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && !fence.is_empty()
+                && fence.bytes().all(|b| b.is_ascii_digit())
+                && client.is_none_or(|c| {
+                    !c.is_empty()
+                        && c.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                })
+                && parts.next().is_none()
+        } else if c.contains(":r:{") && c.ends_with("}:events") {
+            m.strip_prefix("up ")
+                .or_else(|| m.strip_prefix("down "))
+                .is_some_and(|id| !id.is_empty() && !id.contains(char::is_whitespace))
+        } else {
+            false
+        };
+        assert!(
+            ok,
+            "redis-server :{port}: a published message that docs/keyspace.md does not list: \
+             channel {c:?}, message {m:?}"
+        );
     }
 }
 
@@ -635,6 +839,9 @@ pub struct SecureMode {
     pub tls: bool,
     /// Require client certificates (`--tls-auth-clients yes`).
     pub mutual_tls: bool,
+    /// Cluster mode, the node config files in this dir (see [`SecureCluster`]); with `tls`
+    /// the cluster bus is TLS too.
+    pub cluster_dir: Option<PathBuf>,
 }
 
 /// A private `redis-server` that needs a password, an ACL user and/or TLS; killed on drop.
@@ -710,6 +917,36 @@ impl SecureRedis {
             } else {
                 args.extend(["--port".into(), port.to_string()]);
             }
+            if let Some(dir) = &mode.cluster_dir {
+                let mut bus = free_port();
+                while bus == port {
+                    bus = free_port();
+                }
+                args.extend([
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-config-file".into(),
+                    dir.join(format!("nodes-{port}.conf")).display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "2000".into(),
+                    "--cluster-port".into(),
+                    bus.to_string(),
+                    "--dir".into(),
+                    dir.display().to_string(),
+                ]);
+                if mode.tls {
+                    // The bus connects node to node as a TLS client: with a client certificate.
+                    let c = certs.expect("TLS needs TestCerts");
+                    args.extend([
+                        "--tls-cluster".into(),
+                        "yes".into(),
+                        "--tls-client-cert-file".into(),
+                        c.client_cert.display().to_string(),
+                        "--tls-client-key-file".into(),
+                        c.client_key.display().to_string(),
+                    ]);
+                }
+            }
             let child = Command::new(redis_path())
                 .args(&args)
                 .stdin(Stdio::null())
@@ -759,14 +996,16 @@ impl SecureRedis {
     /// `["-n", "3", "DBSIZE"]`); returns its stdout. Bounded by a 5 s timeout.
     pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("/usr/bin/timeout");
-        cmd.args([
-            "5",
-            REDIS_CLI,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-        ]);
+        cmd.args(["5", REDIS_CLI]);
+        self.cli_options(&mut cmd);
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        cmd.args(args);
+        let out = cmd.stdin(Stdio::null()).output().expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// redis-cli's options for this server's credentials and TLS.
+    fn cli_options(&self, cmd: &mut Command) {
         if let Some((u, p)) = &self.mode.acl_user {
             cmd.args(["--user", u, "--pass", p]);
         } else if let Some(p) = &self.mode.requirepass {
@@ -781,14 +1020,63 @@ impl SecureRedis {
                 cmd.arg("--cert").arg(c).arg("--key").arg(k);
             }
         }
-        cmd.arg("--no-auth-warning").args(args);
-        let out = cmd.stdin(Stdio::null()).output().expect("run redis-cli");
-        String::from_utf8_lossy(&out.stdout).to_string()
+        cmd.arg("--no-auth-warning");
     }
 
     /// PID of the server process.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// Three [`SecureRedis`] masters in cluster mode (slots split evenly, no replicas), joined
+/// with `redis-cli --cluster create` over their credentials and TLS; killed on drop.
+#[derive(Debug)]
+pub struct SecureCluster {
+    pub nodes: Vec<SecureRedis>,
+    dir: PathBuf,
+}
+
+impl SecureCluster {
+    /// Starts and joins the masters; panics (after killing them) if the cluster is not
+    /// `cluster_state:ok` in time.
+    pub fn start(mut mode: SecureMode, certs: Option<&TestCerts>) -> SecureCluster {
+        let dir = unique_temp_dir("secure-cluster");
+        mode.cluster_dir = Some(dir.clone());
+        let nodes: Vec<SecureRedis> = (0..3)
+            .map(|_| SecureRedis::start(mode.clone(), certs))
+            .collect();
+        let cluster = SecureCluster { nodes, dir };
+        let mut create = Command::new(REDIS_CLI);
+        cluster.nodes[0].cli_options(&mut create);
+        create.arg("--cluster").arg("create");
+        for n in &cluster.nodes {
+            create.arg(n.addr());
+        }
+        create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        if let Err(e) = run_bounded(create, CLUSTER_CREATE_TIMEOUT) {
+            panic!("redis-cli --cluster create failed: {e}");
+        }
+        eventually("cluster_state:ok on every node", CLUSTER_OK_TIMEOUT, || {
+            cluster.nodes.iter().all(|n| {
+                n.cli(&["CLUSTER", "INFO"])
+                    .lines()
+                    .any(|l| l.trim() == "cluster_state:ok")
+            })
+        });
+        cluster
+    }
+
+    /// `127.0.0.1:<port>` of every node (seeds for a cluster client).
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr()).collect()
+    }
+}
+
+impl Drop for SecureCluster {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -433,6 +433,17 @@ impl DistributedLock {
         })
     }
 
+    /// This lock service with auto-renewal on or off (same backend, same key space): lets a
+    /// binding choose renewal per acquisition.
+    pub fn with_auto_renew(&self, on: bool) -> DistributedLock {
+        let mut options = (*self.options).clone();
+        options.auto_renew = on;
+        DistributedLock {
+            backend: self.backend.clone(),
+            options: Arc::new(options),
+        }
+    }
+
     /// Acquires `name` for `ttl` if it is free now; `None` if someone else holds it.
     ///
     /// Fails with [`Error::InvalidArgument`] on a bad name or TTL, or with `unavailable` /

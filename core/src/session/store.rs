@@ -9,6 +9,8 @@ use redis::Script;
 use crate::cache::{Backend, Cache};
 use crate::error::{Error, Result};
 
+mod list;
+
 /// Length of a session id: 32 base62 characters (190 random bits).
 const ID_LEN: usize = 32;
 /// Field holding the creation time (Unix ms); user fields are stored as `f:<name>`.

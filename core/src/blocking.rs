@@ -189,6 +189,19 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
     })))
 }
 
+/// Spawns `fut` on the shared runtime, every poll inside a section of the fork gate (like the
+/// library's own tasks), for bindings that complete their callers' awaitables (Python's
+/// asyncio) from the runtime. The future must not block.
+///
+/// Fails as [`runtime`] does.
+pub fn spawn<F>(fut: F) -> Result<tokio::task::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fork::spawn(fut)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,50 @@
+"""1,000,000 mixed operations with memory flat: after a warm-up, RSS may not grow by more
+than a bound far below what a leak of a few bytes per operation would add."""
+
+from __future__ import annotations
+
+import gc
+
+import clusterkit
+from support import rss_bytes
+
+OPS = 1_000_000
+# A leak of 4 bytes per op over the measured 750k ops would add ~3 MB; allow less than that.
+BOUND = 2 * 1024 * 1024
+
+
+def test_million_mixed_ops_memory_flat() -> None:
+    ck = clusterkit.Clusterkit({"cache": {"namespace": "mem"}})
+    c = ck.cache
+    pool = clusterkit.Pool("mem", strategy="round_robin")
+    pool.add_node("a", "127.0.0.1", 1)
+    pool.add_node("b", "127.0.0.1", 2)
+    keys = [b"k%d" % i for i in range(1000)]
+    val = b"v" * 100
+
+    def batch(n: int) -> None:
+        for i in range(n // 10):
+            k = keys[i % 1000]
+            c.set(k, val)
+            c.get(k)
+            c.get(b"missing")
+            c.has(k)
+            c.incr(b"ctr")
+            c.delete(k)
+            c.add(k, val, ttl=60)
+            c.get_many(keys[:4])
+            with pool.pick():
+                pass
+            try:
+                c.get(b"")
+            except clusterkit.InvalidArgumentError:
+                pass
+
+    batch(OPS // 4)  # warm-up: allocator pools, caches, the runtime
+    gc.collect()
+    before = rss_bytes()
+    batch(OPS - OPS // 4)
+    gc.collect()
+    grown = rss_bytes() - before
+    assert grown < BOUND, f"RSS grew by {grown} bytes over {OPS - OPS // 4} ops"
+    assert c.get(b"ctr") == str(OPS // 10).encode()

@@ -86,7 +86,7 @@ class Clusterkit:
 
     @property
     def pools(self) -> List[str]:
-        return self._dep.pool_names()
+        return list(self._dep.pool_names())
 
     def pool(self, name: str) -> Pool:
         """The pool ``name`` of the document (NotFoundError if there is none)."""
@@ -102,7 +102,7 @@ class Clusterkit:
 
     def metrics(self) -> Dict[str, Any]:
         """Cache counters and each pool's health metrics."""
-        return self._dep.metrics()
+        return dict(self._dep.metrics())
 
     def config(self) -> Dict[str, Any]:
         """The document this deployment was built from (as a dict)."""

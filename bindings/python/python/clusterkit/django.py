@@ -28,9 +28,13 @@ from __future__ import annotations
 import pickle
 from typing import Any, Dict, Iterable, List, Optional, Union
 
-from django.conf import settings
-from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.conf import settings  # type: ignore[import-untyped]
+from django.contrib.sessions.backends.base import (  # type: ignore[import-untyped]
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache  # type: ignore[import-untyped]
 
 from .deployment import Clusterkit, Config
 from .errors import ClusterkitError
@@ -62,7 +66,7 @@ class _Serializer:
             return pickle.loads(data)
 
 
-class Cache(BaseCache):
+class Cache(BaseCache):  # type: ignore[misc]
     """``CACHES[...]["BACKEND"] = "clusterkit.django.Cache"``."""
 
     def __init__(self, server: Union[str, List[str], None], params: Dict[str, Any]) -> None:
@@ -237,13 +241,16 @@ class Cache(BaseCache):
         pass
 
 
-class SessionStore(SessionBase):
+class SessionStore(SessionBase):  # type: ignore[misc]
     """``SESSION_ENGINE = "clusterkit.django"``: Django sessions on clusterkit's session
     store (ids from the OS CSPRNG, idle/absolute timeouts from the document's
     ``[sessions]``). Each top-level session key is one field, written only when it changed
     (delta saves: concurrent requests changing different keys do not overwrite each other).
     With ``CLUSTERKIT_SESSION_LOCK = True`` a request holds the session's lock from its first
     access until the save (or until the store is discarded)."""
+
+    _session_key: Optional[str]
+    _session_cache: Dict[str, Any]
 
     def __init__(self, session_key: Optional[str] = None) -> None:
         super().__init__(session_key)

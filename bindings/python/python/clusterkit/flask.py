@@ -42,7 +42,7 @@ class ClusterkitSession(dict, SessionMixin):  # type: ignore[type-arg]
         super().__delitem__(key)
         self.modified = True
 
-    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+    def pop(self, key: str, *default: Any) -> Any:
         self.modified = True
         return super().pop(key, *default)
 
@@ -50,11 +50,11 @@ class ClusterkitSession(dict, SessionMixin):  # type: ignore[type-arg]
         super().clear()
         self.modified = True
 
-    def update(self, *a: Any, **k: Any) -> None:  # type: ignore[override]
+    def update(self, *a: Any, **k: Any) -> None:
         super().update(*a, **k)
         self.modified = True
 
-    def setdefault(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def setdefault(self, key: str, default: Any = None) -> Any:
         self.modified = True
         return super().setdefault(key, default)
 

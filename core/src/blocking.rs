@@ -202,6 +202,26 @@ where
     fork::spawn(fut)
 }
 
+/// Polls `fut` once on the calling thread, inside the shared runtime's context and a section
+/// of the fork gate, with a waker that does nothing: `Ok(Ok(output))` when it completed
+/// without waiting (every operation of the embedded backends), `Ok(Err(fut))` when it has to
+/// wait: hand it to [`spawn`], which polls it again. Unlike [`block_on`]'s first poll, a
+/// backend never does blocking I/O here (the caller may be an event loop's thread). For async
+/// bindings that complete an awaitable at once when they can.
+///
+/// Fails as [`runtime`] does.
+pub fn poll_once<F: Future + Unpin>(mut fut: F) -> Result<std::result::Result<F::Output, F>> {
+    let rt = local_runtime()?;
+    fork::check();
+    let _context = rt.enter();
+    let _section = fork::section();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(&mut fut).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Ok(Ok(v)),
+        std::task::Poll::Pending => Ok(Err(fut)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

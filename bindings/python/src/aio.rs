@@ -48,6 +48,18 @@ where
     let h = helpers(py)?;
     let lp = h.get_running_loop.bind(py).call0()?;
     let f = lp.call_method0("create_future")?;
+    // Work that completes without waiting (the embedded backends) completes the future here,
+    // on the loop's thread: no task, no thread hop.
+    let fut = match clusterkit::blocking::poll_once(Box::pin(fut)).py()? {
+        Ok(r) => {
+            match r.map_err(to_py).and_then(|t| conv(py, t)) {
+                Ok(v) => f.call_method1("set_result", (v,))?,
+                Err(e) => f.call_method1("set_exception", (e.into_value(py),))?,
+            };
+            return Ok(f);
+        }
+        Err(pending) => pending,
+    };
     let (lp_u, f_u) = (lp.unbind(), f.clone().unbind());
     clusterkit::blocking::spawn(async move {
         let r = fut.await;

@@ -23,7 +23,7 @@ _configured: Dict[str, Any] = {}
 def django_env(redis_server: RedisServer) -> Iterator[Dict[str, Any]]:
     if not settings.configured:
         ns = fresh_ns("dj")
-        cfg = redis_config(redis_server, ns)
+        cfg = redis_config(redis_server, ns, sessions={"lock_wait": "300ms"})
         settings.configure(
             DEBUG=True,
             SECRET_KEY="test-only-not-secret",
@@ -278,3 +278,26 @@ def test_session_store_api(django_env: Dict[str, Any]) -> None:
     final.delete()
     assert not final.exists(final.session_key)
     assert SessionStore("bogus-key").load() == {}
+
+
+def test_session_engine_optional_locking(django_env: Dict[str, Any]) -> None:
+    from django.test import override_settings
+
+    import clusterkit
+    from clusterkit.django import SessionStore
+
+    s = SessionStore()
+    s["n"] = 1
+    s.save()
+    key = s.session_key
+    with override_settings(CLUSTERKIT_SESSION_LOCK=True):
+        first = SessionStore(key)
+        assert first["n"] == 1  # loads and holds the session's lock
+        second = SessionStore(key)
+        with pytest.raises(clusterkit.TimeoutError):
+            second.load()
+        first["n"] = 2
+        first.save()  # writes and gives the lock back
+        third = SessionStore(key)
+        assert third["n"] == 2
+        third.save()

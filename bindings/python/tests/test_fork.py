@@ -26,7 +26,16 @@ def child_work(cfg: Dict[str, Any], i: int) -> Dict[str, Any]:
     ck.cache.set(f"child{i}", b"%d" % os.getpid())
     with ck.lock("forklock", ttl=5, wait=10) as lk:
         fence = lk.fencing_token
-    return {"pid": os.getpid(), "v": ck.cache.get(f"child{i}"), "n": ck.cache.incr("forkcount"), "fence": fence}
+
+    async def aio() -> bytes | None:
+        # The asyncio face in the child too (its runtime is the child's own).
+        await ck.aio.cache.set(f"achild{i}", b"async")
+        return await ck.aio.cache.get(f"achild{i}")
+
+    import asyncio
+
+    return {"pid": os.getpid(), "v": ck.cache.get(f"child{i}"), "n": ck.cache.incr("forkcount"), "fence": fence,
+            "aio": asyncio.run(aio())}
 
 
 def test_multiprocessing_fork(redis_server: RedisServer) -> None:
@@ -36,12 +45,20 @@ def test_multiprocessing_fork(redis_server: RedisServer) -> None:
     ck.cache.set("parent", b"1")
     with ck.lock("forklock", ttl=5):
         pass
+
+    async def warm() -> None:
+        await ck.aio.cache.get("parent")
+
+    import asyncio
+
+    asyncio.run(warm())
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(4) as pool:
         results: List[Dict[str, Any]] = pool.starmap(child_work, [(cfg, i) for i in range(8)])
     assert {r["v"] for r in results} == {str(r["pid"]).encode() for r in results}
     assert sorted(r["n"] for r in results) == list(range(1, 9))
     assert len({r["fence"] for r in results}) == 8
+    assert all(r["aio"] == b"async" for r in results)
     # The parent still works after its children.
     assert ck.cache.get("forkcount") == b"8"
     assert ck.cache.get("child0") is not None

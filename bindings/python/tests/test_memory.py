@@ -6,7 +6,7 @@ from __future__ import annotations
 import gc
 
 import clusterkit
-from support import rss_bytes
+from support import RedisServer, rss_bytes
 
 OPS = 1_000_000
 # A leak of 4 bytes per op over the measured 750k ops would add ~3 MB; allow less than that.
@@ -81,3 +81,37 @@ def test_asyncio_ops_memory_flat() -> None:
     grown = asyncio.run(main())
     # 4 bytes leaked per call would add 600 KB over the measured 150k calls.
     assert grown < 512 * 1024, f"RSS grew by {grown} bytes over {n - n // 4} async calls"
+
+
+def test_asyncio_redis_calls_memory_flat(redis_server: RedisServer) -> None:
+    """Awaited calls that wait for Redis go through a task on the core's runtime and a
+    future completed with call_soon_threadsafe: nothing of either may stay behind."""
+    import asyncio
+
+    from conftest import fresh_ns, redis_config
+
+    ck = clusterkit.Clusterkit(redis_config(redis_server, fresh_ns("amr")))
+    a = ck.aio.cache
+    rounds, width = 1200, 50
+
+    async def run(count: int) -> None:
+        async def one(i: int) -> None:
+            k = b"k%d" % (i % 50)
+            await a.set(k, b"v" * 50)
+            assert await a.get(k) == b"v" * 50
+
+        for r in range(count):
+            await asyncio.gather(*(one(r * width + i) for i in range(width)))
+
+    async def main() -> int:
+        await run(rounds // 4)
+        gc.collect()
+        before = rss_bytes()
+        await run(rounds - rounds // 4)
+        gc.collect()
+        return rss_bytes() - before
+
+    grown = asyncio.run(main())
+    calls = (rounds - rounds // 4) * width * 2
+    # A leaked future, task or reply (tens of bytes or more per call) would add megabytes.
+    assert grown < 1024 * 1024, f"RSS grew by {grown} bytes over {calls} awaited Redis calls"

@@ -27,7 +27,9 @@ def php_env() -> Dict[str, str]:
     assert php, "php is missing (apt-get install php-cli): the interop test needs it"
     lib = os.environ.get("CLUSTERKIT_LIB")
     if not lib:
-        prefix = subprocess.run([str(ROOT / "scripts" / "stage-lib")], check=True, capture_output=True, text=True).stdout.strip()
+        built = subprocess.run([str(ROOT / "scripts" / "stage-lib")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert built.returncode == 0, f"scripts/stage-lib failed:\n{built.stderr[-4000:]}"
+        prefix = built.stdout.strip()
         lib = f"{prefix}/lib/libclusterkit.so.1"
     assert os.path.isfile(lib), f"CLUSTERKIT_LIB={lib} does not exist"
     return {"php": php, "lib": lib}

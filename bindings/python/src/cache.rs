@@ -8,6 +8,7 @@ use clusterkit::cache::{Bytes, Ttl};
 use clusterkit::Error;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::aio;
 use crate::errors::{bytes_arg, invalid, json_to_py, opt_seconds, run, seconds_arg, IntoPy};
@@ -276,6 +277,10 @@ impl Cache {
         run(py, self.cache.clear())
     }
 
+    /// On a miss the core asks for the value; `compute` then runs on this thread with the
+    /// GIL held and outside the runtime (so it may call clusterkit itself, block, or fork),
+    /// while the wait for the backend (and for another caller's computation of the same key)
+    /// happens with the GIL released.
     #[pyo3(signature = (key, ttl, compute, beta=None))]
     fn get_or_compute(
         &self,
@@ -290,20 +295,44 @@ impl Cache {
         if !compute.bind(py).is_callable() {
             return Err(invalid("compute", "must be callable"));
         }
-        let slot: Arc<Mutex<Option<PyErr>>> = Arc::default();
-        let s2 = slot.clone();
-        let r = run(
-            py,
+        type Reply = oneshot::Sender<clusterkit::Result<Bytes>>;
+        let (ask, mut asked) = mpsc::unbounded_channel::<Reply>();
+        let fut =
             self.cache
                 .get_or_compute_with_beta(&key, ttl, beta_arg(beta), move || async move {
-                    Python::attach(|py| {
-                        let v = compute.bind(py).call0();
-                        compute_value(py, v, &s2)
+                    let (tx, rx) = oneshot::channel();
+                    ask.send(tx)
+                        .map_err(|_| Error::Internal("the get_or_compute caller is gone".into()))?;
+                    rx.await.unwrap_or_else(|_| {
+                        Err(Error::Internal(
+                            "the get_or_compute function was abandoned".into(),
+                        ))
                     })
-                }),
-        );
-        let v = take_stashed(&slot, r)?;
-        py_owned_bytes(py, v)
+                });
+        let mut fut = std::pin::pin!(fut);
+        let slot: Arc<Mutex<Option<PyErr>>> = Arc::default();
+        enum Step {
+            Done(clusterkit::Result<Bytes>),
+            Compute(Reply),
+        }
+        loop {
+            let step = run(py, async {
+                Ok(tokio::select! {
+                    r = &mut fut => Step::Done(r),
+                    Some(tx) = asked.recv() => Step::Compute(tx),
+                })
+            })?;
+            match step {
+                Step::Done(r) => {
+                    let v = take_stashed(&slot, r.py())?;
+                    return py_owned_bytes(py, v);
+                }
+                Step::Compute(tx) => {
+                    let v = compute.bind(py).call0();
+                    let _ = tx.send(compute_value(py, v, &slot));
+                }
+            }
+        }
     }
 
     // --- asyncio ----------------------------------------------------------------------------

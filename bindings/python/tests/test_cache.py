@@ -12,6 +12,7 @@ from typing import Any, List
 import pytest
 
 import clusterkit
+from conftest import fresh_ns
 from clusterkit import InvalidArgumentError, JsonSerializer, PickleSerializer, StrSerializer
 
 
@@ -261,3 +262,22 @@ def test_bad_input_names_the_argument(call: Any, field: str) -> None:
     assert e.value.field is not None and e.value.field.startswith(field), (e.value.field, str(e.value))
     assert isinstance(e.value, clusterkit.ClusterkitError)
     assert e.value.kind == "invalid_argument"
+
+
+def test_get_or_compute_runs_on_the_callers_thread_and_may_use_clusterkit(ck: clusterkit.Clusterkit) -> None:
+    c = ck.cache
+    c.set(b"base", b"21")
+    seen: List[int] = []
+
+    def compute() -> bytes:
+        seen.append(threading.get_ident())
+        # A nested blocking call (and a lock) from inside the compute function.
+        with ck.lock(fresh_ns("nested"), ttl=5):
+            base = c.get(b"base")
+        assert base is not None
+        return b"%d" % (int(base) * 2)
+
+    assert c.get_or_compute(b"derived", 60, compute) == b"42"
+    assert seen == [threading.get_ident()]
+    assert c.get_or_compute(b"derived", 60, compute) == b"42"
+    assert len(seen) == 1

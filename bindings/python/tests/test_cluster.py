@@ -102,7 +102,9 @@ def test_events_iterator() -> None:
     got: List[Dict[str, Any]] = list(ev)
     kinds = [e["kind"] for e in got]
     assert kinds[:3] == ["added", "health_changed", "removed"], kinds
-    assert got[1]["node"] == "web-3" or got[1].get("node", {}).get("id") == "web-3" or "web-3" in str(got[1])
+    assert [e["node"]["id"] for e in got[:3]] == ["web-3"] * 3
+    assert (got[1]["old_health"], got[1]["new_health"], got[1]["message"]) == ("healthy", "draining", "deploy")
+    assert got[0]["node"]["port"] == 8083
 
 
 def test_events_async_iterator() -> None:

@@ -29,3 +29,21 @@ def test_example_app(backend: str, redis_server: RedisServer) -> None:
     assert "InvalidArgumentError: invalid key" in out
     assert out.rstrip().endswith("done")
     assert ("Redis at" in out) == (backend == "redis")
+
+
+def test_asgi_example() -> None:
+    import importlib.util
+
+    from starlette.testclient import TestClient
+
+    spec = importlib.util.spec_from_file_location("asgi_app", APP.parent / "asgi_app.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with TestClient(mod.app) as c:
+        first = c.get("/report").json()
+        second = c.get("/report").json()
+    assert first["report"] == second["report"] and first["report"].startswith('{"built_under_fence": ')
+    assert second["visits"] == first["visits"] + 1
+    assert (first["seen_by_this_session"], second["seen_by_this_session"]) == (1, 2)
+    assert first["cached"] == {"first": True}

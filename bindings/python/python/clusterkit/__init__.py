@@ -28,7 +28,7 @@ from .errors import (
     TimeoutError,
     UnavailableError,
 )
-from .lock import AsyncLock, AsyncLocks, Lock, Locks
+from .lock import AsyncLock, AsyncLockAcquire, AsyncLocks, Lock, Locks
 from .serializers import BytesSerializer, JsonSerializer, PickleSerializer, Serializer, StrSerializer
 from .session import AsyncSession, AsyncSessions, Session, Sessions
 
@@ -49,6 +49,7 @@ __all__ = [
     "Lock",
     "AsyncLocks",
     "AsyncLock",
+    "AsyncLockAcquire",
     "Sessions",
     "Session",
     "AsyncSessions",

@@ -12,7 +12,7 @@ from ._closed import _Closed
 from .cache import AsyncCache, Cache, Seconds
 from .cluster import Pool
 from .errors import InvalidArgumentError
-from .lock import AsyncLocks, Lock, Locks
+from .lock import AsyncLockAcquire, AsyncLocks, Lock, Locks
 from .session import AsyncSessions, Sessions
 
 __all__ = ["Clusterkit", "AsyncClusterkit", "Config"]
@@ -147,7 +147,8 @@ class AsyncClusterkit:
     def pool(self, name: str) -> Pool:
         return self._ck.pool(name)
 
-    def lock(self, name: str, ttl: Seconds = 30.0, wait: Optional[Seconds] = None) -> Any:
+    def lock(self, name: str, ttl: Seconds = 30.0, wait: Optional[Seconds] = None) -> AsyncLockAcquire:
+        """``async with ck.aio.lock("name", ttl=10) as lock:`` or ``lock = await ck.aio.lock(...)``."""
         return self.locks.acquire(name, ttl, wait)
 
     def metrics(self) -> Dict[str, Any]:

@@ -15,13 +15,13 @@ lock is then extended at a third of its TTL until released, and ``is_held`` turn
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Optional, Type
+from typing import Any, Generator, Optional, Type
 
 from . import _native
 from .cache import Seconds
 from .errors import ClusterkitError
 
-__all__ = ["Locks", "Lock", "AsyncLocks", "AsyncLock"]
+__all__ = ["Locks", "Lock", "AsyncLocks", "AsyncLock", "AsyncLockAcquire"]
 
 
 class Lock:
@@ -161,7 +161,7 @@ class Locks:
     __call__ = acquire
 
 
-class _AsyncAcquire:
+class AsyncLockAcquire:
     """``await locks.acquire(...)`` or ``async with locks.acquire(...) as lock``."""
 
     def __init__(self, locks: Any, name: str, ttl: Seconds, wait: Optional[Seconds]) -> None:
@@ -172,7 +172,7 @@ class _AsyncAcquire:
         locks, name, ttl, wait = self._args
         return AsyncLock(await locks.acquire_async(name, ttl, wait))
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncLock]:
         return self._get().__await__()
 
     async def __aenter__(self) -> AsyncLock:
@@ -195,9 +195,9 @@ class AsyncLocks:
     def __init__(self, native: _native.Locks) -> None:
         self._n: Any = native
 
-    def acquire(self, name: str, ttl: Seconds = 30.0, wait: Optional[Seconds] = None) -> _AsyncAcquire:
+    def acquire(self, name: str, ttl: Seconds = 30.0, wait: Optional[Seconds] = None) -> AsyncLockAcquire:
         """Awaitable and async context manager: ``async with ck.aio.locks.acquire("x") as l``."""
-        return _AsyncAcquire(self._n, name, ttl, wait)
+        return AsyncLockAcquire(self._n, name, ttl, wait)
 
     async def try_acquire(self, name: str, ttl: Seconds = 30.0) -> Optional[AsyncLock]:
         n = await self._n.try_acquire_async(name, ttl)

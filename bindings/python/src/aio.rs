@@ -63,7 +63,8 @@ where
     let (lp_u, f_u) = (lp.unbind(), f.clone().unbind());
     clusterkit::blocking::spawn(async move {
         let r = fut.await;
-        Python::attach(|py| {
+        // Every Python object is used and released with the GIL held.
+        Python::attach(move |py| {
             let (ok, v) = match r.map_err(to_py).and_then(|t| conv(py, t)) {
                 Ok(v) => (true, v),
                 Err(e) => (false, e.into_value(py).into_any()),
@@ -76,6 +77,7 @@ where
                     (h.complete.clone_ref(py), f_u, ok, v),
                 );
             }
+            drop(lp_u);
         });
     })
     .py()?;
@@ -125,8 +127,10 @@ pub(crate) async fn compute_in_loop(
         Err(e) => return Err(crate::cache::stash(&slot, e)),
     };
     let _ = rx.await;
-    Python::attach(|py| {
+    Python::attach(move |py| {
         let v = cf.bind(py).call_method0("result");
-        crate::cache::compute_value(py, v, &slot)
+        let r = crate::cache::compute_value(py, v, &slot);
+        drop(cf);
+        r
     })
 }

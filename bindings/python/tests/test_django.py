@@ -301,3 +301,16 @@ def test_session_engine_optional_locking(django_env: Dict[str, Any]) -> None:
         third = SessionStore(key)
         assert third["n"] == 2
         third.save()
+
+
+def test_cache_location_is_a_config_file(django_env: Dict[str, Any], tmp_path: Any) -> None:
+    from clusterkit.django import Cache
+
+    f = tmp_path / "clusterkit.toml"
+    f.write_text('[cache]\nnamespace = "fromfile"\n')
+    c = Cache(str(f), {"TIMEOUT": 60})
+    assert c._cache.namespace == "fromfile"
+    c.set("k", [1, 2])
+    assert c.get("k") == [1, 2]
+    t = c._cache.ttl(c.make_key("k"))
+    assert t is not None and 58 < t <= 60, "TIMEOUT is the default timeout"

@@ -189,6 +189,39 @@ pub fn block_on<F: Future>(fut: F) -> Result<F::Output> {
     })))
 }
 
+/// Spawns `fut` on the shared runtime, every poll inside a section of the fork gate (like the
+/// library's own tasks), for bindings that complete their callers' awaitables (Python's
+/// asyncio) from the runtime. The future must not block.
+///
+/// Fails as [`runtime`] does.
+pub fn spawn<F>(fut: F) -> Result<tokio::task::JoinHandle<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fork::spawn(fut)
+}
+
+/// Polls `fut` once on the calling thread, inside the shared runtime's context and a section
+/// of the fork gate, with a waker that does nothing: `Ok(Ok(output))` when it completed
+/// without waiting (every operation of the embedded backends), `Ok(Err(fut))` when it has to
+/// wait: hand it to [`spawn`], which polls it again. Unlike [`block_on`]'s first poll, a
+/// backend never does blocking I/O here (the caller may be an event loop's thread). For async
+/// bindings that complete an awaitable at once when they can.
+///
+/// Fails as [`runtime`] does.
+pub fn poll_once<F: Future + Unpin>(mut fut: F) -> Result<std::result::Result<F::Output, F>> {
+    let rt = local_runtime()?;
+    fork::check();
+    let _context = rt.enter();
+    let _section = fork::section();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(&mut fut).poll(&mut cx) {
+        std::task::Poll::Ready(v) => Ok(Ok(v)),
+        std::task::Poll::Pending => Ok(Err(fut)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,7 +129,9 @@
 //!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
 
 pub mod config;
+mod lock_watch;
 mod memory;
+pub use lock_watch::LockWatch;
 pub(crate) mod redis;
 
 use std::fmt;

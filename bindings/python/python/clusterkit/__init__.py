@@ -1,0 +1,77 @@
+"""clusterkit for Python: cluster membership, load balancing, a distributed cache,
+distributed locks and sessions, from one Rust core shared with the C, PHP and Node packages.
+
+::
+
+    import clusterkit
+    ck = clusterkit.Clusterkit()                 # everything embedded
+    ck = clusterkit.Clusterkit({"cache": {"redis": "127.0.0.1:6379"}})
+    ck.cache.set("k", b"v", ttl=60)
+    with ck.lock("job", ttl=10) as lock: ...
+    await ck.aio.cache.get("k")
+"""
+
+from __future__ import annotations
+
+from . import _native
+from .cache import AsyncCache, AsyncTypedCache, Cache, TypedCache
+from .cluster import Events, Pick, Pool
+from .deployment import AsyncClusterkit, Clusterkit, Config
+from .errors import (
+    BackendError,
+    ClosedError,
+    ClusterkitError,
+    ConflictError,
+    InternalError,
+    InvalidArgumentError,
+    NotFoundError,
+    TimeoutError,
+    UnavailableError,
+)
+from .lock import AsyncLock, AsyncLockAcquire, AsyncLocks, Lock, Locks
+from .serializers import BytesSerializer, JsonSerializer, PickleSerializer, Serializer, StrSerializer
+from .session import AsyncSession, AsyncSessions, Session, Sessions
+
+__version__: str = _native.VERSION
+
+__all__ = [
+    "Clusterkit",
+    "AsyncClusterkit",
+    "Config",
+    "Cache",
+    "AsyncCache",
+    "TypedCache",
+    "AsyncTypedCache",
+    "Pool",
+    "Pick",
+    "Events",
+    "Locks",
+    "Lock",
+    "AsyncLocks",
+    "AsyncLock",
+    "AsyncLockAcquire",
+    "Sessions",
+    "Session",
+    "AsyncSessions",
+    "AsyncSession",
+    "Serializer",
+    "BytesSerializer",
+    "StrSerializer",
+    "JsonSerializer",
+    "PickleSerializer",
+    "ClusterkitError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "TimeoutError",
+    "UnavailableError",
+    "ConflictError",
+    "ClosedError",
+    "BackendError",
+    "InternalError",
+    "fork_stats",
+]
+
+
+def fork_stats() -> dict[str, int]:
+    """Counters of the fork gate (forks that found no call in progress / that waited)."""
+    return dict(_native.fork_stats())

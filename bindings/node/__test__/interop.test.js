@@ -1,9 +1,10 @@
 'use strict'
 // Interop: a cache value, a held lock (and its fencing token) and a session written from
 // another language are seen identically from Node, and the reverse. Each other language is a
-// "leg" that runs a small script in its own process against the same Redis and config; PHP
-// today (bindings/php over the C ABI, the library staged by scripts/stage-lib). A Python leg
-// is added to LEGS the same way when the Python binding lands.
+// "leg" that runs a small script in its own process against the same Redis and config: PHP
+// (bindings/php over the C ABI, the library staged by scripts/stage-lib) and Python (the
+// package installed by `pip install ./bindings/python`: the interpreter in CLUSTERKIT_PYTHON,
+// which run-tests provides).
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { spawn, execFileSync } = require('node:child_process')
@@ -46,13 +47,61 @@ while (($line = fgets(STDIN)) !== false) {
 }
 `
 
-function phpLeg (config, lib) {
-  const proc = spawn('php', ['-d', 'ffi.enable=1', '-r', PHP_SERVER], { env: { ...process.env, CK_CONFIG: JSON.stringify(config), CLUSTERKIT_LIB: lib }, stdio: ['pipe', 'pipe', 'inherit'] })
+// A Python process speaking the same line protocol as PHP_SERVER.
+const PYTHON_SERVER = `
+import base64, json, os, sys
+import clusterkit
+ck = clusterkit.Clusterkit(json.loads(os.environ["CK_CONFIG"]))
+held = {}
+while True:
+    line = sys.stdin.readline()
+    if not line:
+        break
+    c = json.loads(line)
+    try:
+        op = c["op"]
+        if op == "cache_set":
+            ck.cache.set(c["key"], base64.b64decode(c["value"]))
+            r = True
+        elif op == "cache_get":
+            v = ck.cache.get(c["key"])
+            r = None if v is None else base64.b64encode(v).decode()
+        elif op == "lock":
+            lk = ck.locks.try_acquire(c["name"], 30)
+            r = None
+            if lk is not None:
+                held[c["name"]] = lk
+                r = lk.fencing_token
+        elif op == "unlock":
+            held.pop(c["name"]).release()
+            r = True
+        elif op == "session_create":
+            s = ck.sessions.create()
+            for k, v in c["fields"].items():
+                s[k] = v.encode()
+            s.save()
+            r = s.id
+        elif op == "session_get":
+            s = ck.sessions.load(c["id"])
+            r = None if s is None else {k: s.get(k).decode() for k in s.keys()}
+        else:
+            raise ValueError("unknown op")
+        print(json.dumps({"ok": True, "r": r}), flush=True)
+    except Exception as e:
+        print(json.dumps({"ok": False, "error": type(e).__name__ + ": " + str(e)}), flush=True)
+`
+
+// One process answering one JSON line per JSON command line.
+function processLeg (name, command, args, env) {
+  const proc = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'inherit'] })
   const lines = readline.createInterface({ input: proc.stdout })
   const waiting = []
   lines.on('line', (l) => waiting.shift()?.(l))
+  proc.on('exit', (code) => {
+    for (const w of waiting.splice(0)) w(JSON.stringify({ ok: false, error: `${name} exited with ${code}` }))
+  })
   return {
-    name: 'php',
+    name,
     call (op, args = {}) {
       return new Promise((resolve, reject) => {
         waiting.push((l) => { const m = JSON.parse(l); m.ok ? resolve(m.r) : reject(new Error(m.error)) })
@@ -63,7 +112,17 @@ function phpLeg (config, lib) {
   }
 }
 
-const LEGS = [phpLeg]
+function phpLeg (config, lib) {
+  return processLeg('php', 'php', ['-d', 'ffi.enable=1', '-r', PHP_SERVER], { CK_CONFIG: JSON.stringify(config), CLUSTERKIT_LIB: lib })
+}
+
+function pythonLeg (config) {
+  const python = process.env.CLUSTERKIT_PYTHON
+  assert.ok(python, 'CLUSTERKIT_PYTHON (a Python with the clusterkit package) is not set: run bindings/node/run-tests')
+  return processLeg('python', python, ['-c', PYTHON_SERVER], { CK_CONFIG: JSON.stringify(config) })
+}
+
+const LEGS = [phpLeg, pythonLeg]
 
 test('interop: cache value, held lock + fencing token and session, other languages <-> Node', { timeout: 300000 }, async (t) => {
   const lib = stagedLib()

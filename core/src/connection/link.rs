@@ -73,7 +73,8 @@ impl std::fmt::Debug for Link {
     }
 }
 
-fn is_connection_error(e: &RedisError) -> bool {
+/// Whether `e` means the connection is gone or unusable (so the next call should reconnect).
+pub(crate) fn is_connection_error(e: &RedisError) -> bool {
     e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()

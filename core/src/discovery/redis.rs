@@ -50,7 +50,7 @@ use tokio::task::JoinHandle;
 use super::{Discovery, DiscoveryHandle};
 use crate::cluster::WeakCluster;
 use crate::cluster::{Cluster, ClusterEvent};
-use crate::connection::link::{Link, LinkError};
+use crate::connection::link::{is_connection_error, Link, LinkError};
 use crate::connection::redact;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -338,14 +338,6 @@ return out
 ",
     )
 });
-
-fn is_connection_error(e: &RedisError) -> bool {
-    e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || e.is_unrecoverable_error()
-}
 
 fn map_redis_error(address: &str, what: &str, err: &RedisError) -> Error {
     if err.kind() == redis::ErrorKind::AuthenticationFailed

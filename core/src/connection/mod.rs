@@ -30,7 +30,7 @@
 //! resolver. Every single-server connection supports it: the cache, sharded pools, single and
 //! Redlock locks and their release subscriptions, sessions, the health PING and the registry
 //! (where redis-rs's connection manager and synchronous connections take no resolver,
-//! clusterkit uses a shared multiplexed connection of its own, [`link`]). A Redis Cluster is
+//! clusterkit uses a shared multiplexed connection of its own, `connection::link`). A Redis Cluster is
 //! the exception: its nodes are reached at the addresses its slot map announces and each
 //! certificate is verified against that address, so a `server_name` that differs from the
 //! seed's host is rejected with `invalid_argument` naming `tls.server_name` (let the servers

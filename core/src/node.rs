@@ -221,6 +221,14 @@ pub struct NodeStats {
     pub(crate) failures: AtomicU64,
     pub(crate) consecutive_failures: AtomicU32,
     pub(crate) last_latency_us: AtomicU64,
+    /// Picks handed out for this node (monitoring, issue #15).
+    pub(crate) picks: AtomicU64,
+    /// Outlier ejections of this node.
+    pub(crate) ejections: AtomicU64,
+    /// Currently ejected by outlier detection.
+    pub(crate) ejected: std::sync::atomic::AtomicBool,
+    /// Latencies of the outcomes reported with one.
+    pub(crate) latency: crate::metrics::LatencyHistogram,
 }
 
 impl NodeStats {
@@ -232,6 +240,7 @@ impl NodeStats {
             latency.as_micros().min(u64::MAX as u128) as u64,
             Ordering::Relaxed,
         );
+        self.latency.record(latency);
     }
 
     /// Records a failure; returns the consecutive failures including this one.
@@ -257,6 +266,22 @@ impl NodeStats {
     /// Failures reported since the last success.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
+    }
+    /// Picks handed out for this node since it joined.
+    pub fn picks(&self) -> u64 {
+        self.picks.load(Ordering::Relaxed)
+    }
+    /// Outlier ejections of this node.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+    /// True while outlier detection keeps the node ejected.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+    /// The latencies of reported successes, in fixed buckets.
+    pub fn latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.latency.read()
     }
     /// Latency of the last reported outcome that carried one, in microseconds (0 if none).
     pub fn last_latency_us(&self) -> u64 {

@@ -500,6 +500,7 @@ impl Pick {
         let member = snap.active[active_slot] as usize;
         let stats = &snap.members[member].stats;
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        stats.picks.fetch_add(1, Ordering::Relaxed);
         if counted_total {
             snap.total_in_flight.fetch_add(1, Ordering::Relaxed);
         }

@@ -655,6 +655,7 @@ impl Cluster {
         for m in members.iter_mut() {
             if m.ejected_until.is_some_and(|t| t <= now) {
                 m.ejected_until = None;
+                m.stats.ejected.store(false, Ordering::Relaxed);
                 m.returned_at = Some(now);
                 m.stats.consecutive_failures.store(0, Ordering::Relaxed);
                 m.reason = Arc::from("outlier ejection ended");
@@ -879,6 +880,9 @@ impl Cluster {
                 m.ejections
             ));
             counters.ejections.fetch_add(1, Ordering::Relaxed);
+            m.stats.ejections.fetch_add(1, Ordering::Relaxed);
+            m.stats.ejected.store(true, Ordering::Relaxed);
+            crate::log::ejected(&m.node, failures, time);
             Ok(vec![])
         })
     }

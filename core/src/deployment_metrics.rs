@@ -194,12 +194,20 @@ impl Clusterkit {
             .collect()
     }
 
-    /// [`Clusterkit::metrics_snapshot`] as OpenMetrics text for a Prometheus scrape (content
-    /// type [`crate::metrics::CONTENT_TYPE`]). Fails with `unavailable` when metrics are
-    /// disabled.
+    /// [`Clusterkit::metrics_snapshot`] in the Prometheus text format for a scrape (content
+    /// type [`crate::metrics::PROMETHEUS_CONTENT_TYPE`]). Fails with `unavailable` when
+    /// metrics are disabled.
     pub fn prometheus_text(&self) -> Result<String> {
         self.check_enabled()?;
         Ok(self.metrics_snapshot().to_prometheus())
+    }
+
+    /// [`Clusterkit::metrics_snapshot`] as OpenMetrics text (content type
+    /// [`crate::metrics::OPENMETRICS_CONTENT_TYPE`]). Fails like
+    /// [`Clusterkit::prometheus_text`].
+    pub fn openmetrics_text(&self) -> Result<String> {
+        self.check_enabled()?;
+        Ok(self.metrics_snapshot().to_openmetrics())
     }
 
     /// The status page (HTML, [`crate::status::HTML_CONTENT_TYPE`]) titled `title` (default

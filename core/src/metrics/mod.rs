@@ -1,8 +1,8 @@
 //! Metrics of a deployment (issue #15): live counters recorded with relaxed atomics where
 //! the work happens (picks, outcomes and fixed-bucket latencies per node, health and
 //! ejections per pool, cache reads per backend, locks, sessions, Redis connections), read
-//! into a [`MetricsSnapshot`] — a plain serde value — and rendered from it as Prometheus /
-//! OpenMetrics text ([`MetricsSnapshot::to_prometheus`], through a `prometheus-client`
+//! into a [`MetricsSnapshot`] — a plain serde value — and rendered from it as Prometheus
+//! text ([`MetricsSnapshot::to_prometheus`]) or OpenMetrics ([`MetricsSnapshot::to_openmetrics`]), through a `prometheus-client`
 //! registry this library owns, never a process-wide recorder) and as the status page
 //! ([`crate::status`]). Labels are `pool`, `node` and `operation` only: never keys, ids,
 //! tokens or secrets.
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use config::MetricsConfig;
 pub use counters::{LockCounters, LockStats, RedisStats, SessionCounters, SessionStats};
 pub use histogram::{HistogramSnapshot, LatencyHistogram, BOUNDS_US};
-pub use prometheus::CONTENT_TYPE;
+pub use prometheus::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 pub use share::{aggregate, publish};
 
 use crate::scaling::Recommendation;

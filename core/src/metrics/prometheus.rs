@@ -367,10 +367,10 @@ impl Collector for SnapshotCollector {
 }
 
 impl MetricsSnapshot {
-    /// The snapshot as OpenMetrics text (which Prometheus scrapes: content type
-    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`), ending with `# EOF`.
-    /// Counters carry the `_total` suffix, latencies are histograms in seconds.
-    pub fn to_prometheus(&self) -> String {
+    /// The snapshot as OpenMetrics text (content type [`OPENMETRICS_CONTENT_TYPE`]), as
+    /// `prometheus-client` encodes it: counter families named without `_total`, samples
+    /// with it, ending with `# EOF`.
+    pub fn to_openmetrics(&self) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(SnapshotCollector(self.clone())));
         let mut out = String::new();
@@ -378,7 +378,51 @@ impl MetricsSnapshot {
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
         out
     }
+
+    /// The snapshot in the Prometheus text format 0.0.4 (content type
+    /// [`PROMETHEUS_CONTENT_TYPE`]), which every scraper and `promtool check metrics`
+    /// read: [`MetricsSnapshot::to_openmetrics`] with counter families named with their
+    /// `_total` suffix and no `# EOF`. Latencies are histograms in seconds.
+    pub fn to_prometheus(&self) -> String {
+        let om = self.to_openmetrics();
+        let counters: std::collections::HashSet<&str> = om
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|r| r.split_once(' '))
+            .filter(|(_, t)| *t == "counter")
+            .map(|(n, _)| n)
+            .collect();
+        let mut out = String::with_capacity(om.len() + 256);
+        for line in om.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            let meta = line
+                .strip_prefix("# HELP ")
+                .map(|r| ("# HELP ", r))
+                .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+            match meta {
+                Some((kind, rest)) => {
+                    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                    out.push_str(kind);
+                    out.push_str(name);
+                    if counters.contains(name) {
+                        out.push_str("_total");
+                    }
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+                None => out.push_str(&line.replacen("{} ", " ", 1)),
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
 
 /// The content type of [`MetricsSnapshot::to_prometheus`].
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The content type of [`MetricsSnapshot::to_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";

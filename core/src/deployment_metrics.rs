@@ -253,3 +253,83 @@ impl Clusterkit {
         crate::metrics::aggregate(dir, max_age, Some(&self.metrics_snapshot()))
     }
 }
+
+/// How [`Clusterkit::metrics_text`] renders a snapshot.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsFormat {
+    /// The snapshot as JSON ([`MetricsSnapshot::to_json`]).
+    Json,
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics text.
+    OpenMetrics,
+    /// The status page (HTML).
+    StatusHtml,
+    /// The status page's JSON twin.
+    StatusJson,
+}
+
+impl MetricsFormat {
+    /// Parses `json`, `prometheus`, `openmetrics`, `html` or `status_json`; the error names
+    /// the field `format`.
+    pub fn parse(text: &str) -> Result<MetricsFormat> {
+        Ok(match text {
+            "json" => MetricsFormat::Json,
+            "prometheus" => MetricsFormat::Prometheus,
+            "openmetrics" => MetricsFormat::OpenMetrics,
+            "html" => MetricsFormat::StatusHtml,
+            "status_json" => MetricsFormat::StatusJson,
+            _ => {
+                return Err(Error::invalid(
+                    "format",
+                    format!(
+                        "must be json, prometheus, openmetrics, html or status_json, got {text:?}"
+                    ),
+                ))
+            }
+        })
+    }
+
+    /// The HTTP content type of this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            MetricsFormat::Json | MetricsFormat::StatusJson => "application/json",
+            MetricsFormat::Prometheus => crate::metrics::PROMETHEUS_CONTENT_TYPE,
+            MetricsFormat::OpenMetrics => crate::metrics::OPENMETRICS_CONTENT_TYPE,
+            MetricsFormat::StatusHtml => crate::status::HTML_CONTENT_TYPE,
+        }
+    }
+
+    /// Renders `s` (the status page titled "clusterkit status").
+    pub fn render(self, s: &MetricsSnapshot) -> String {
+        match self {
+            MetricsFormat::Json => s.to_json().to_string(),
+            MetricsFormat::Prometheus => s.to_prometheus(),
+            MetricsFormat::OpenMetrics => s.to_openmetrics(),
+            MetricsFormat::StatusHtml => crate::status::html(s, "clusterkit status"),
+            MetricsFormat::StatusJson => crate::status::json(s).to_string(),
+        }
+    }
+}
+
+impl Clusterkit {
+    /// This process's snapshot rendered as `format`: the one call a binding needs to serve
+    /// a scrape, the status page or its JSON. Fails with `unavailable` when metrics are
+    /// disabled.
+    pub fn metrics_text(&self, format: MetricsFormat) -> Result<String> {
+        self.check_enabled()?;
+        Ok(format.render(&self.metrics_snapshot()))
+    }
+
+    /// [`Clusterkit::aggregate_metrics`] rendered as `format` (PHP-FPM: one endpoint for
+    /// every worker). Fails like [`Clusterkit::aggregate_metrics`].
+    pub fn aggregate_metrics_text(
+        &self,
+        dir: &Path,
+        max_age: Duration,
+        format: MetricsFormat,
+    ) -> Result<String> {
+        Ok(format.render(&self.aggregate_metrics(dir, max_age)?))
+    }
+}

@@ -544,3 +544,97 @@ fn workers_publish_and_one_scrape_adds_them_up() {
     assert!(e.to_string().contains("dir"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every metric name in `text` (identifiers starting with `clusterkit_`).
+fn metric_names(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("clusterkit_") {
+        let start = i + at;
+        let mut end = start;
+        while end < b.len() && (b[end].is_ascii_alphanumeric() || b[end] == b'_') {
+            end += 1;
+        }
+        out.push(text[start..end].to_string());
+        i = end;
+    }
+    out
+}
+
+#[test]
+fn dashboards_and_alerts_name_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/monitoring");
+    // Every family the library can export: a deployment with a pool, an advisor and data.
+    let ck = Clusterkit::parse(
+        "[pools.app]\nnodes = [{ id = \"a\", host = \"127.0.0.1\", port = 1 }]\n\
+         [metrics.scaling.app]\ntarget_in_flight = 2\n",
+    )
+    .unwrap();
+    ck.balancer("app")
+        .unwrap()
+        .pick()
+        .unwrap()
+        .success(Duration::from_millis(1));
+    let exported: std::collections::HashSet<String> = ck
+        .prometheus_text()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(exported.len() > 30, "{exported:?}");
+    let known = |name: &str| {
+        exported.contains(name)
+            || ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name.strip_suffix(s).is_some_and(|b| exported.contains(b)))
+    };
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let names = metric_names(expr);
+            assert!(
+                !names.is_empty(),
+                "query names no clusterkit metric: {expr}"
+            );
+            for n in names {
+                assert!(known(&n), "panel {:?}: {n} is not exported", panel["title"]);
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 12, "{queries} queries");
+    for v in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(q) = v["query"].as_str() {
+            for n in metric_names(q) {
+                assert!(known(&n), "variable {:?}: {n}", v["name"]);
+            }
+        }
+    }
+    let alerts = std::fs::read_to_string(root.join("alerts.yml")).unwrap();
+    let mut exprs = 0;
+    for line in alerts.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for n in metric_names(line) {
+            assert!(known(&n), "alerts.yml: {n} is not exported ({line})");
+            exprs += 1;
+        }
+    }
+    assert!(exprs >= 10, "{exprs} metric references in alerts.yml");
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root.join("alerts.yml"))
+        .output()
+        .expect("promtool is missing: install Debian's `prometheus` package (scripts/test does)");
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -29,13 +29,17 @@ fn bench_pick(c: &mut Criterion) {
     let mut g = c.benchmark_group("monitoring/pick");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    for strategy in [Strategy::RoundRobin, Strategy::P2c] {
+    for strategy in [Strategy::RoundRobin, Strategy::PowerOfTwoChoices] {
         let lb = pool(strategy).balancer();
         g.bench_function(format!("{strategy}/pick_drop"), |b| {
             b.iter(|| drop(black_box(lb.pick().unwrap())))
         });
         g.bench_function(format!("{strategy}/pick_success"), |b| {
-            b.iter(|| lb.pick().unwrap().success(black_box(Duration::from_micros(700))))
+            b.iter(|| {
+                lb.pick()
+                    .unwrap()
+                    .success(black_box(Duration::from_micros(700)))
+            })
         });
     }
     // What a pick records now: one relaxed add on the node's pick counter.

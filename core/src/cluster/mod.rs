@@ -274,20 +274,14 @@ impl Snapshot {
     /// In-flight requests of the node at active position `slot`.
     #[inline]
     pub(crate) fn in_flight_of(&self, slot: usize) -> u64 {
-        self.members[self.active[slot] as usize]
-            .stats
-            .in_flight
-            .load(Ordering::Relaxed)
+        self.members[self.active[slot] as usize].stats.in_flight()
     }
 
     /// (in-flight, weight) of the node at active position `slot`.
     #[inline]
     pub(crate) fn load_of(&self, slot: usize) -> (u64, u32) {
         let m = &self.members[self.active[slot] as usize];
-        (
-            m.stats.in_flight.load(Ordering::Relaxed),
-            self.weights[slot],
-        )
+        (m.stats.in_flight(), self.weights[slot])
     }
 
     pub(crate) fn no_node_error(&self) -> Error {

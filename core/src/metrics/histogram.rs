@@ -25,8 +25,16 @@ impl LatencyHistogram {
     pub fn record(&self, latency: Duration) {
         let us = latency.as_micros().min(u64::MAX as u128) as u64;
         let i = BOUNDS_US.iter().position(|&b| us <= b).unwrap_or(N - 1);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        // `position` is at most N - 2 and the fallback N - 1: always in bounds.
+        if let Some(b) = self.buckets.get(i) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
         self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// A copy of the counts.

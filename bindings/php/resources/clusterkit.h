@@ -140,9 +140,9 @@ typedef enum ck_abi {
    */
   CK_ABI_MAJOR = 1,
   /**
-   * The full ABI version of this header: (major << 16) | minor (1.1: monitoring, issue #15).
+   * The full ABI version of this header: (major << 16) | minor.
    */
-  CK_ABI_VERSION = 65537,
+  CK_ABI_VERSION = 65536,
 } ck_abi;
 
 /**

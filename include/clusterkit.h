@@ -30,6 +30,11 @@
 #define CK_MAX_WAIT_MS 86400000
 
 /**
+ * Most records ck_log_poll returns in one buffer when asked for more.
+ */
+#define CK_LOG_POLL_MAX 10000
+
+/**
  * The result of every fallible ck_ function. CK_OK is 0; every other value has a message in
  * ck_last_error(). The codes map clusterkit's error kinds one to one.
  */
@@ -145,6 +150,63 @@ typedef enum ck_abi {
    */
   CK_ABI_VERSION = 65536,
 } ck_abi;
+
+/**
+ * What ck_deployment_metrics_render and ck_deployment_metrics_aggregate write.
+ */
+typedef enum ck_metrics_format {
+  /**
+   * The full snapshot as JSON (pools, nodes with latency buckets, cache, locks,
+   * sessions, redis, scaling).
+   */
+  CK_METRICS_JSON = 0,
+  /**
+   * Prometheus text format 0.0.4 (content type "text/plain; version=0.0.4").
+   */
+  CK_METRICS_PROMETHEUS = 1,
+  /**
+   * OpenMetrics text (content type "application/openmetrics-text; version=1.0.0").
+   */
+  CK_METRICS_OPENMETRICS = 2,
+  /**
+   * The status page, one HTML document.
+   */
+  CK_METRICS_STATUS_HTML = 3,
+  /**
+   * The status page's JSON twin.
+   */
+  CK_METRICS_STATUS_JSON = 4,
+} ck_metrics_format;
+
+/**
+ * Severity of log records, most severe first; CK_LOG_OFF keeps none.
+ */
+typedef enum ck_log_level {
+  /**
+   * No records (the default: logging then costs nothing).
+   */
+  CK_LOG_OFF = 0,
+  /**
+   * Failures not recovered.
+   */
+  CK_LOG_ERROR = 1,
+  /**
+   * Failures handled (a node ejected, a lock lost, a reconnect).
+   */
+  CK_LOG_WARN = 2,
+  /**
+   * State changes (health, scaling advice).
+   */
+  CK_LOG_INFO = 3,
+  /**
+   * Per-operation detail (connections, lock waits).
+   */
+  CK_LOG_DEBUG = 4,
+  /**
+   * Everything, every cache operation (with the key's hash only).
+   */
+  CK_LOG_TRACE = 5,
+} ck_log_level;
 
 /**
  * A byte buffer owned by the library (a cached value). Opaque and immutable: read it with
@@ -535,6 +597,44 @@ enum ck_status ck_deployment_metrics(const struct ck_deployment *dep, struct ck_
 enum ck_status ck_cluster_metrics(const struct ck_cluster *c, struct ck_buf **out);
 
 /**
+ * Writes to `*out` a new buffer with this process's metrics of the deployment rendered as
+ * `format` (a ck_metrics_format value): the body of a Prometheus scrape, the status page or
+ * its JSON. Fails with CK_INVALID_ARGUMENT (NULL arguments, unknown format) or
+ * CK_UNAVAILABLE (`[metrics] enabled = false`). Thread-safe.
+ */
+enum ck_status ck_deployment_metrics_render(const struct ck_deployment *dep,
+                                            uint32_t format,
+                                            struct ck_buf **out);
+
+/**
+ * Writes this process's metrics snapshot to the directory `dir` (created if missing) for
+ * ck_deployment_metrics_aggregate in another process: PHP-FPM workers publish, one scrape
+ * endpoint adds them up. Fails with CK_INVALID_ARGUMENT (NULL or empty `dir`) or
+ * CK_UNAVAILABLE (metrics disabled, I/O error). Thread-safe.
+ */
+enum ck_status ck_deployment_metrics_publish(const struct ck_deployment *dep, const char *dir);
+
+/**
+ * Writes to `*out` a new buffer with this process's metrics plus every snapshot published
+ * in `dir` within `max_age_ms` (files of exited workers, older than that, are removed),
+ * rendered as `format`. Fails with CK_INVALID_ARGUMENT (NULL arguments, empty `dir`,
+ * `max_age_ms` outside 1..=86400000, unknown format) or CK_UNAVAILABLE. Thread-safe.
+ */
+enum ck_status ck_deployment_metrics_aggregate(const struct ck_deployment *dep,
+                                               const char *dir,
+                                               uint64_t max_age_ms,
+                                               uint32_t format,
+                                               struct ck_buf **out);
+
+/**
+ * Writes to `*out` a new buffer with the status page (HTML) titled `title` (NULL or "":
+ * "clusterkit status"). Fails like ck_deployment_metrics_render. Thread-safe.
+ */
+enum ck_status ck_deployment_status_html(const struct ck_deployment *dep,
+                                         const char *title,
+                                         struct ck_buf **out);
+
+/**
  * Builds an empty pool named `name` balancing with `strategy` ("round_robin",
  * "weighted_round_robin", "random", "least_connections", "p2c", "ketama", "maglev",
  * "rendezvous"; NULL or "" is round robin). On success writes a new handle to `*out`
@@ -873,5 +973,27 @@ enum ck_status ck_session_touch(const struct ck_deployment *dep,
  * released in the background without writing. NULL is a no-op; never free twice.
  */
 void ck_session_free(struct ck_session *s);
+
+/**
+ * Keeps the library's log records at `level` (a ck_log_level value) and more severe, for
+ * ck_log_poll (process-wide; at most CK_LOG_POLL_MAX are buffered, the oldest dropped
+ * beyond). Records carry pool, node, a key's hash: never values, session ids or data, lock
+ * tokens or passwords. CK_LOG_OFF also empties the buffer. Fails with CK_INVALID_ARGUMENT
+ * (level outside the enum). Thread-safe.
+ */
+enum ck_status ck_log_set_level(uint32_t level);
+
+/**
+ * Takes up to `max` (at most CK_LOG_POLL_MAX) of the oldest buffered records and writes to
+ * `*out` a new buffer with them as a JSON array of objects: `level` ("error".."trace"),
+ * `target`, `message`, `fields` (an object of strings), `time_ms`. An empty array when
+ * there are none. Fails with CK_INVALID_ARGUMENT (NULL `out`). Thread-safe.
+ */
+enum ck_status ck_log_poll(size_t max, struct ck_buf **out);
+
+/**
+ * Records dropped since the process started because nobody polled in time. Thread-safe.
+ */
+uint64_t ck_log_dropped(void);
 
 #endif  /* CLUSTERKIT_H */

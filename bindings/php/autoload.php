@@ -36,3 +36,8 @@ if (!interface_exists(\Psr\SimpleCache\CacheInterface::class)) {
         }
     });
 }
+
+// PSR-3 (Clusterkit\LogBridge): Debian's php-psr-log when no autoloader provides it.
+if (!interface_exists(\Psr\Log\LoggerInterface::class) && stream_resolve_include_path('Psr/Log/autoload.php') !== false) {
+    require_once 'Psr/Log/autoload.php';
+}

@@ -88,6 +88,9 @@ pub struct Config {
     /// overrides it for that pool's connections). See [`crate::connection`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSection>,
+    /// Monitoring: `enabled` and the scaling advisors (see [`crate::metrics::MetricsConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 /// One pool: its nodes and how requests are balanced over them.
@@ -421,6 +424,9 @@ impl Config {
         }
         if let Some(s) = &self.sessions {
             s.validate().map_err(|e| e.in_field("sessions"))?;
+        }
+        if let Some(m) = &self.metrics {
+            m.validate(&self.pools).map_err(|e| e.in_field("metrics"))?;
         }
         self.redis_settings(None)?;
         for name in self.pools.keys() {

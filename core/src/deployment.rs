@@ -25,6 +25,8 @@ pub struct Clusterkit {
     cache: Cache,
     locks: DistributedLock,
     sessions: SessionStore,
+    /// Monitoring (issue #15): see `crate::deployment_metrics`.
+    pub(crate) monitor: Arc<crate::deployment_metrics::Monitor>,
 }
 
 impl fmt::Debug for Clusterkit {
@@ -74,7 +76,11 @@ impl Clusterkit {
             config.sessions.clone().unwrap_or_default().options(),
         )
         .map_err(|e| e.in_field("sessions"))?;
+        let monitor = Arc::new(crate::deployment_metrics::Monitor::new(
+            config.metrics.as_ref(),
+        )?);
         Ok(Clusterkit {
+            monitor,
             config: config.clone(),
             pools,
             cache,
@@ -154,7 +160,10 @@ impl Clusterkit {
     }
 
     /// The deployment's metrics as one JSON object: `cache` (`backend`, `hits`, `misses`,
-    /// `errors`, `writes`) and `pools` (each pool's [`Cluster::metrics`] by name).
+    /// `errors`, `writes`), `pools` (each pool's [`Cluster::metrics`] by name), `locks`
+    /// ([`crate::metrics::LockStats`]), `sessions` ([`crate::metrics::SessionStats`]) and
+    /// `redis` ([`crate::metrics::RedisStats`]). The full snapshot is
+    /// [`Clusterkit::metrics_snapshot`].
     pub fn metrics(&self) -> serde_json::Value {
         let stats = self.cache.stats();
         let pools: serde_json::Map<String, serde_json::Value> = self
@@ -171,6 +180,9 @@ impl Clusterkit {
                 "writes": stats.writes,
             },
             "pools": pools,
+            "locks": self.locks.stats(),
+            "sessions": self.sessions.stats(),
+            "redis": crate::metrics::counters::REDIS.read(),
         })
     }
 }

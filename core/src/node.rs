@@ -216,22 +216,45 @@ impl fmt::Display for Health {
 /// All fields are atomics updated without locks by picks and outcome reports.
 #[derive(Debug, Default)]
 pub struct NodeStats {
-    pub(crate) in_flight: AtomicU64,
-    pub(crate) successes: AtomicU64,
+    /// Picks handed out for this node; with `finished`, the in-flight count (`picks -
+    /// finished`): a pick costs one atomic add, and counting picks for monitoring costs
+    /// nothing more.
+    pub(crate) picks: AtomicU64,
+    /// Picks finished (reported or dropped).
+    pub(crate) finished: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) consecutive_failures: AtomicU32,
     pub(crate) last_latency_us: AtomicU64,
+    /// Outlier ejections of this node.
+    pub(crate) ejections: AtomicU64,
+    /// Currently ejected by outlier detection.
+    pub(crate) ejected: std::sync::atomic::AtomicBool,
+    /// Latencies of the reported successes; its count is the number of successes.
+    pub(crate) latency: crate::metrics::LatencyHistogram,
 }
 
 impl NodeStats {
     /// Records a success: resets the consecutive failures, stores the latency.
     pub(crate) fn record_success(&self, latency: std::time::Duration) {
-        self.successes.fetch_add(1, Ordering::Relaxed);
+        // Counts the success too (the histogram's count).
+        self.latency.record(latency);
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.last_latency_us.store(
             latency.as_micros().min(u64::MAX as u128) as u64,
             Ordering::Relaxed,
         );
+    }
+
+    /// A pick of this node started.
+    #[inline]
+    pub(crate) fn start(&self) {
+        self.picks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A pick of this node finished.
+    #[inline]
+    pub(crate) fn finish(&self) {
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records a failure; returns the consecutive failures including this one.
@@ -243,12 +266,16 @@ impl NodeStats {
     }
 
     /// Requests picked for this node and not yet finished.
+    #[inline]
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        // `finished` first: it never passes the `picks` read after it, so this never
+        // underflows.
+        let finished = self.finished.load(Ordering::Relaxed);
+        self.picks.load(Ordering::Relaxed).saturating_sub(finished)
     }
     /// Outcomes reported as successes.
     pub fn successes(&self) -> u64 {
-        self.successes.load(Ordering::Relaxed)
+        self.latency.count()
     }
     /// Outcomes reported as failures.
     pub fn failures(&self) -> u64 {
@@ -257,6 +284,22 @@ impl NodeStats {
     /// Failures reported since the last success.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Relaxed)
+    }
+    /// Picks handed out for this node since it joined.
+    pub fn picks(&self) -> u64 {
+        self.picks.load(Ordering::Relaxed)
+    }
+    /// Outlier ejections of this node.
+    pub fn ejections(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+    /// True while outlier detection keeps the node ejected.
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+    /// The latencies of reported successes, in fixed buckets.
+    pub fn latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.latency.read()
     }
     /// Latency of the last reported outcome that carried one, in microseconds (0 if none).
     pub fn last_latency_us(&self) -> u64 {

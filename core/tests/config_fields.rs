@@ -198,6 +198,20 @@ fn every_bad_value_names_its_field_path() {
         (r#"{"locks":{"timeout":"0ms"}}"#.into(), "locks.timeout"),
         (r#"{"sessions":{"lock_ttl":"48h"}}"#.into(), "sessions.lock_ttl"),
         (r#"{"pools":{"app":{"nodes":[{"id":"a","host":"h","port":1,"health":{"check":"tcp","interval":"0ms"}}]}}}"#.into(), "pools.app.nodes[0].health.interval"),
+        // --- metrics (docs/monitoring.md) ---
+        ("[metrics]\nenabled = \"yes\"\n".into(), "metrics.enabled"),
+        ("[metrics]\nenbled = true\n".into(), "metrics.enbled"),
+        ("[metrics.scaling.nowhere]\n".into(), "metrics.scaling.nowhere"),
+        (pool("[metrics.scaling.app]\ntarget_in_flight = 0"), "metrics.scaling.app.target_in_flight"),
+        (pool("[metrics.scaling.app]\ntarget_p95 = \"0ms\""), "metrics.scaling.app.target_p95"),
+        (pool("[metrics.scaling.app]\nmax_error_rate = 1.5"), "metrics.scaling.app.max_error_rate"),
+        (pool("[metrics.scaling.app]\nmin_nodes = 0"), "metrics.scaling.app.min_nodes"),
+        (pool("[metrics.scaling.app]\nmin_nodes = 5\nmax_nodes = 4"), "metrics.scaling.app.max_nodes"),
+        (pool("[metrics.scaling.app]\ntolerance = 1.0"), "metrics.scaling.app.tolerance"),
+        (pool("[metrics.scaling.app]\nscale_out_after = \"48h\""), "metrics.scaling.app.scale_out_after"),
+        (pool("[metrics.scaling.app]\nscale_in_after = \"48h\""), "metrics.scaling.app.scale_in_after"),
+        (pool("[metrics.scaling.app]\ncooldown = \"48h\""), "metrics.scaling.app.cooldown"),
+        (pool("[metrics.scaling.app]\ncooldwn = \"1s\""), "metrics.scaling.app.cooldwn"),
     ]);
     let mut wrong = Vec::new();
     for (doc, want) in &cases {
@@ -274,6 +288,20 @@ absolute_timeout = "8760h"
 refresh_interval = "0ms"
 lock_ttl = "24h"
 lock_wait = "0ms"
+
+[metrics]
+enabled = true
+
+[metrics.scaling.app]
+target_in_flight = 0.5
+target_p95 = "24h"
+max_error_rate = 0.99
+min_nodes = 1
+max_nodes = 10000
+tolerance = 0.0
+scale_out_after = "0ms"
+scale_in_after = "24h"
+cooldown = "24h"
 "#;
     let c = Config::parse(doc).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.pools.len(), 3);

@@ -33,12 +33,15 @@ mod lock;
 
 mod session;
 
+mod log;
+
 pub use buf::*;
 pub use cache::*;
 pub use cluster::*;
 pub use deployment::*;
 pub use events::*;
 pub use lock::*;
+pub use log::*;
 pub use metrics::*;
 pub use pick::*;
 pub use session::*;

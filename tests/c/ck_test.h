@@ -141,5 +141,6 @@ void test_threads(void);
 void test_redis(void);
 void test_fork(void);
 void test_secure(void);
+void test_monitoring(void);
 
 #endif /* CK_TEST_H */

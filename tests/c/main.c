@@ -223,6 +223,7 @@ static const struct group GROUPS[] = {
     {"deployment", test_deployment},
     {"pick", test_deployment_pick},
     {"metrics", test_metrics},
+    {"monitoring", test_monitoring},
     {"cluster", test_cluster},
     {"events", test_events},
     {"embedded", test_embedded_backends},

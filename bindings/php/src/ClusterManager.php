@@ -238,4 +238,104 @@ final class ClusterManager
         }
         return $this->library->takeJson($out);
     }
+
+    /** Formats of {@see ClusterManager::metricsText()} and their ck_metrics_format values. */
+    public const METRICS_FORMATS = ['json' => 0, 'prometheus' => 1, 'openmetrics' => 2, 'html' => 3, 'status_json' => 4];
+
+    /** HTTP content types of the formats. */
+    public const METRICS_CONTENT_TYPES = [
+        'json' => 'application/json',
+        'prometheus' => 'text/plain; version=0.0.4; charset=utf-8',
+        'openmetrics' => 'application/openmetrics-text; version=1.0.0; charset=utf-8',
+        'html' => 'text/html; charset=utf-8',
+        'status_json' => 'application/json',
+    ];
+
+    private function metricsFormat(string $format): int
+    {
+        if (!isset(self::METRICS_FORMATS[$format])) {
+            throw new InvalidArgumentException(sprintf(
+                'invalid format: must be one of %s, got %s',
+                implode(', ', array_keys(self::METRICS_FORMATS)),
+                json_encode($format)
+            ));
+        }
+        return self::METRICS_FORMATS[$format];
+    }
+
+    /**
+     * This process's metrics rendered by the library: `prometheus` (text format 0.0.4, for a
+     * scrape), `openmetrics`, `json` (the full snapshot), `html` (the status page) or
+     * `status_json` (its JSON twin). Throws UnavailableException when the document says
+     * `[metrics] enabled = false`, InvalidArgumentException for an unknown format.
+     */
+    public function metricsText(string $format = 'prometheus'): string
+    {
+        $ffi = $this->library->ffi;
+        $out = $ffi->new('ck_buf*');
+        $status = $ffi->ck_deployment_metrics_render($this->handle, $this->metricsFormat($format), FFI::addr($out));
+        if ($status !== 0) {
+            throw $this->library->error($status);
+        }
+        return $this->library->takeBuf($out);
+    }
+
+    /** The full metrics snapshot as an array (see {@see ClusterManager::metricsText()}). */
+    public function metricsSnapshot(): array
+    {
+        $v = json_decode($this->metricsText('json'), true, 512, JSON_THROW_ON_ERROR);
+        return is_array($v) ? $v : [];
+    }
+
+    /** The status page (one HTML document) titled `$title` (default "clusterkit status"). */
+    public function statusPage(?string $title = null): string
+    {
+        $ffi = $this->library->ffi;
+        $out = $ffi->new('ck_buf*');
+        $status = $ffi->ck_deployment_status_html($this->handle, $title, FFI::addr($out));
+        if ($status !== 0) {
+            throw $this->library->error($status);
+        }
+        return $this->library->takeBuf($out);
+    }
+
+    /**
+     * Writes this worker's metrics to `$dir` (created if missing; a tmpfs directory such as
+     * /dev/shm/myapp-metrics keeps it in memory) so that one scrape endpoint can add up
+     * every PHP-FPM worker with {@see ClusterManager::aggregateMetrics()}. Call it at the end
+     * of a request (or every N requests).
+     */
+    public function publishMetrics(string $dir): void
+    {
+        $ffi = $this->library->ffi;
+        $status = $ffi->ck_deployment_metrics_publish($this->handle, $dir);
+        if ($status !== 0) {
+            throw $this->library->error($status);
+        }
+    }
+
+    /**
+     * This worker's metrics plus every worker's published in `$dir` within `$maxAge`
+     * seconds (files of workers that exited, older than that, are removed), rendered as
+     * `$format` (see {@see ClusterManager::metricsText()}).
+     */
+    public function aggregateMetrics(string $dir, float $maxAge = 60.0, string $format = 'prometheus'): string
+    {
+        if (!is_finite($maxAge) || $maxAge <= 0 || $maxAge > 86400) {
+            throw new InvalidArgumentException('invalid maxAge: must be more than 0 and at most 86400 seconds');
+        }
+        $ffi = $this->library->ffi;
+        $out = $ffi->new('ck_buf*');
+        $status = $ffi->ck_deployment_metrics_aggregate(
+            $this->handle,
+            $dir,
+            max(1, (int) round($maxAge * 1000)),
+            $this->metricsFormat($format),
+            FFI::addr($out)
+        );
+        if ($status !== 0) {
+            throw $this->library->error($status);
+        }
+        return $this->library->takeBuf($out);
+    }
 }

@@ -51,7 +51,7 @@ final class FpmTest extends TestCase
      *
      * @return array{status: int, headers: array<string, string>, body: array, stderr: string}
      */
-    private static function request(string $server, array $query, ?string $cookie = null): array
+    public static function request(string $server, array $query, ?string $cookie = null): array
     {
         $params = [
             'GATEWAY_INTERFACE' => 'CGI/1.1',

@@ -499,7 +499,7 @@ impl Pick {
     fn new(snap: arc_swap::Guard<Arc<Snapshot>>, active_slot: usize, counted_total: bool) -> Pick {
         let member = snap.active[active_slot] as usize;
         let stats = &snap.members[member].stats;
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        stats.start();
         if counted_total {
             snap.total_in_flight.fetch_add(1, Ordering::Relaxed);
         }
@@ -554,7 +554,7 @@ impl std::ops::Deref for Pick {
 
 impl Drop for Pick {
     fn drop(&mut self) {
-        self.stats().in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats().finish();
         if self.counted_total {
             self.snap.total_in_flight.fetch_sub(1, Ordering::Relaxed);
         }

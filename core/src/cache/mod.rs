@@ -118,6 +118,8 @@ pub struct CacheMetrics {
     misses: AtomicU64,
     errors: AtomicU64,
     writes: AtomicU64,
+    /// Latency of reads from a network backend (monitoring, issue #15).
+    get_latency: crate::metrics::LatencyHistogram,
 }
 
 /// A copy of the counters.
@@ -493,6 +495,16 @@ impl Cache {
         }
     }
 
+    /// The backend's name for metrics: `memory`, `redis`, `distributed` or `redis-cluster`.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Latencies of this handle's reads from a network backend.
+    pub fn get_latency(&self) -> crate::metrics::HistogramSnapshot {
+        self.metrics.get_latency.read()
+    }
+
     /// Counters of this handle.
     pub fn stats(&self) -> CacheStats {
         self.metrics.read()
@@ -557,7 +569,12 @@ impl Cache {
             return r;
         }
         let k = self.full_key(key)?;
-        let r = self.count(self.backend.get(&k, self.prefix.len()).await)?;
+        let started = std::time::Instant::now();
+        let r = self.backend.get(&k, self.prefix.len()).await;
+        self.metrics.get_latency.record(started.elapsed());
+        tracing::trace!(target: "clusterkit::cache", key_hash = %crate::log::key_hash(key),
+            backend = self.backend.name(), ok = r.is_ok(), "get");
+        let r = self.count(r)?;
         self.count_read(r.is_some());
         Ok(r)
     }

@@ -4,6 +4,7 @@
 //!
 //! [`RedisConn`] is also the per-node connection of the distributed backend.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,6 +268,8 @@ pub(crate) struct SyncPool {
     /// This process's idle connections: a forked child starts with none (the parent's
     /// sockets are leaked there, never used or closed: the parent may be using them).
     idle: crate::fork::PerProcess<Arc<crate::fork::Mutex<Vec<redis::Connection>>>>,
+    /// A connection was lost: the next one counts as a reconnect (monitoring).
+    lost: std::sync::atomic::AtomicBool,
 }
 
 /// Idle synchronous connections kept per server: one per concurrent blocking caller is kept
@@ -280,6 +283,7 @@ impl SyncPool {
             client,
             options: options.clone(),
             idle: crate::fork::PerProcess::new(),
+            lost: Default::default(),
         })
     }
 
@@ -302,10 +306,20 @@ impl SyncPool {
         if let Some(c) = self.idle()?.lock().pop() {
             return Ok(c);
         }
+        let r = &crate::metrics::counters::REDIS;
         let c = self
             .client
             .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| map_err(e, address))?;
+            .map_err(|e| {
+                r.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "clusterkit::connection", address, "Redis connection attempt failed");
+                map_err(e, address)
+            })?;
+        r.connections.fetch_add(1, Ordering::Relaxed);
+        if self.lost.swap(false, Ordering::Relaxed) {
+            r.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "clusterkit::connection", address, "Redis reconnected");
+        }
         let t = Some(self.options.response_timeout);
         c.set_read_timeout(t).map_err(|e| map_err(e, address))?;
         c.set_write_timeout(t).map_err(|e| map_err(e, address))?;
@@ -343,6 +357,8 @@ impl SyncPool {
                     // dead as this one. Dropping them now spares the next callers one failed
                     // request each.
                     self.idle.update(|idle| idle.lock().clear());
+                    self.lost.store(true, Ordering::Relaxed);
+                    tracing::warn!(target: "clusterkit::connection", address, "Redis connection lost");
                 } else if !(e.is_timeout() || e.is_unrecoverable_error()) {
                     self.give_back(c);
                 }

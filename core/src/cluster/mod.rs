@@ -274,20 +274,14 @@ impl Snapshot {
     /// In-flight requests of the node at active position `slot`.
     #[inline]
     pub(crate) fn in_flight_of(&self, slot: usize) -> u64 {
-        self.members[self.active[slot] as usize]
-            .stats
-            .in_flight
-            .load(Ordering::Relaxed)
+        self.members[self.active[slot] as usize].stats.in_flight()
     }
 
     /// (in-flight, weight) of the node at active position `slot`.
     #[inline]
     pub(crate) fn load_of(&self, slot: usize) -> (u64, u32) {
         let m = &self.members[self.active[slot] as usize];
-        (
-            m.stats.in_flight.load(Ordering::Relaxed),
-            self.weights[slot],
-        )
+        (m.stats.in_flight(), self.weights[slot])
     }
 
     pub(crate) fn no_node_error(&self) -> Error {
@@ -655,6 +649,7 @@ impl Cluster {
         for m in members.iter_mut() {
             if m.ejected_until.is_some_and(|t| t <= now) {
                 m.ejected_until = None;
+                m.stats.ejected.store(false, Ordering::Relaxed);
                 m.returned_at = Some(now);
                 m.stats.consecutive_failures.store(0, Ordering::Relaxed);
                 m.reason = Arc::from("outlier ejection ended");
@@ -879,6 +874,9 @@ impl Cluster {
                 m.ejections
             ));
             counters.ejections.fetch_add(1, Ordering::Relaxed);
+            m.stats.ejections.fetch_add(1, Ordering::Relaxed);
+            m.stats.ejected.store(true, Ordering::Relaxed);
+            crate::log::ejected(&m.node, failures, time);
             Ok(vec![])
         })
     }

@@ -119,8 +119,22 @@ impl Link {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
-            .map_err(LinkError::Connect)?;
+            .map_err(|e| {
+                let r = &crate::metrics::counters::REDIS;
+                r.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "clusterkit::connection", address = %self.address,
+                    "Redis connection attempt failed");
+                LinkError::Connect(e)
+            })?;
         let g = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let r = &crate::metrics::counters::REDIS;
+        r.connections.fetch_add(1, Ordering::Relaxed);
+        if g > 1 {
+            r.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(target: "clusterkit::connection", address = %self.address, "Redis reconnected");
+        } else {
+            tracing::debug!(target: "clusterkit::connection", address = %self.address, "Redis connected");
+        }
         *slot = Some((g, conn.clone()));
         Ok((g, conn))
     }

@@ -394,6 +394,8 @@ impl Waiters {
 pub struct DistributedLock {
     backend: Arc<Backend>,
     options: Arc<LockOptions>,
+    /// Monitoring counters (issue #15), shared by clones and guards.
+    stats: Arc<crate::metrics::LockCounters>,
 }
 
 impl fmt::Debug for DistributedLock {
@@ -415,6 +417,7 @@ impl DistributedLock {
         DistributedLock {
             backend: Arc::new(Backend::Memory(memory::MemoryLocks::default())),
             options: Arc::new(LockOptions::default()),
+            stats: Arc::default(),
         }
     }
 
@@ -432,6 +435,7 @@ impl DistributedLock {
         Ok(DistributedLock {
             backend: Arc::new(Backend::Redis(Box::new(backend))),
             options: Arc::new(options),
+            stats: Arc::default(),
         })
     }
 
@@ -461,9 +465,13 @@ impl DistributedLock {
             .await?
         {
             Attempt::Acquired { fence, validity } => {
+                self.count_acquired(name, started);
                 Ok(Some(self.guard(name, token, ttl, fence, started, validity)))
             }
-            Attempt::Busy(_) | Attempt::Split { .. } => Ok(None),
+            Attempt::Busy(_) | Attempt::Split { .. } => {
+                crate::metrics::LockCounters::inc(&self.stats.refused);
+                Ok(None)
+            }
         }
     }
 
@@ -478,14 +486,43 @@ impl DistributedLock {
         ttl: Duration,
         wait: Duration,
     ) -> Result<LockGuard> {
-        self.acquire_until(name, ttl, Some(Instant::now() + wait))
-            .await
+        let started = Instant::now();
+        let r = self
+            .acquire_until(name, ttl, Some(Instant::now() + wait))
+            .await;
+        self.count_wait(name, started, &r);
+        r
     }
 
     /// Acquires `name` for `ttl`, waiting as long as it takes. Fails like
     /// [`DistributedLock::try_acquire`] (never with a timeout of its own).
     pub async fn acquire(&self, name: &str, ttl: Duration) -> Result<LockGuard> {
-        self.acquire_until(name, ttl, None).await
+        let started = Instant::now();
+        let r = self.acquire_until(name, ttl, None).await;
+        self.count_wait(name, started, &r);
+        r
+    }
+
+    /// This service's counters (monitoring).
+    pub fn stats(&self) -> crate::metrics::LockStats {
+        self.stats.read()
+    }
+
+    fn count_acquired(&self, name: &str, started: Instant) {
+        crate::metrics::LockCounters::inc(&self.stats.acquired);
+        self.stats.wait.record(started.elapsed());
+        tracing::debug!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(name.as_bytes()),
+            waited = ?started.elapsed(), "lock acquired");
+    }
+
+    fn count_wait(&self, name: &str, started: Instant, r: &Result<LockGuard>) {
+        match r {
+            Ok(_) => self.count_acquired(name, started),
+            Err(e) if e.kind() == crate::ErrorKind::Timeout => {
+                crate::metrics::LockCounters::inc(&self.stats.timeouts)
+            }
+            Err(_) => {}
+        }
     }
 
     async fn acquire_until(
@@ -655,6 +692,11 @@ struct GuardInner {
 
 impl GuardInner {
     fn mark_lost(&self) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            crate::metrics::LockCounters::inc(&self.lock.stats.losses);
+            tracing::warn!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(self.name.as_bytes()),
+                "lock lost while held");
+        }
         self.lost.store(true, Ordering::SeqCst);
         let _ = self.lost_tx.send(true);
     }
@@ -743,9 +785,11 @@ impl LockGuard {
         match i.lock.backend.extend(&i.name, &i.token, ttl).await? {
             Some(validity) => {
                 *i.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = started + validity;
+                crate::metrics::LockCounters::inc(&i.lock.stats.renewals);
                 Ok(())
             }
             None => {
+                crate::metrics::LockCounters::inc(&i.lock.stats.renewal_failures);
                 i.mark_lost();
                 Err(Error::Conflict(format!(
                     "lock {:?} is no longer held by this guard",
@@ -763,6 +807,7 @@ impl LockGuard {
         i.released.store(true, Ordering::SeqCst);
         i.stop_renewal();
         if i.lock.backend.release(&i.name, &i.token, i.fence).await? {
+            crate::metrics::LockCounters::inc(&i.lock.stats.releases);
             Ok(())
         } else {
             Err(Error::Conflict(format!(
@@ -808,8 +853,10 @@ async fn renew(weak: std::sync::Weak<GuardInner>) {
             Ok(Some(validity)) => {
                 let mut v = i.valid_until.lock().unwrap_or_else(|e| e.into_inner());
                 *v = started + validity;
+                crate::metrics::LockCounters::inc(&i.lock.stats.renewals);
             }
             _ => {
+                crate::metrics::LockCounters::inc(&i.lock.stats.renewal_failures);
                 i.mark_lost();
                 return;
             }

@@ -430,6 +430,8 @@ struct Inner {
     scripts: Scripts,
     /// `<namespace>:sl:`, the session locks' sub-space.
     lock_prefix: Vec<u8>,
+    /// Monitoring counters (issue #15).
+    stats: crate::metrics::SessionCounters,
 }
 
 impl fmt::Debug for SessionStore {
@@ -504,6 +506,7 @@ impl SessionStore {
                     ),
                 },
                 lock_prefix,
+                stats: Default::default(),
             }),
         })
     }
@@ -535,6 +538,8 @@ impl SessionStore {
 
     /// A new, empty session with a fresh id. Nothing is stored until [`SessionStore::save`].
     pub fn create(&self) -> Result<Session> {
+        crate::metrics::LockCounters::inc(&self.inner.stats.created);
+        tracing::debug!(target: "clusterkit::session", "session created");
         Ok(Session::fresh(
             new_id()?,
             BTreeMap::new(),
@@ -548,6 +553,17 @@ impl SessionStore {
     /// malformed (wrong length or characters, non-UTF-8): a miss, never a lookup of an
     /// attacker-chosen key. One round trip.
     pub async fn load(&self, id: &[u8]) -> Result<Option<Session>> {
+        let r = self.load_uncounted(id).await;
+        self.inner.stats.count_load(&r);
+        r
+    }
+
+    /// This store's counters (monitoring).
+    pub fn stats(&self) -> crate::metrics::SessionStats {
+        self.inner.stats.read()
+    }
+
+    async fn load_uncounted(&self, id: &[u8]) -> Result<Option<Session>> {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
@@ -601,6 +617,14 @@ impl SessionStore {
     ///
     /// Fails with [`Error::Timeout`] when the lock is still held after `lock_wait`.
     pub async fn load_locked(&self, id: &[u8]) -> Result<Option<Session>> {
+        let started = Instant::now();
+        let r = self.load_locked_uncounted(id).await;
+        self.inner.stats.count_load(&r);
+        self.inner.stats.lock_wait.record(started.elapsed());
+        r
+    }
+
+    async fn load_locked_uncounted(&self, id: &[u8]) -> Result<Option<Session>> {
         let Some(id) = parse_id(id) else {
             return Ok(None);
         };
@@ -659,6 +683,11 @@ impl SessionStore {
                     "session is locked by another request for more than {:?}",
                     self.inner.options.lock_wait
                 )));
+            }
+            if backoff == Duration::from_millis(5) {
+                // The first wait of this load (backoff still at its start).
+                crate::metrics::LockCounters::inc(&self.inner.stats.lock_waits);
+                tracing::debug!(target: "clusterkit::session", "session lock busy: waiting");
             }
             let mut sleep = backoff.mul_f64(0.5 + crate::rng::next_u64() as f64 / u64::MAX as f64);
             if let Some(h) = hint {

@@ -11,6 +11,8 @@
 //                          uncaught InvalidArgumentException (HTTP 500)
 //   lock&name=N            whether lock N can be taken now (then releases it), and whether
 //                          the session the failed request N held locked loads at once
+//   publish&n=N&dir=D      N picks on pool `app` of a second shared deployment, then
+//                          publishMetrics(D);  scrape&dir=D  aggregateMetrics(D) as text
 //   cdef                   FFI::cdef() outside preloaded code: refused under ffi.enable=preload
 // `fresh=1` builds a deployment for the request alone (`new ClusterManager`) instead of
 // ClusterManager::shared(), the documented FPM entry point.
@@ -128,6 +130,23 @@ switch ($q['op'] ?? 'info') {
             $out['session'] = $cluster->loadSession($sid, lock: true)?->all();
             $out['sessionWait'] = microtime(true) - $t;
         }
+        break;
+    case 'publish':
+        // Monitoring: N picks on the pool `app`, then this worker's metrics to `dir`.
+        $pool = ClusterManager::shared(['pools' => ['app' => ['strategy' => 'round_robin', 'nodes' => [
+            ['id' => 'a0', 'host' => '127.0.0.1', 'port' => 1], ['id' => 'a1', 'host' => '127.0.0.1', 'port' => 2],
+        ]]]]);
+        for ($i = 0; $i < (int) ($q['n'] ?? 0); $i++) {
+            $pool->pick('app')->success(0.001);
+        }
+        $pool->publishMetrics((string) $q['dir']);
+        break;
+    case 'scrape':
+        // Monitoring: every worker's metrics added up, as one Prometheus scrape.
+        $pool = ClusterManager::shared(['pools' => ['app' => ['strategy' => 'round_robin', 'nodes' => [
+            ['id' => 'a0', 'host' => '127.0.0.1', 'port' => 1], ['id' => 'a1', 'host' => '127.0.0.1', 'port' => 2],
+        ]]]]);
+        $out['text'] = $pool->aggregateMetrics((string) $q['dir'], 60.0, 'prometheus');
         break;
     case 'cdef':
         try {

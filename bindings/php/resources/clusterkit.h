@@ -142,7 +142,7 @@ typedef enum ck_abi {
   /**
    * The full ABI version of this header: (major << 16) | minor.
    */
-  CK_ABI_VERSION = 65536,
+  CK_ABI_VERSION = 65537,
 } ck_abi;
 
 /**

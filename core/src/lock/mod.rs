@@ -447,6 +447,8 @@ impl DistributedLock {
         DistributedLock {
             backend: self.backend.clone(),
             options: Arc::new(options),
+            // The same service: one set of counters.
+            stats: self.stats.clone(),
         }
     }
 

@@ -493,7 +493,7 @@ function makeHandler (render, ck) {
       if (typeof next === 'function') return next(e)
       res.statusCode = e instanceof ClusterkitError && e.code === 'unavailable' ? 503 : 500
       res.setHeader('Content-Type', 'text/plain; charset=utf-8')
-      res.end(e instanceof ClusterkitError ? `${e.code}: ${e.message}\n` : 'internal error\n')
+      res.end(e instanceof ClusterkitError ? `${e.message}\n` : 'internal error\n')
       return
     }
     res.statusCode = 200

@@ -76,9 +76,10 @@ test('Prometheus text parses with a real parser and counts what was done', () =>
   const pool = ck.pool('app')
   const N = 37
   let failures = 0
+  let fast = 0 // successes of 2 ms (<= 2.5 ms); the others take 3..6 ms
   for (let i = 0; i < N; i++) {
     const p = pool.pick()
-    if (i % 10 === 3) { p.failure(); failures++ } else p.success(2 + (i % 5))
+    if (i % 10 === 3) { p.failure(); failures++ } else { p.success(2 + (i % 5)); if (i % 5 === 0) fast++ }
   }
   const held = pool.pick() // picked, not finished: in flight
   const text = ck.metricsText('prometheus')
@@ -95,14 +96,27 @@ test('Prometheus text parses with a real parser and counts what was done', () =>
   assert.equal(sum(successes, { pool: 'app' }), N - failures)
   assert.equal(sum(failed, { pool: 'app' }), failures)
   assert.equal(sum(family(parsed, 'clusterkit_node_in_flight'), { pool: 'app' }), 1)
-  const latency = family(parsed, 'clusterkit_node_latency_seconds')
-  assert.equal(latency.type, 'HISTOGRAM')
-  // (the package keeps a labelled histogram's cumulative buckets only: +Inf is the count)
-  assert.equal(latency.metrics.reduce((s, m) => s + Number(m.buckets.inf), 0), N - failures)
-  assert.equal(latency.metrics.reduce((s, m) => s + Number(m.buckets['0.001']), 0), 0, 'no success under 1 ms')
   assert.equal(sum(family(parsed, 'clusterkit_pool_nodes'), { pool: 'app' }), 3)
   assert.equal(sum(family(parsed, 'clusterkit_pool_healthy_nodes'), { pool: 'app' }), 3)
   held.release()
+
+  // The latency histogram, in a one-node deployment (the package merges a family's labelled
+  // histogram series into one: with one series, its cumulative buckets are that node's).
+  const one = new Clusterkit({ pools: { one: { nodes: [node('x', 9009)] } } })
+  let ok = 0
+  for (let i = 0; i < N; i++) {
+    const p = one.pool('one').pick()
+    if (i % 10 === 3) p.failure(); else { p.success(2 + (i % 5)); ok++ }
+  }
+  const latency = family(parsePrometheus(one.metricsText('prometheus')), 'clusterkit_node_latency_seconds')
+  assert.equal(latency.type, 'HISTOGRAM')
+  assert.equal(latency.metrics.length, 1)
+  const bucket = (le) => Number(latency.metrics[0].buckets[le])
+  assert.equal(ok, N - failures)
+  assert.equal(bucket('+Inf'), ok, 'le=+Inf counts every success')
+  assert.equal(bucket('0.001'), 0, 'no success under 1 ms')
+  assert.equal(bucket('0.0025'), fast, 'successes of 2 ms in le=0.0025 (cumulative)')
+  assert.equal(bucket('0.01'), ok, 'every success within 10 ms')
 
   // The structured snapshot says the same.
   const snap = ck.metricsSnapshot()

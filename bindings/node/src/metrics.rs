@@ -55,9 +55,7 @@ impl Deployment {
     #[napi]
     pub fn scaling_advice_json(&self) -> napi::Result<String> {
         serde_json::to_string(&self.inner.scaling_advice()).map_err(|e| {
-            crate::errors::to_napi(clusterkit::Error::Internal(format!(
-                "scaling advice: {e}"
-            )))
+            crate::errors::to_napi(clusterkit::Error::Internal(format!("scaling advice: {e}")))
         })
     }
 

@@ -44,6 +44,27 @@ function parsePrometheus (text) {
   return out
 }
 
+/** GET `key` from a Redis with `password` (raw RESP over a socket): a bulk string or null. */
+function redisGet (port, password, key) {
+  const net = require('node:net')
+  const cmd = (...a) => `*${a.length}\r\n` + a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, '127.0.0.1', () => c.write(cmd('AUTH', password) + cmd('GET', key)))
+    let buf = ''
+    const timer = setTimeout(() => { c.destroy(); reject(new Error('redis GET timed out')) }, 5000)
+    c.on('data', (d) => {
+      buf += d
+      const m = /^\+OK\r\n(?:\$-1\r\n|\$(\d+)\r\n)/.exec(buf)
+      if (!m) return
+      if (m[1] === undefined) { clearTimeout(timer); c.destroy(); resolve(null); return }
+      const start = m[0].length
+      if (buf.length < start + Number(m[1])) return
+      clearTimeout(timer); c.destroy(); resolve(buf.slice(start, start + Number(m[1])))
+    })
+    c.on('error', (e) => { clearTimeout(timer); reject(e) })
+  })
+}
+
 const node = (id, port) => ({ id, host: '127.0.0.1', port })
 
 /** The samples of metric family `name` (parsed), with their labels. */
@@ -350,6 +371,8 @@ test('trace-level log records while doing cache/lock/session work carry no secre
   await ck.cache.getOrCompute('computed-' + process.pid, 60000, () => value + '-computed')
   const lockName = 'orders-lock-' + process.pid
   const lock = await ck.locks.acquire(lockName, { ttl: 5000 })
+  const token = await redisGet(redis.port, password, `cknodemon:l:{${lockName}}`)
+  assert.ok(typeof token === 'string' && token.length >= 16, 'the lock token, read from Redis')
   await lock.extend(5000)
   await lock.release()
   const sessionData = 'session-secret-data-' + process.pid
@@ -374,7 +397,7 @@ test('trace-level log records while doing cache/lock/session work carry no secre
   }
   const everything = JSON.stringify(records) + ck.metricsText('prometheus') + ck.metricsText('openmetrics') +
     ck.statusPage() + ck.metricsText('status_json')
-  for (const secret of [password, value, sessionData, s.id, key, lockName]) {
+  for (const secret of [password, value, sessionData, s.id, key, lockName, token]) {
     assert.ok(!everything.includes(secret), 'a secret or a value in the logs, metrics or page')
   }
 

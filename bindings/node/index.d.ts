@@ -82,6 +82,119 @@ export interface PoolEvent {
 
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
 
+/** Per-bucket (not cumulative) latency counts, one per bound (100 µs .. 10 s) plus +Inf. */
+export interface HistogramSnapshot {
+  counts: number[]
+  sum_us: number
+}
+
+export interface NodeMetrics {
+  id: string
+  address: string
+  weight: number
+  health: Health
+  reason: string
+  ejected: boolean
+  in_flight: number
+  picks: number
+  successes: number
+  failures: number
+  ejections: number
+  latency: HistogramSnapshot
+}
+
+export interface PoolMetrics {
+  name: string
+  strategy: string
+  total: number
+  healthy: number
+  in_panic: boolean
+  checks: number
+  check_failures: number
+  ejections: number
+  ejections_refused: number
+  nodes: NodeMetrics[]
+}
+
+/** A scaling advisor's recommendation (`[metrics.scaling.<pool>]`). */
+export interface ScalingRecommendation {
+  pool: string
+  current: number
+  recommended: number
+  desired: number
+  changed: boolean
+  reason: string
+}
+
+/** Everything this process (or, aggregated, every publishing process) measures. */
+export interface MetricsSnapshot {
+  processes: number
+  taken_at_ms: number
+  pools: PoolMetrics[]
+  cache: { node: string, hits: number, misses: number, errors: number, writes: number, get_latency: HistogramSnapshot }
+  locks: { acquired: number, refused: number, timeouts: number, renewals: number, renewal_failures: number, losses: number, releases: number, wait: HistogramSnapshot }
+  sessions: { created: number, loaded: number, missing: number, lock_waits: number, lock_timeouts: number, lock_wait: HistogramSnapshot }
+  redis: { connections: number, reconnects: number, connect_failures: number }
+  scaling: ScalingRecommendation[]
+}
+
+/** The status page's JSON twin: the snapshot plus p50/p95 per node and the cache's hit rate. */
+export interface StatusJson extends Omit<MetricsSnapshot, 'pools' | 'cache'> {
+  pools: Array<Omit<PoolMetrics, 'nodes'> & { nodes: Array<NodeMetrics & { p50_us: number | null, p95_us: number | null }> }>
+  cache: MetricsSnapshot['cache'] & { hit_rate: number | null }
+}
+
+/** Formats of metricsText: Prometheus 0.0.4, OpenMetrics, the snapshot JSON, the status page (HTML) and its JSON twin. */
+export type MetricsFormat = 'prometheus' | 'openmetrics' | 'json' | 'html' | 'status_json'
+
+export interface AggregateOptions {
+  /** Snapshots published longer ago (ms) are ignored and removed; default 60 000 (1 ms .. 1 day). */
+  maxAge?: number
+}
+
+export interface HandlerOptions extends AggregateOptions {
+  /** Add up this process and every process publishing to this directory (publishMetrics). */
+  aggregateDir?: string
+}
+
+/** A handler for node:http, Express and Connect: GET/HEAD only (others go to `next` or get 405). */
+export type RequestHandler = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse, next?: (err?: unknown) => void) => void
+
+export type LogLevel = 'off' | 'error' | 'warn' | 'info' | 'debug' | 'trace'
+
+/** One record of the library's logs: fields carry pool, node, key hashes — never values, session data, tokens or passwords. */
+export interface LogRecord {
+  level: Exclude<LogLevel, 'off'>
+  /** The emitting module (`clusterkit::cache`, `clusterkit::lock`, ...). */
+  target: string
+  message: string
+  fields: Record<string, string>
+  /** Unix milliseconds. */
+  time_ms: number
+}
+
+/**
+ * The library's log records (process-wide). The core keeps records only while a 'record'
+ * listener exists and the level is not 'off'; they are delivered every `intervalMs` and on flush().
+ */
+export declare class Logs extends EventEmitter {
+  /** 'info' by default. */
+  level: LogLevel
+  /** True while the core keeps records for this emitter. */
+  readonly active: boolean
+  setLevel(level: LogLevel, options?: { intervalMs?: number }): this
+  /** Delivers the buffered records now; returns how many. */
+  flush(): number
+  on(event: 'record', listener: (record: LogRecord) => void): this
+  on(event: 'dropped', listener: (count: number) => void): this
+  once(event: 'record', listener: (record: LogRecord) => void): this
+  once(event: 'dropped', listener: (count: number) => void): this
+  off(event: 'record', listener: (record: LogRecord) => void): this
+  off(event: 'dropped', listener: (count: number) => void): this
+}
+
+export declare const logs: Logs
+
 export declare class Pick {
   readonly nodeId: string
   readonly host: string
@@ -208,6 +321,24 @@ export declare class Clusterkit {
   readonly locks: Locks
   readonly sessions: Sessions
   metrics(): { cache: { namespace: string, hits: number, misses: number, errors: number, writes: number }, pools: Record<string, { [key: string]: JsonValue }> }
+  metricsSnapshot(): MetricsSnapshot
+  /** Default 'prometheus'. Rejects with `unavailable` when `[metrics] enabled = false`. */
+  metricsText(format?: MetricsFormat): string
+  metricsContentType(format?: MetricsFormat): string
+  /** The status page (HTML); `title` defaults to "clusterkit status". */
+  statusPage(title?: string): string
+  statusJson(): StatusJson
+  /** The latest recommendation of each configured advisor (evaluated at each snapshot). */
+  scalingAdvice(): ScalingRecommendation[]
+  /** Writes this process's snapshot to `dir` (one file per process). */
+  publishMetrics(dir: string): void
+  /** This process plus every process that published in `dir` within `maxAge`. */
+  aggregateMetrics(dir: string, options?: AggregateOptions & { format?: 'json' }): MetricsSnapshot
+  aggregateMetrics(dir: string, options: AggregateOptions & { format: Exclude<MetricsFormat, 'json'> }): string
+  /** The status page at any mount point; `.json`, `/json` or `?format=json` serves the JSON twin. */
+  statusHandler(options?: HandlerOptions & { title?: string }): RequestHandler
+  /** A scrape endpoint in `format` (default 'prometheus'). */
+  metricsHandler(format?: MetricsFormat, options?: HandlerOptions): RequestHandler
   close(): void
 }
 

@@ -393,11 +393,205 @@ class Clusterkit {
   get locks () { this.#open(); return (this.#locks ??= new Locks(this.#n.locks())) }
   get sessions () { this.#open(); return (this.#sessions ??= new Sessions(this.#n.sessions())) }
   metrics () { this.#open(); return JSON.parse(this.#n.metricsJson()) }
+  /** Everything this process measures, now (pools, nodes, cache, locks, sessions, redis, scaling). */
+  metricsSnapshot () { return JSON.parse(this.metricsText('json')) }
+  /** The snapshot as text: 'prometheus' (default), 'openmetrics', 'json', 'html' or 'status_json'. */
+  metricsText (format = 'prometheus') {
+    this.#open()
+    return sync(() => this.#n.metricsText(checkName(format, 'format')))
+  }
+
+  /** The HTTP content type of a metricsText format. */
+  metricsContentType (format = 'prometheus') {
+    return sync(() => this.#n.metricsContentType(checkName(format, 'format')))
+  }
+
+  /** The status page (HTML), titled `title` (default "clusterkit status"). */
+  statusPage (title) {
+    this.#open()
+    if (title !== undefined && title !== null) checkName(title, 'title')
+    return sync(() => this.#n.statusHtml(title ?? null))
+  }
+
+  /** The status page's JSON twin (the snapshot plus p50_us/p95_us per node and the cache's hit_rate). */
+  statusJson () { return JSON.parse(this.metricsText('status_json')) }
+  /** The latest recommendation of each configured scaling advisor (evaluated at each snapshot). */
+  scalingAdvice () { this.#open(); return JSON.parse(sync(() => this.#n.scalingAdviceJson())) }
+  /** Writes this process's snapshot to `dir` (one file per process) for aggregateMetrics elsewhere. */
+  publishMetrics (dir) { this.#open(); sync(() => this.#n.publishMetrics(checkName(dir, 'dir'))) }
+  /**
+   * This process's snapshot plus those published in `dir` within `maxAge` ms (default 60 000),
+   * as `format` (default 'json': returns the parsed snapshot; any other format: the text).
+   */
+  aggregateMetrics (dir, options = {}) {
+    this.#open()
+    checkName(dir, 'dir')
+    if (options === null || typeof options !== 'object') throw invalid('options', 'must be an object')
+    const maxAge = checkMs(options.maxAge, 'maxAge', true) ?? 60000
+    const format = checkName(options.format ?? 'json', 'format')
+    const text = sync(() => this.#n.aggregateMetricsText(dir, maxAge, format))
+    return format === 'json' ? JSON.parse(text) : text
+  }
+
+  /**
+   * A request handler serving the status page: HTML, or its JSON twin when the path ends in
+   * `.json` or `/json` or the query has `format=json`. Mount it anywhere:
+   * `app.use('/status', ck.statusHandler())` (Express) or call it from `http.createServer`.
+   * Options: `title`; `aggregateDir` + `maxAge` (ms) to add up processes publishing there.
+   */
+  statusHandler (options = {}) {
+    const o = handlerOptions(options)
+    if (o.title !== undefined) checkName(o.title, 'title')
+    return makeHandler((req) => {
+      const url = new URL(req.url ?? '/', 'http://localhost')
+      const json = url.pathname.endsWith('.json') || url.pathname.endsWith('/json') || url.searchParams.get('format') === 'json'
+      const format = json ? 'status_json' : 'html'
+      if (o.aggregateDir !== undefined) return [format, this.aggregateMetrics(o.aggregateDir, { maxAge: o.maxAge, format })]
+      return [format, json ? this.metricsText('status_json') : this.statusPage(o.title)]
+    }, this)
+  }
+
+  /**
+   * A request handler serving a scrape in `format` (default 'prometheus'); options like
+   * statusHandler (`aggregateDir`, `maxAge`).
+   */
+  metricsHandler (format = 'prometheus', options = {}) {
+    checkName(format, 'format')
+    this.metricsContentType(format)
+    const o = handlerOptions(options)
+    return makeHandler(() => [format, o.aggregateDir !== undefined
+      ? this.aggregateMetrics(o.aggregateDir, { maxAge: o.maxAge, format })
+      : this.metricsText(format)], this)
+  }
+
   /** Stops using this handle (later calls fail with `closed`). */
   close () { this.#closed = true }
 }
 
+function handlerOptions (options) {
+  if (options === null || typeof options !== 'object') throw invalid('options', 'must be an object')
+  const o = { title: options.title ?? undefined, aggregateDir: options.aggregateDir ?? undefined, maxAge: checkMs(options.maxAge, 'maxAge', true) }
+  if (o.aggregateDir !== undefined) checkName(o.aggregateDir, 'aggregateDir')
+  return o
+}
+
+/** (req, res, next?) for node:http, Express, Connect: GET/HEAD only; errors go to next or a 503. */
+function makeHandler (render, ck) {
+  return function clusterkitHandler (req, res, next) {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      if (typeof next === 'function') return next()
+      res.statusCode = 405
+      res.setHeader('Allow', 'GET, HEAD')
+      res.end()
+      return
+    }
+    let format, body
+    try {
+      [format, body] = render(req)
+      if (format === 'json' && typeof body !== 'string') body = JSON.stringify(body)
+    } catch (e) {
+      if (typeof next === 'function') return next(e)
+      res.statusCode = e instanceof ClusterkitError && e.code === 'unavailable' ? 503 : 500
+      res.setHeader('Content-Type', 'text/plain; charset=utf-8')
+      res.end(e instanceof ClusterkitError ? `${e.message}\n` : 'internal error\n')
+      return
+    }
+    res.statusCode = 200
+    res.setHeader('Content-Type', ck.metricsContentType(format))
+    res.setHeader('Cache-Control', 'no-store')
+    res.setHeader('Content-Length', Buffer.byteLength(body))
+    res.end(req.method === 'HEAD' ? undefined : body)
+  }
+}
+
+const LOG_LEVELS = ['off', 'error', 'warn', 'info', 'debug', 'trace']
+
+/**
+ * The library's log records (process-wide) as an EventEmitter: `logs.on('record', fn)` with
+ * `logs.level` ('info' by default). Records are kept by the core only while a 'record'
+ * listener exists and the level is not 'off' (otherwise logging costs nothing); they are
+ * delivered every `intervalMs` (100) and on flush(). 'dropped' reports records lost because
+ * the buffer (10 000) was full.
+ */
+class Logs extends EventEmitter {
+  #level = 'info'
+  #active = false
+  #timer = null
+  #intervalMs = 100
+  #dropped = native.logDropped()
+  constructor () {
+    super()
+    this.on('newListener', (ev) => { if (ev === 'record') this.#sync(1) })
+    this.on('removeListener', (ev) => { if (ev === 'record') this.#sync(0) })
+  }
+
+  get level () { return this.#level }
+  set level (level) { this.setLevel(level) }
+  /** Sets the level (off, error, warn, info, debug, trace) and the delivery interval. */
+  setLevel (level, options = {}) {
+    checkName(level, 'level')
+    if (!LOG_LEVELS.includes(level)) throw invalid('level', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`)
+    if (options === null || typeof options !== 'object') throw invalid('options', 'must be an object')
+    const interval = checkMs(options.intervalMs, 'intervalMs', true)
+    if (interval !== undefined) {
+      if (interval < 1) throw invalid('intervalMs', 'must be >= 1')
+      this.#intervalMs = interval
+    }
+    const was = this.#active
+    if (was) this.flush()
+    this.#level = level
+    if (was) { this.#stop(); this.#sync(0) } else this.#sync(0)
+    return this
+  }
+
+  /** True while the core keeps records for this emitter. */
+  get active () { return this.#active }
+
+  /** Delivers the buffered records now (synchronously); returns how many. */
+  flush () {
+    if (!this.#active) return 0
+    let n = 0
+    for (;;) {
+      const batch = JSON.parse(native.logDrain(1000))
+      for (const r of batch) this.emit('record', r)
+      n += batch.length
+      if (batch.length < 1000) break
+    }
+    const dropped = native.logDropped()
+    if (dropped > this.#dropped) {
+      const lost = dropped - this.#dropped
+      this.#dropped = dropped
+      this.emit('dropped', lost)
+    }
+    return n
+  }
+
+  #stop () {
+    if (this.#timer) clearInterval(this.#timer)
+    this.#timer = null
+    this.#active = false
+    sync(() => native.logSetLevel('off'))
+  }
+
+  #sync (adding) {
+    const want = this.listenerCount('record') + adding > 0 && this.#level !== 'off'
+    if (want && !this.#active) {
+      sync(() => native.logSetLevel(this.#level))
+      this.#active = true
+      this.#dropped = native.logDropped()
+      this.#timer = setInterval(() => this.flush(), this.#intervalMs)
+      this.#timer.unref()
+    } else if (!want && this.#active) {
+      this.flush()
+      this.#stop()
+    }
+  }
+}
+
+const logs = new Logs()
+
 module.exports = {
+  logs, Logs,
   Clusterkit, Pool, Pick, PoolEvents, Cache, Locks, Lock, Sessions, Session, ClusterkitError,
   ERROR_CODES: CODES,
   version: native.version(),

@@ -62,6 +62,24 @@ export declare class Deployment {
   sessions(): Sessions
   /** The metrics snapshot as JSON text (`cache`, `pools`). */
   metricsJson(): string
+  /**
+   * This process's snapshot rendered as `format` (json, prometheus, openmetrics, html,
+   * status_json). Fails with `unavailable` when metrics are disabled.
+   */
+  metricsText(format: string): string
+  /** The HTTP content type of `format`. */
+  metricsContentType(format: string): string
+  /** The status page (HTML) titled `title` (null: "clusterkit status"). */
+  statusHtml(title?: string | undefined | null): string
+  /**
+   * The latest scaling recommendation of each configured advisor, as JSON text (an array;
+   * empty before the first snapshot).
+   */
+  scalingAdviceJson(): string
+  /** Writes this process's snapshot to `dir` for `aggregateMetricsText` in another process. */
+  publishMetrics(dir: string): void
+  /** This process's snapshot plus those published in `dir` within `maxAgeMs`, as `format`. */
+  aggregateMetricsText(dir: string, maxAgeMs: number, format: string): string
 }
 
 /**
@@ -212,6 +230,21 @@ export declare class Sessions {
   /** Deletes every session of this namespace; resolves with how many. */
   clear(): Promise<number>
 }
+
+/**
+ * Takes up to `max` of the oldest buffered records as JSON text (an array of objects with
+ * `level`, `target`, `message`, `fields`, `time_ms`).
+ */
+export declare function logDrain(max: number): string
+
+/** Records dropped since the process started because nobody drained them in time. */
+export declare function logDropped(): number
+
+/**
+ * Keeps the library's log records at `level` (off, error, warn, info, debug, trace) and more
+ * severe for `logDrain` (process-wide). `off` stops recording and empties the buffer.
+ */
+export declare function logSetLevel(level: string): void
 
 /** A node to add to a pool. */
 export interface NodeSpec {

@@ -787,4 +787,7 @@ module.exports.Pick = nativeBinding.Pick
 module.exports.Pool = nativeBinding.Pool
 module.exports.Session = nativeBinding.Session
 module.exports.Sessions = nativeBinding.Sessions
+module.exports.logDrain = nativeBinding.logDrain
+module.exports.logDropped = nativeBinding.logDropped
+module.exports.logSetLevel = nativeBinding.logSetLevel
 module.exports.version = nativeBinding.version

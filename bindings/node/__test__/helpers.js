@@ -23,17 +23,21 @@ function ping (port) {
     const c = net.connect(port, '127.0.0.1')
     let buf = ''
     c.on('connect', () => c.write('PING\r\n'))
-    c.on('data', (d) => { buf += d; if (buf.includes('PONG')) { c.destroy(); resolve(true) } })
+    // PONG, or NOAUTH from a server started with --requirepass: either way it answers.
+    c.on('data', (d) => { buf += d; if (buf.includes('PONG') || buf.includes('NOAUTH')) { c.destroy(); resolve(true) } })
     c.on('error', () => resolve(false))
     setTimeout(() => { c.destroy(); resolve(false) }, 500)
   })
 }
 
-/** Starts a redis-server; `t.after` stops it. Returns { port, address, proc, stop }. */
-async function startRedis (t) {
+/**
+ * Starts a redis-server (with `extraArgs`, e.g. ['--requirepass', pw]); `t.after` stops it.
+ * Returns { port, address, proc, stop }.
+ */
+async function startRedis (t, extraArgs = []) {
   const port = await freePort()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ck-node-redis-'))
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' })
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs], { stdio: 'ignore' })
   live.add(proc)
   const stop = () => {
     if (!live.has(proc)) return

@@ -92,6 +92,20 @@ impl HistogramSnapshot {
         out
     }
 
+    /// Per-bucket (not cumulative) counts with their upper bounds in seconds, as
+    /// `prometheus-client`'s `encode_histogram` takes them: it adds them up itself and writes
+    /// `le="+Inf"` for the bound `f64::MAX`.
+    pub fn encoder_buckets(&self) -> Vec<(f64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let bound = BOUNDS_US.get(i).map_or(f64::MAX, |b| *b as f64 / 1e6);
+                (bound, *c)
+            })
+            .collect()
+    }
+
     /// The `q` quantile (0..=1) in microseconds, as the upper bound of the bucket it falls
     /// in (an over-estimate by at most one bucket); `None` without observations. The `+Inf`
     /// bucket reports the largest finite bound.
@@ -138,6 +152,11 @@ mod tests {
         let cum = s.cumulative_seconds();
         assert_eq!(cum.last(), Some(&(f64::INFINITY, 101)));
         assert_eq!(cum[0], (0.0001, 90));
+        let b = s.encoder_buckets();
+        assert_eq!(b.last(), Some(&(f64::MAX, 1)));
+        assert_eq!(b[0], (0.0001, 90));
+        assert_eq!(b[8].1, 10);
+        assert_eq!(b.iter().map(|x| x.1).sum::<u64>(), 101);
         let mut m = s.clone();
         m.merge(&s);
         assert_eq!(m.count(), 202);

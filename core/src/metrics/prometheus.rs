@@ -44,7 +44,7 @@ fn family(
                 e.encode_histogram::<NoLabelSet>(
                     h.sum_us as f64 / 1e6,
                     h.count(),
-                    &h.cumulative_seconds(),
+                    &h.encoder_buckets(),
                     None,
                 )?
             }

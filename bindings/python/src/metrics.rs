@@ -23,5 +23,7 @@ pub(crate) fn fork_stats(py: Python<'_>) -> PyResult<Py<PyAny>> {
 #[pyfunction]
 pub(crate) fn content_type(format: &str) -> PyResult<&'static str> {
     use crate::errors::IntoPy;
-    Ok(clusterkit::MetricsFormat::parse(format).py()?.content_type())
+    Ok(clusterkit::MetricsFormat::parse(format)
+        .py()?
+        .content_type())
 }

@@ -144,10 +144,12 @@ def _worker(dir: str, picks: int, q: "multiprocessing.Queue[str]") -> None:
         q.put(f"{type(e).__name__}: {e}")
 
 
-def test_publish_and_aggregate_across_processes(tmp_path: Path) -> None:
+def run_workers(dir: Path, picks: List[int]) -> None:
+    """One spawned process per entry: it picks from pool "db" that many times and publishes
+    its metrics into ``dir`` (a process's own published file is not added to itself)."""
     ctx = multiprocessing.get_context("spawn")
     q: "multiprocessing.Queue[str]" = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(str(tmp_path), k, q)) for k in (4, 6)]
+    procs = [ctx.Process(target=_worker, args=(str(dir), k, q)) for k in picks]
     for p in procs:
         p.start()
     try:
@@ -157,7 +159,11 @@ def test_publish_and_aggregate_across_processes(tmp_path: Path) -> None:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-    assert results == ["ok", "ok"]
+    assert results == ["ok"] * len(picks)
+
+
+def test_publish_and_aggregate_across_processes(tmp_path: Path) -> None:
+    run_workers(tmp_path, [4, 6])
     ck = deployment()
     for _ in range(3):
         with ck.pool("db").pick():
@@ -310,7 +316,7 @@ def test_mount_in_starlette_asgi(tmp_path: Path) -> None:
     for _ in range(2):
         with ck.pool("api").pick():
             pass
-    ck.publish_metrics(tmp_path)  # a "worker" published the same picks: aggregate doubles them
+    run_workers(tmp_path, [5])  # another process published 5 picks of pool "db"
 
     async def home(request: Any) -> PlainTextResponse:
         return PlainTextResponse("home")
@@ -340,7 +346,9 @@ def test_mount_in_starlette_asgi(tmp_path: Path) -> None:
         assert [v for (name, _), v in parsed.items() if name == "clusterkit_processes"] == [2.0]
         assert node_value(parsed, "clusterkit_node_picks_total", "api", "api-0") + node_value(
             parsed, "clusterkit_node_picks_total", "api", "api-1"
-        ) == 4
+        ) == 2
+        assert node_value(parsed, "clusterkit_node_picks_total", "db", "db-0") == 5
+        assert client.get("/all/json").json()["processes"] == 2
         assert client.get("/status/x").status_code == 404
         assert client.post("/status/").status_code == 405
 
@@ -426,17 +434,18 @@ def test_logs_follow_the_logger_level_and_cost_nothing_when_off() -> None:
         logger.setLevel(logging.WARNING)
         clusterkit.logs.enable(background=True, interval=0.05)
         assert clusterkit.logs.core_level() == "warn"
-        ck.cache.get("a")  # a trace record: not kept at warn
-        assert clusterkit.logs.pump() == 0
+        with ck.lock("l", ttl=5):  # a debug record: not kept at warn
+            pass
+        assert clusterkit.logs.pump() == 0 and cap.records == []
         logger.setLevel(logging.DEBUG)
         clusterkit.logs.pump()  # re-reads the logger's level
         assert clusterkit.logs.core_level() == "debug"
-        logger.setLevel(clusterkit.logs.TRACE)
-        clusterkit.logs.pump()
-        ck.cache.get("a")
+        with ck.lock("l", ttl=5):  # kept at debug, delivered by the background thread
+            pass
         from support import wait_until
 
-        wait_until(lambda: any(r.name == "clusterkit.cache" for r in cap.records), "the background pump")
+        wait_until(lambda: any(r.name == "clusterkit.lock" for r in cap.records), "the background pump")
+        assert all(r.levelno >= logging.DEBUG for r in cap.records)
         with pytest.raises(errors.InvalidArgumentError) as e:
             clusterkit.logs.enable("LOUD")
         assert e.value.field == "level"

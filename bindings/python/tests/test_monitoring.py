@@ -85,6 +85,13 @@ def test_prometheus_counts_match_what_the_test_did() -> None:
     misses = [v for (name, _), v in parsed.items() if name == "clusterkit_cache_misses_total"]
     assert hits == [3.0] and misses == [5.0]
 
+    # The latency histogram of a node: cumulative buckets ending at +Inf == _count == picks.
+    w0 = [(dict(labels)["le"], v) for (name, labels), v in parsed.items()
+          if name == "clusterkit_node_latency_seconds_bucket" and ("node", "web-0") in labels]
+    counts = [v for _, v in sorted(w0, key=lambda lv: float(lv[0]))]
+    assert counts == sorted(counts) and dict(w0)["+Inf"] == picked.get("web-0", 0)
+    assert node_value(parsed, "clusterkit_node_latency_seconds_count", "web", "web-0") == picked.get("web-0", 0)
+
     # OpenMetrics parses too (its own parser) with the same numbers; the snapshot agrees.
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
 

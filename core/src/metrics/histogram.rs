@@ -77,6 +77,23 @@ impl HistogramSnapshot {
         self.sum_us += other.sum_us;
     }
 
+    /// Per-bucket (not cumulative) `(upper bound in seconds, count)` pairs, the last bound
+    /// `f64::MAX`: what `prometheus-client`'s `encode_histogram` takes (it adds the counts up
+    /// itself and writes `f64::MAX` as `le="+Inf"`).
+    pub fn encoder_buckets(&self) -> Vec<(f64, u64)> {
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let bound = BOUNDS_US
+                    .get(i)
+                    .map(|b| *b as f64 / 1e6)
+                    .unwrap_or(f64::MAX);
+                (bound, *c)
+            })
+            .collect()
+    }
+
     /// Cumulative `(upper bound in seconds, count)` pairs, `+Inf` last, as Prometheus wants.
     pub fn cumulative_seconds(&self) -> Vec<(f64, u64)> {
         let mut acc = 0;
@@ -138,6 +155,11 @@ mod tests {
         let cum = s.cumulative_seconds();
         assert_eq!(cum.last(), Some(&(f64::INFINITY, 101)));
         assert_eq!(cum[0], (0.0001, 90));
+        let per = s.encoder_buckets();
+        assert_eq!(per.len(), cum.len());
+        assert_eq!(per.last(), Some(&(f64::MAX, 1)));
+        assert_eq!(per.iter().map(|(_, c)| c).sum::<u64>(), 101);
+        assert_eq!(per[8], (0.05, 10));
         let mut m = s.clone();
         m.merge(&s);
         assert_eq!(m.count(), 202);

@@ -44,7 +44,8 @@ fn family(
                 e.encode_histogram::<NoLabelSet>(
                     h.sum_us as f64 / 1e6,
                     h.count(),
-                    &h.cumulative_seconds(),
+                    // Per-bucket counts: the encoder makes them cumulative.
+                    &h.encoder_buckets(),
                     None,
                 )?
             }
@@ -376,7 +377,7 @@ impl MetricsSnapshot {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-        canonical_inf(out)
+        out
     }
 
     /// The snapshot in the Prometheus text format 0.0.4 (content type
@@ -417,18 +418,6 @@ impl MetricsSnapshot {
             out.push('\n');
         }
         out
-    }
-}
-
-/// `prometheus-client` writes the last bucket's bound as `le="inf"` (Rust's `f64` display);
-/// OpenMetrics requires the canonical `+Inf` (Python's `prometheus_client` OpenMetrics parser
-/// rejects `inf`), and Prometheus text reads it too. Label values are escaped, so the
-/// pattern only matches a bucket bound.
-fn canonical_inf(text: String) -> String {
-    if text.contains("le=\"inf\"") {
-        text.replace("le=\"inf\"", "le=\"+Inf\"")
-    } else {
-        text
     }
 }
 

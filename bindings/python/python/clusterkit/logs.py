@@ -106,7 +106,7 @@ def _emit(records: List[Dict[str, Any]]) -> None:
         if fields:
             msg = msg + " " + " ".join(f"{k}={v}" for k, v in fields.items())
         rec = logger.makeRecord(
-            logger.name, level, target, 0, msg, None, None, extra={"ck_fields": fields, "ck_target": target}
+            logger.name, level, target, 0, msg, (), None, extra={"ck_fields": fields, "ck_target": target}
         )
         t = r.get("time_ms")
         if isinstance(t, int):

@@ -13,6 +13,7 @@ mod deployment;
 mod errors;
 mod events;
 mod lock;
+mod log;
 mod metrics;
 mod pick;
 mod session;
@@ -31,5 +32,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<aio::Wake>()?;
     m.add_function(wrap_pyfunction!(metrics::fork_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(log::log_set_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log::log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log::log_drain, m)?)?;
+    m.add_function(wrap_pyfunction!(log::log_dropped, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::content_type, m)?)?;
     Ok(())
 }

@@ -17,3 +17,13 @@ pub(crate) fn fork_stats(py: Python<'_>) -> PyResult<Py<PyAny>> {
         }),
     )
 }
+
+/// The HTTP content type of a metrics format (json, prometheus, openmetrics, html,
+/// status_json).
+#[pyfunction]
+pub(crate) fn content_type(format: &str) -> PyResult<&'static str> {
+    use crate::errors::IntoPy;
+    Ok(clusterkit::MetricsFormat::parse(format)
+        .py()?
+        .content_type())
+}

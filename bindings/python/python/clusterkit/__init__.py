@@ -31,10 +31,17 @@ from .errors import (
 from .lock import AsyncLock, AsyncLockAcquire, AsyncLocks, Lock, Locks
 from .serializers import BytesSerializer, JsonSerializer, PickleSerializer, Serializer, StrSerializer
 from .session import AsyncSession, AsyncSessions, Session, Sessions
+from . import logs, monitoring  # noqa: E402  (submodules: clusterkit.logs, clusterkit.monitoring)
+from .monitoring import StatusPage, status_asgi_app, status_wsgi_app
 
 __version__: str = _native.VERSION
 
 __all__ = [
+    "logs",
+    "monitoring",
+    "StatusPage",
+    "status_wsgi_app",
+    "status_asgi_app",
     "Clusterkit",
     "AsyncClusterkit",
     "Config",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Mapping, Optional, Type, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Type, Union
 
 from . import _native
 from ._closed import _Closed
@@ -103,6 +103,64 @@ class Clusterkit:
     def metrics(self) -> Dict[str, Any]:
         """Cache counters and each pool's health metrics."""
         return dict(self._dep.metrics())
+
+    def metrics_snapshot(self) -> Dict[str, Any]:
+        """Everything this process measures for this deployment, now: ``pools`` (nodes with
+        picks, in flight, outcomes, latency buckets, health, ejections), ``cache``, ``locks``,
+        ``sessions``, ``redis``, ``scaling``. Runs each scaling advisor once."""
+        return dict(self._dep.metrics_snapshot())
+
+    def metrics_text(self, format: str = "prometheus", *, title: Optional[str] = None) -> str:
+        """This process's metrics as ``format``: ``"prometheus"`` (text 0.0.4),
+        ``"openmetrics"``, ``"json"`` (the snapshot), ``"html"`` (the status page, titled
+        ``title``) or ``"status_json"`` (its JSON twin). UnavailableError when the document
+        says ``[metrics] enabled = false``; InvalidArgumentError (``format``) otherwise."""
+        return str(self._dep.metrics_text(format, title))
+
+    @staticmethod
+    def metrics_content_type(format: str) -> str:
+        """The HTTP content type of ``format`` (see :meth:`metrics_text`)."""
+        return str(_native.content_type(format))
+
+    def scaling_advice(self) -> List[Dict[str, Any]]:
+        """The latest recommendation of each configured advisor (``[metrics.scaling.<pool>]``):
+        ``pool``, ``current``, ``recommended``, ``desired``, ``changed``, ``reason``. Empty
+        before the first snapshot (:meth:`metrics_snapshot` or a scrape evaluates)."""
+        return list(self._dep.scaling_advice())
+
+    def publish_metrics(self, dir: Union[str, "os.PathLike[str]"]) -> None:
+        """Writes this process's snapshot into ``dir`` (created if missing) for
+        :meth:`aggregate_metrics` in another process (pre-fork servers: each worker publishes,
+        one endpoint adds them up)."""
+        self._dep.publish_metrics(os.fspath(dir))
+
+    def aggregate_metrics(self, dir: Union[str, "os.PathLike[str]"], max_age: Seconds = 60.0) -> Dict[str, Any]:
+        """This process's snapshot plus every snapshot published in ``dir`` within ``max_age``
+        seconds (files of exited workers, older, are removed), as a dict like
+        :meth:`metrics_snapshot` (``processes`` counts them)."""
+        return dict(self._dep.aggregate_metrics(os.fspath(dir), max_age))
+
+    def aggregate_metrics_text(
+        self, dir: Union[str, "os.PathLike[str]"], format: str = "prometheus", *, max_age: Seconds = 60.0
+    ) -> str:
+        """:meth:`aggregate_metrics` rendered as ``format`` (see :meth:`metrics_text`)."""
+        return str(self._dep.aggregate_metrics_text(os.fspath(dir), max_age, format))
+
+    def status_wsgi_app(
+        self, *, title: Optional[str] = None, aggregate_dir: Union[None, str, "os.PathLike[str]"] = None
+    ) -> Callable[[Dict[str, Any], Any], Iterable[bytes]]:
+        """The status page as a WSGI app to mount anywhere (see :mod:`clusterkit.monitoring`)."""
+        from .monitoring import status_wsgi_app
+
+        return status_wsgi_app(self, title=title, aggregate_dir=aggregate_dir)
+
+    def status_asgi_app(
+        self, *, title: Optional[str] = None, aggregate_dir: Union[None, str, "os.PathLike[str]"] = None
+    ) -> Callable[[Any, Any, Any], Awaitable[None]]:
+        """The status page as an ASGI app to mount anywhere (see :mod:`clusterkit.monitoring`)."""
+        from .monitoring import status_asgi_app
+
+        return status_asgi_app(self, title=title, aggregate_dir=aggregate_dir)
 
     def config(self) -> Dict[str, Any]:
         """The document this deployment was built from (as a dict)."""

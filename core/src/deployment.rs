@@ -52,6 +52,7 @@ impl Clusterkit {
     /// Builds every pool and the cache of `config`. Fails with [`Error::InvalidArgument`]
     /// naming the field of the first invalid value.
     pub fn from_config(config: &Config) -> Result<Clusterkit> {
+        crate::log::init_from_env();
         let pools = config.build_pools()?;
         let cache_config = config.cache.clone().unwrap_or_default();
         let cache = cache_config

@@ -8,6 +8,13 @@
 //! call). [`set_level`] installs it (once, as the process's global `tracing` subscriber);
 //! until then, and while the level is off, an event costs one relaxed load of tracing's
 //! global max level: nothing is formatted, nothing is buffered.
+//!
+//! Operators can also send the records to a file (or stderr) as JSON lines without any
+//! code, with two environment variables read when the first deployment is built
+//! ([`init_from_env`]): `CLUSTERKIT_LOG` (a level) and `CLUSTERKIT_LOG_FILE` (a path;
+//! `{pid}` in it becomes the process id, so forked workers write apart; absent: stderr).
+//! The test command runs every suite that way and audits every record against the
+//! catalog in docs/monitoring.md (scripts/log-audit).
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -123,19 +130,133 @@ static LEVEL: AtomicU8 = AtomicU8::new(0);
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 static BUFFER: crate::fork::Mutex<VecDeque<LogRecord>> = crate::fork::Mutex::new(VecDeque::new());
 static INSTALLED: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+/// 0 = no sink, else a [`Level`] as u8: the level of the environment's JSON-lines sink.
+static SINK_LEVEL: AtomicU8 = AtomicU8::new(0);
+static SINK: crate::fork::Mutex<Option<Sink>> = crate::fork::Mutex::new(None);
+static ENV_READ: std::sync::Once = std::sync::Once::new();
+
+/// Where `CLUSTERKIT_LOG_FILE` sends records: reopened after a fork when the path names
+/// the process id.
+struct Sink {
+    template: Option<String>,
+    pid: u32,
+    out: Option<std::fs::File>,
+}
+
+impl Sink {
+    fn open(template: &str, pid: u32) -> std::io::Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(template.replace("{pid}", &pid.to_string()))
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        use std::io::Write as _;
+        let pid = std::process::id();
+        match &self.template {
+            None => {
+                let _ = std::io::stderr().write_all(line);
+            }
+            Some(t) => {
+                if self.out.is_none() || (pid != self.pid && t.contains("{pid}")) {
+                    self.out = Self::open(t, pid).ok();
+                    self.pid = pid;
+                }
+                if let Some(f) = self.out.as_mut() {
+                    // One write per record, O_APPEND: whole lines even with several writers.
+                    let _ = f.write_all(line);
+                }
+            }
+        }
+    }
+}
+
+fn level_from_u8(v: u8) -> Option<Level> {
+    match v {
+        1 => Some(Level::Error),
+        2 => Some(Level::Warn),
+        3 => Some(Level::Info),
+        4 => Some(Level::Debug),
+        5 => Some(Level::Trace),
+        _ => None,
+    }
+}
+
+/// Reads `CLUSTERKIT_LOG` and `CLUSTERKIT_LOG_FILE` once per process (later calls do
+/// nothing) and, when a level is set, writes every record at or above it as one JSON line
+/// ([`LogRecord::to_json`]) to the file or to stderr, beside whatever [`set_level`] buffers.
+/// Called when a deployment is built. A bad level or an unopenable file is reported once
+/// on stderr and leaves the sink off; a process that installed its own `tracing`
+/// subscriber keeps it (and gets the records there).
+pub fn init_from_env() {
+    ENV_READ.call_once(|| {
+        let Ok(text) = std::env::var("CLUSTERKIT_LOG") else {
+            return;
+        };
+        if text.trim().is_empty() {
+            return;
+        }
+        let level = match Level::parse(text.trim()) {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                eprintln!("clusterkit: CLUSTERKIT_LOG ignored: {e}");
+                return;
+            }
+        };
+        let template = std::env::var("CLUSTERKIT_LOG_FILE")
+            .ok()
+            .filter(|t| !t.is_empty());
+        let pid = std::process::id();
+        let out = match &template {
+            Some(t) => match Sink::open(t, pid) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("clusterkit: CLUSTERKIT_LOG_FILE {t:?} cannot be opened: {e}");
+                    return;
+                }
+            },
+            None => None,
+        };
+        if install().is_err() {
+            return;
+        }
+        *SINK.lock() = Some(Sink { template, pid, out });
+        SINK_LEVEL.store(level as u8, Ordering::Relaxed);
+        tracing::callsite::rebuild_interest_cache();
+    });
+}
+
+/// The level of the environment's sink ([`init_from_env`]; `None`: no sink).
+pub fn sink_level() -> Option<Level> {
+    level_from_u8(SINK_LEVEL.load(Ordering::Relaxed))
+}
+
+fn install() -> std::result::Result<(), String> {
+    INSTALLED
+        .get_or_init(|| {
+            tracing::subscriber::set_global_default(BufferSubscriber).map_err(|_| {
+                "another tracing subscriber is installed in this process; it receives clusterkit's events".to_string()
+            })
+        })
+        .clone()
+}
 
 struct BufferSubscriber;
 
 impl BufferSubscriber {
     fn level() -> Option<Level> {
-        match LEVEL.load(Ordering::Relaxed) {
-            1 => Some(Level::Error),
-            2 => Some(Level::Warn),
-            3 => Some(Level::Info),
-            4 => Some(Level::Debug),
-            5 => Some(Level::Trace),
-            _ => None,
-        }
+        level_from_u8(LEVEL.load(Ordering::Relaxed))
+    }
+
+    /// The most detailed level anyone listens at: the buffer's or the sink's.
+    fn max_level() -> Option<Level> {
+        level_from_u8(
+            LEVEL
+                .load(Ordering::Relaxed)
+                .max(SINK_LEVEL.load(Ordering::Relaxed)),
+        )
     }
 }
 
@@ -172,10 +293,10 @@ impl Subscriber for BufferSubscriber {
     fn enabled(&self, m: &Metadata<'_>) -> bool {
         m.is_event()
             && m.target().starts_with("clusterkit")
-            && Self::level().is_some_and(|l| Level::from_tracing(m.level()) <= l)
+            && Self::max_level().is_some_and(|l| Level::from_tracing(m.level()) <= l)
     }
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        Some(match Self::level() {
+        Some(match Self::max_level() {
             None => LevelFilter::OFF,
             Some(Level::Error) => LevelFilter::ERROR,
             Some(Level::Warn) => LevelFilter::WARN,
@@ -203,6 +324,16 @@ impl Subscriber for BufferSubscriber {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
         };
+        if sink_level().is_some_and(|l| record.level <= l) {
+            let mut line = record.to_json().to_string().into_bytes();
+            line.push(b'\n');
+            if let Some(sink) = SINK.lock().as_mut() {
+                sink.write(&line);
+            }
+        }
+        if Self::level().is_none_or(|l| record.level > l) {
+            return;
+        }
         let mut buf = BUFFER.lock();
         if buf.len() >= BUFFER_CAPACITY {
             buf.pop_front();
@@ -221,14 +352,7 @@ impl Subscriber for BufferSubscriber {
 /// one (a Rust application: its subscriber receives clusterkit's events directly).
 pub fn set_level(level: Option<Level>) -> Result<()> {
     if level.is_some() {
-        let installed = INSTALLED.get_or_init(|| {
-            tracing::subscriber::set_global_default(BufferSubscriber).map_err(|_| {
-                "another tracing subscriber is installed in this process; it receives clusterkit's events".to_string()
-            })
-        });
-        if let Err(e) = installed {
-            return Err(Error::Unavailable(e.clone()));
-        }
+        install().map_err(Error::Unavailable)?;
     }
     let old = LEVEL.swap(level.map_or(0, |l| l as u8), Ordering::Relaxed);
     if old != LEVEL.load(Ordering::Relaxed) {

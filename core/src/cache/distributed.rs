@@ -155,6 +155,13 @@ async fn fan_out<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> V
 }
 
 /// Fork-gate mutexes (never inherited locked by a forked child).
+/// The error of a read whose every owner was skipped as recovering.
+fn no_owner_answered() -> Error {
+    Error::Unavailable(
+        "no owner of the key answered: each is unreachable or recovering from a failure".into(),
+    )
+}
+
 fn lock<T>(m: &crate::fork::Mutex<T>) -> crate::fork::MutexGuard<'_, T> {
     m.lock()
 }
@@ -239,10 +246,13 @@ impl DistributedBackend {
         }
     }
 
+    /// The outcome of a read no owner answered: `miss` under [`ReadFailure::Miss`], else the
+    /// last error — or, when every owner was skipped as recovering (marked dirty after a
+    /// failure, so not even tried), an `unavailable` error: a skipped owner is no answer.
     fn unavailable_read<T>(&self, err: Option<Error>, miss: T) -> Result<T> {
-        match (err, self.shared.options.on_unavailable) {
-            (Some(e), ReadFailure::Error) => Err(e),
-            _ => Ok(miss),
+        match self.shared.options.on_unavailable {
+            ReadFailure::Error => Err(err.unwrap_or_else(no_owner_answered)),
+            ReadFailure::Miss => Ok(miss),
         }
     }
 
@@ -505,9 +515,7 @@ impl DistributedBackend {
         }
         if pending.iter().any(|&i| !answered[i]) {
             // Some keys got no answer from any owner.
-            if let (Some(e), ReadFailure::Error) = (err, self.shared.options.on_unavailable) {
-                return Err(e);
-            }
+            return self.unavailable_read(err, out);
         }
         Ok(out)
     }
@@ -614,20 +622,21 @@ impl DistributedBackend {
     pub(crate) async fn ttl(&self, key: &[u8], pk: usize) -> Result<Ttl> {
         let owners = self.owners(key, pk)?;
         let mut err = None;
+        let mut answered = false;
         for n in &owners {
             if self.shared.is_dirty(n.id()) {
                 continue;
             }
             match self.on(n, |c| async move { c.ttl(key).await }).await {
-                Ok(Ttl::Missing) => continue,
+                Ok(Ttl::Missing) => answered = true,
                 Ok(t) => return Ok(t),
                 Err(e) => err = Some(e),
             }
         }
-        match err {
-            Some(e) if self.shared.options.on_unavailable == ReadFailure::Error => Err(e),
-            _ => Ok(Ttl::Missing),
+        if answered {
+            return Ok(Ttl::Missing);
         }
+        self.unavailable_read(err, Ttl::Missing)
     }
 
     /// Deletes the namespace's cache entries (`prefix` is `<namespace>:c:`) on every node of

@@ -369,6 +369,7 @@ impl Cache {
     /// The embedded in-process cache (the default when nothing is configured), under
     /// `namespace`. Fails on an empty or invalid namespace or bad options.
     pub fn memory(namespace: &str, options: MemoryOptions) -> Result<Cache> {
+        crate::log::init_from_env();
         Cache::from_backend(
             Backend::Memory(memory::MemoryBackend::new(options)?),
             namespace,
@@ -380,6 +381,7 @@ impl Cache {
     /// [`Cache::ping`] to check. Callable from anywhere (outside a tokio runtime the
     /// connection's helper task runs on the shared runtime).
     pub fn redis(address: &str, namespace: &str, options: RedisOptions) -> Result<Cache> {
+        crate::log::init_from_env();
         Cache::from_backend(
             Backend::Redis(redis::RedisConn::lazy(address, &options)?),
             namespace,
@@ -419,6 +421,7 @@ impl Cache {
     ///
     /// Fails on no seed, a malformed seed or invalid options.
     pub fn redis_cluster(seeds: &[&str], namespace: &str, options: RedisOptions) -> Result<Cache> {
+        crate::log::init_from_env();
         Cache::from_backend(
             Backend::RedisCluster(Box::new(redis_cluster::RedisClusterBackend::new(
                 seeds, &options,
@@ -572,8 +575,7 @@ impl Cache {
         let started = std::time::Instant::now();
         let r = self.backend.get(&k, self.prefix.len()).await;
         self.metrics.get_latency.record(started.elapsed());
-        tracing::trace!(target: "clusterkit::cache", key_hash = %crate::log::key_hash(key),
-            backend = self.backend.name(), ok = r.is_ok(), "get");
+        self.trace_op("get", key, r.is_ok());
         let r = self.count(r)?;
         self.count_read(r.is_some());
         Ok(r)
@@ -619,6 +621,18 @@ impl Cache {
         })())
     }
 
+    /// A trace record of one keyed operation: the key's hash, never the key or a value.
+    fn trace_op(&self, op: &'static str, key: &[u8], ok: bool) {
+        tracing::trace!(target: "clusterkit::cache", key_hash = %crate::log::key_hash(key),
+            backend = self.backend.name(), ok, "{}", op);
+    }
+
+    /// A trace record of one multi-key operation: how many keys, never which.
+    fn trace_many(&self, op: &'static str, keys: usize, ok: bool) {
+        tracing::trace!(target: "clusterkit::cache", keys, backend = self.backend.name(), ok,
+            "{}", op);
+    }
+
     /// Stores `value` under `key` for `ttl` (`None`: no expiry; zero: delete the key).
     ///
     /// Fails on a bad key, an oversized value, a TTL over [`MAX_TTL`], or a backend error.
@@ -634,11 +648,13 @@ impl Cache {
         check_ttl(ttl)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         if ttl.is_some_and(|t| t.is_zero()) {
-            return self
-                .count(self.backend.delete(&k, self.prefix.len()).await)
-                .map(|_| ());
+            let r = self.backend.delete(&k, self.prefix.len()).await;
+            self.trace_op("set", key, r.is_ok());
+            return self.count(r).map(|_| ());
         }
-        self.count(self.backend.set(&k, self.prefix.len(), value, ttl).await)
+        let r = self.backend.set(&k, self.prefix.len(), value, ttl).await;
+        self.trace_op("set", key, r.is_ok());
+        self.count(r)
     }
 
     /// Stores `value` only if `key` is absent; returns whether it was stored. Atomic: of
@@ -658,7 +674,9 @@ impl Cache {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::invalid("ttl", "must be more than 0 for add"));
         }
-        let added = self.count(self.backend.add(&k, self.prefix.len(), value, ttl).await)?;
+        let r = self.backend.add(&k, self.prefix.len(), value, ttl).await;
+        self.trace_op("add", key, r.is_ok());
+        let added = self.count(r)?;
         if added {
             self.metrics.writes.fetch_add(1, Ordering::Relaxed);
         }
@@ -669,13 +687,17 @@ impl Cache {
     pub async fn delete(&self, key: &[u8]) -> Result<bool> {
         let k = self.full_key(key)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.count(self.backend.delete(&k, self.prefix.len()).await)
+        let r = self.backend.delete(&k, self.prefix.len()).await;
+        self.trace_op("delete", key, r.is_ok());
+        self.count(r)
     }
 
     /// Whether `key` exists (and has not expired).
     pub async fn has(&self, key: &[u8]) -> Result<bool> {
         let k = self.full_key(key)?;
-        self.count(self.backend.exists(&k, self.prefix.len()).await)
+        let r = self.backend.exists(&k, self.prefix.len()).await;
+        self.trace_op("has", key, r.is_ok());
+        self.count(r)
     }
 
     /// The values of `keys`, in order, `None` for absent ones. Fails on any bad key before
@@ -688,7 +710,9 @@ impl Cache {
         if ks.is_empty() {
             return Ok(Vec::new());
         }
-        let r = self.count(self.backend.get_many(&ks, self.prefix.len()).await)?;
+        let r = self.backend.get_many(&ks, self.prefix.len()).await;
+        self.trace_many("get_many", ks.len(), r.is_ok());
+        let r = self.count(r)?;
         for v in &r {
             self.count_read(v.is_some());
         }
@@ -718,11 +742,14 @@ impl Cache {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         if ttl.is_some_and(|t| t.is_zero()) {
             let keys: Vec<Vec<u8>> = batch.into_iter().map(|(k, _)| k).collect();
-            return self
-                .count(self.backend.delete_many(&keys, self.prefix.len()).await)
-                .map(|_| ());
+            let r = self.backend.delete_many(&keys, self.prefix.len()).await;
+            self.trace_many("set_many", keys.len(), r.is_ok());
+            return self.count(r).map(|_| ());
         }
-        self.count(self.backend.set_many(batch, self.prefix.len(), ttl).await)
+        let n = batch.len();
+        let r = self.backend.set_many(batch, self.prefix.len(), ttl).await;
+        self.trace_many("set_many", n, r.is_ok());
+        self.count(r)
     }
 
     /// Deletes `keys`; returns how many existed.
@@ -737,7 +764,9 @@ impl Cache {
         self.metrics
             .writes
             .fetch_add(ks.len() as u64, Ordering::Relaxed);
-        self.count(self.backend.delete_many(&ks, self.prefix.len()).await)
+        let r = self.backend.delete_many(&ks, self.prefix.len()).await;
+        self.trace_many("delete_many", ks.len(), r.is_ok());
+        self.count(r)
     }
 
     /// Atomically adds `delta` to the integer stored at `key` (an absent key counts as 0) and
@@ -749,7 +778,9 @@ impl Cache {
     pub async fn increment(&self, key: &[u8], delta: i64) -> Result<i64> {
         let k = self.full_key(key)?;
         self.metrics.writes.fetch_add(1, Ordering::Relaxed);
-        self.count(self.backend.increment(&k, self.prefix.len(), delta).await)
+        let r = self.backend.increment(&k, self.prefix.len(), delta).await;
+        self.trace_op("increment", key, r.is_ok());
+        self.count(r)
     }
 
     /// Atomically subtracts `delta`; see [`Cache::increment`].
@@ -763,7 +794,9 @@ impl Cache {
     /// The remaining lifetime of `key`.
     pub async fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         let k = self.full_key(key)?;
-        self.count(self.backend.ttl(&k, self.prefix.len()).await)
+        let r = self.backend.ttl(&k, self.prefix.len()).await;
+        self.trace_op("ttl", key, r.is_ok());
+        self.count(r)
     }
 
     /// Deletes every cache entry of this namespace (`<namespace>:c:*`) and only those: this
@@ -771,7 +804,10 @@ impl Cache {
     /// same servers are untouched; never `FLUSHALL`. The same on every backend. Returns how
     /// many entries were deleted.
     pub async fn clear(&self) -> Result<u64> {
-        self.count(self.backend.clear_prefix(&self.prefix).await)
+        let r = self.backend.clear_prefix(&self.prefix).await;
+        tracing::debug!(target: "clusterkit::cache", backend = self.backend.name(), ok = r.is_ok(),
+            "clear");
+        self.count(r)
     }
 
     /// The value of `key`, computing and storing it with `compute` on a miss.

@@ -566,6 +566,8 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
                         st.successes = st.successes.saturating_add(1);
                         if failing && st.successes >= check.rise {
                             counters.marked_healthy.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(target: "clusterkit::cluster", pool = cluster.name(), node = %id,
+                                check = kind_name(&check.kind), successes = st.successes, "node marked healthy by checks");
                             let reason = format!("{} consecutive {} checks passed", st.successes, kind_name(&check.kind));
                             let _ = cluster.set_check_failing(&id, false, &reason);
                         }
@@ -576,6 +578,8 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
                         st.failures = st.failures.saturating_add(1);
                         if !failing && st.failures >= check.fall {
                             counters.marked_unhealthy.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(target: "clusterkit::cluster", pool = cluster.name(), node = %id,
+                                check = kind_name(&check.kind), failures = st.failures, "node marked unhealthy by checks");
                             let reason = format!("{} consecutive {} checks failed: {why}", st.failures, kind_name(&check.kind));
                             let _ = cluster.set_check_failing(&id, true, &reason);
                         }

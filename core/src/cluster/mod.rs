@@ -510,6 +510,7 @@ impl Cluster {
     ///
     /// Fails with [`Error::InvalidArgument`] if an option is out of range.
     pub fn new(name: impl Into<String>, options: BalancerOptions) -> Result<Cluster> {
+        crate::log::init_from_env();
         options.validate()?;
         let name = name.into();
         crate::node::check_token("name", &name, crate::node::MAX_ID_LEN)?;

@@ -462,6 +462,7 @@ impl RedisRegistry {
     /// Fails with [`Error::InvalidArgument`] if the address cannot be parsed, the service name
     /// is empty or contains whitespace, or an option is out of range.
     pub fn new(address: &str, service: &str, options: RegistryOptions) -> Result<RedisRegistry> {
+        crate::log::init_from_env();
         check_name("service", service)?;
         options.validate()?;
         let target = crate::connection::prepare(

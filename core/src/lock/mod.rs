@@ -414,6 +414,7 @@ impl DistributedLock {
     /// In-process locks with the same semantics (tokens, fencing, waiting), for one machine
     /// and tests.
     pub fn memory() -> DistributedLock {
+        crate::log::init_from_env();
         DistributedLock {
             backend: Arc::new(Backend::Memory(memory::MemoryLocks::default())),
             options: Arc::new(LockOptions::default()),
@@ -423,6 +424,7 @@ impl DistributedLock {
 
     /// Locks on one Redis server (`host:port` or `redis://` URL). No I/O here.
     pub fn redis(address: &str, options: LockOptions) -> Result<DistributedLock> {
+        crate::log::init_from_env();
         DistributedLock::redlock(&[address], options)
     }
 
@@ -430,6 +432,7 @@ impl DistributedLock {
     /// holds it. One address is a single Redis. Fails on an empty list, duplicate or invalid
     /// addresses, or bad options. No I/O here.
     pub fn redlock(addresses: &[&str], options: LockOptions) -> Result<DistributedLock> {
+        crate::log::init_from_env();
         options.validate()?;
         let backend = redis::RedisLocks::new(addresses, &options)?;
         Ok(DistributedLock {
@@ -788,6 +791,8 @@ impl LockGuard {
             Some(validity) => {
                 *i.valid_until.lock().unwrap_or_else(|e| e.into_inner()) = started + validity;
                 crate::metrics::LockCounters::inc(&i.lock.stats.renewals);
+                tracing::trace!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(i.name.as_bytes()),
+                    "lock extended");
                 Ok(())
             }
             None => {
@@ -808,7 +813,10 @@ impl LockGuard {
         let i = &self.inner;
         i.released.store(true, Ordering::SeqCst);
         i.stop_renewal();
-        if i.lock.backend.release(&i.name, &i.token, i.fence).await? {
+        let held = i.lock.backend.release(&i.name, &i.token, i.fence).await?;
+        tracing::debug!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(i.name.as_bytes()),
+            held, "lock released");
+        if held {
             crate::metrics::LockCounters::inc(&i.lock.stats.releases);
             Ok(())
         } else {
@@ -856,6 +864,8 @@ async fn renew(weak: std::sync::Weak<GuardInner>) {
                 let mut v = i.valid_until.lock().unwrap_or_else(|e| e.into_inner());
                 *v = started + validity;
                 crate::metrics::LockCounters::inc(&i.lock.stats.renewals);
+                tracing::trace!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(i.name.as_bytes()),
+                    "lock renewed");
             }
             _ => {
                 crate::metrics::LockCounters::inc(&i.lock.stats.renewal_failures);

@@ -555,6 +555,8 @@ impl SessionStore {
     pub async fn load(&self, id: &[u8]) -> Result<Option<Session>> {
         let r = self.load_uncounted(id).await;
         self.inner.stats.count_load(&r);
+        tracing::trace!(target: "clusterkit::session", ok = r.is_ok(),
+            found = matches!(r, Ok(Some(_))), "session loaded");
         r
     }
 
@@ -742,6 +744,7 @@ impl SessionStore {
     /// Fails with [`Error::NotFound`] if the session expired or was destroyed meanwhile (it is
     /// not resurrected), or [`Error::Conflict`] if its lock was lost.
     pub async fn save(&self, s: &mut Session) -> Result<()> {
+        tracing::trace!(target: "clusterkit::session", modified = s.is_modified(), "session save");
         let ttl = self.ttl_for(s.created_ms);
         if ttl.is_zero() {
             self.destroy(s.id.as_bytes()).await?;
@@ -951,6 +954,7 @@ impl SessionStore {
 
     /// Deletes session `id` (a malformed id is a no-op). Returns whether it existed.
     pub async fn destroy(&self, id: &[u8]) -> Result<bool> {
+        tracing::debug!(target: "clusterkit::session", "session destroy");
         let Some(id) = parse_id(id) else {
             return Ok(false);
         };

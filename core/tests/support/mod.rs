@@ -40,9 +40,19 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
-/// A loopback port nothing listens on (for "unreachable" tests).
+/// A loopback port nothing listens on (for "unreachable" tests): a privileged one that
+/// refuses connections now. Not [`free_port`]: a port from the ephemeral range that is free
+/// now can be taken by a server another test starts a moment later (seen: a "dead" node that
+/// answered).
 pub fn closed_port() -> u16 {
-    free_port()
+    for port in (200..1024).rev() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return port,
+            _ => continue,
+        }
+    }
+    panic!("no privileged loopback port refuses connections");
 }
 
 fn redis_path() -> &'static str {

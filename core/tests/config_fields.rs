@@ -170,6 +170,8 @@ fn every_bad_value_names_its_field_path() {
         ("[locks]\ntimeout = \"0ms\"\n".into(), "locks.timeout"),
         ("[locks]\ntimeout = \"10m\"\n".into(), "locks.timeout"),
         ("[locks]\ntimeout = \"later\"\n".into(), "locks.timeout"),
+        ("[locks]\nconnect_timeout = \"0ms\"\n".into(), "locks.connect_timeout"),
+        ("[locks]\nconnect_timeout = \"2m\"\n".into(), "locks.connect_timeout"),
         ("[locks]\nkey_prefix = \"\"\n".into(), "locks.key_prefix"),
         ("[locks]\nkey_prefix = \"a b\"\n".into(), "locks.key_prefix"),
         ("[locks]\nkey_prefix = \"a:b\"\n".into(), "locks.key_prefix"),

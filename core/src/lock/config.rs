@@ -27,6 +27,10 @@ pub struct LocksConfig {
     /// Per-master response timeout during acquisition (default 100ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationText>,
+    /// Connect timeout of each master's connection (default 500ms): raise it where a first
+    /// TLS handshake can be slow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<DurationText>,
     /// Namespace of the lock keys (default: the cache's namespace; see `docs/keyspace.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
@@ -38,10 +42,9 @@ pub struct LocksConfig {
 impl LocksConfig {
     fn options(&self) -> crate::lock::LockOptions {
         let mut o = crate::lock::LockOptions::default();
-        if let Some(t) = self.timeout {
-            let connect = o.redis.connect_timeout;
-            o.redis = o.redis.with_timeouts(connect, t.0);
-        }
+        let connect = self.connect_timeout.map_or(o.redis.connect_timeout, |t| t.0);
+        let response = self.timeout.map_or(o.redis.response_timeout, |t| t.0);
+        o.redis = o.redis.with_timeouts(connect, response);
         if let Some(p) = &self.key_prefix {
             o = o.with_key_prefix(p.clone());
         }
@@ -89,6 +92,9 @@ impl LocksConfig {
         }
         if let Some(t) = self.timeout {
             check_duration("timeout", t.0, Duration::from_millis(1), MAX_TIMEOUT)?;
+        }
+        if let Some(t) = self.connect_timeout {
+            check_duration("connect_timeout", t.0, Duration::from_millis(1), MAX_TIMEOUT)?;
         }
         if let Some(p) = &self.key_prefix {
             check_text("key_prefix", p, MAX_KEY_PREFIX_LEN)?;

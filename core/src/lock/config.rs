@@ -42,7 +42,9 @@ pub struct LocksConfig {
 impl LocksConfig {
     fn options(&self) -> crate::lock::LockOptions {
         let mut o = crate::lock::LockOptions::default();
-        let connect = self.connect_timeout.map_or(o.redis.connect_timeout, |t| t.0);
+        let connect = self
+            .connect_timeout
+            .map_or(o.redis.connect_timeout, |t| t.0);
         let response = self.timeout.map_or(o.redis.response_timeout, |t| t.0);
         o.redis = o.redis.with_timeouts(connect, response);
         if let Some(p) = &self.key_prefix {
@@ -94,7 +96,12 @@ impl LocksConfig {
             check_duration("timeout", t.0, Duration::from_millis(1), MAX_TIMEOUT)?;
         }
         if let Some(t) = self.connect_timeout {
-            check_duration("connect_timeout", t.0, Duration::from_millis(1), MAX_TIMEOUT)?;
+            check_duration(
+                "connect_timeout",
+                t.0,
+                Duration::from_millis(1),
+                MAX_TIMEOUT,
+            )?;
         }
         if let Some(p) = &self.key_prefix {
             check_text("key_prefix", p, MAX_KEY_PREFIX_LEN)?;

@@ -64,6 +64,19 @@ fn digest_lanes(msgs: &[&[u8]; LANES]) -> [[u32; 4]; LANES] {
             m[j][l] = *x;
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::digest(&m)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        portable(&m)
+    }
+}
+
+/// Scalar lanes (any architecture; the reference for the SSE2 version in tests).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn portable(m: &[[u32; LANES]; 16]) -> [[u32; 4]; LANES] {
     let mut a = [0x6745_2301u32; LANES];
     let mut b = [0xefcd_ab89u32; LANES];
     let mut c = [0x98ba_dcfeu32; LANES];
@@ -96,6 +109,90 @@ fn digest_lanes(msgs: &[&[u8]; LANES]) -> [[u32; 4]; LANES] {
         ];
     }
     out
+}
+
+/// SSE2 (baseline on x86_64): two groups of four lanes, each step on 128-bit vectors.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::{K, LANES, S};
+    use std::arch::x86_64::*;
+
+    /// One group of four lanes. `m[word]` holds the word of the four messages.
+    #[inline(always)]
+    fn group(m: &[__m128i; 16]) -> [__m128i; 4] {
+        // SAFETY: SSE2 is part of the x86_64 baseline: these intrinsics are always available.
+        unsafe {
+            let ones = _mm_set1_epi32(-1);
+            let mut a = _mm_set1_epi32(0x6745_2301u32 as i32);
+            let mut b = _mm_set1_epi32(0xefcd_ab89u32 as i32);
+            let mut c = _mm_set1_epi32(0x98ba_dcfeu32 as i32);
+            let mut d = _mm_set1_epi32(0x1032_5476u32 as i32);
+            let (a0, b0, c0, d0) = (a, b, c, d);
+            macro_rules! step {
+                ($i:expr, $f:expr) => {{
+                    let f = $f;
+                    let f = _mm_add_epi32(
+                        _mm_add_epi32(f, a),
+                        _mm_add_epi32(_mm_set1_epi32(K[$i] as i32), m[super::g($i)]),
+                    );
+                    let r = S[$i] as i32;
+                    let rot = _mm_or_si128(
+                        _mm_sll_epi32(f, _mm_cvtsi32_si128(r)),
+                        _mm_srl_epi32(f, _mm_cvtsi32_si128(32 - r)),
+                    );
+                    let nb = _mm_add_epi32(b, rot);
+                    a = d;
+                    d = c;
+                    c = b;
+                    b = nb;
+                }};
+            }
+            for i in 0..16 {
+                // (b & c) | (!b & d)
+                step!(i, _mm_or_si128(_mm_and_si128(b, c), _mm_andnot_si128(b, d)));
+            }
+            for i in 16..32 {
+                // (d & b) | (!d & c)
+                step!(i, _mm_or_si128(_mm_and_si128(d, b), _mm_andnot_si128(d, c)));
+            }
+            for i in 32..48 {
+                step!(i, _mm_xor_si128(_mm_xor_si128(b, c), d));
+            }
+            for i in 48..64 {
+                // c ^ (b | !d)
+                step!(i, _mm_xor_si128(c, _mm_or_si128(b, _mm_xor_si128(d, ones))));
+            }
+            [
+                _mm_add_epi32(a, a0),
+                _mm_add_epi32(b, b0),
+                _mm_add_epi32(c, c0),
+                _mm_add_epi32(d, d0),
+            ]
+        }
+    }
+
+    pub(super) fn digest(m: &[[u32; LANES]; 16]) -> [[u32; 4]; LANES] {
+        let mut out = [[0u32; 4]; LANES];
+        for half in 0..LANES / 4 {
+            // SAFETY: SSE2 is baseline on x86_64; unaligned loads/stores of 16 bytes from and
+            // to arrays of at least 4 u32 starting at `4 * half`.
+            unsafe {
+                let mut v = [_mm_setzero_si128(); 16];
+                for (w, x) in v.iter_mut().enumerate() {
+                    *x = _mm_loadu_si128(m[w][4 * half..].as_ptr().cast());
+                }
+                let r = group(&v);
+                let mut words = [[0u32; 4]; 4];
+                for (k, x) in r.iter().enumerate() {
+                    _mm_storeu_si128(words[k].as_mut_ptr().cast(), *x);
+                }
+                for l in 0..4 {
+                    out[4 * half + l] = [words[0][l], words[1][l], words[2][l], words[3][l]];
+                }
+            }
+        }
+        out
+    }
 }
 
 /// MD5 of every message, as the four little-endian words of each digest (`digest[4k..4k+4]`
@@ -142,6 +239,31 @@ mod tests {
                 .map(|k| u32::from_le_bytes([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]))
                 .collect();
             assert_eq!(&w[..], &want[..], "message of {} bytes", m.len());
+        }
+    }
+
+    #[test]
+    fn portable_lanes_equal_md5_crate() {
+        let owned: Vec<Vec<u8>> = (0..LANES)
+            .map(|i| format!("10.0.0.{i}:11212-{}", i * 7).into_bytes())
+            .collect();
+        let mut lanes: [&[u8]; LANES] = [&[]; LANES];
+        for (l, o) in lanes.iter_mut().zip(&owned) {
+            *l = o;
+        }
+        let mut m = [[0u32; LANES]; 16];
+        for (l, msg) in lanes.iter().enumerate() {
+            for (j, x) in block(msg).iter().enumerate() {
+                m[j][l] = *x;
+            }
+        }
+        let got = portable(&m);
+        for (l, msg) in lanes.iter().enumerate() {
+            let d = Md5::digest(msg);
+            let want: Vec<u32> = (0..4)
+                .map(|k| u32::from_le_bytes([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]))
+                .collect();
+            assert_eq!(&got[l][..], &want[..]);
         }
     }
 }

@@ -113,10 +113,7 @@ impl Eq for MemKey {}
 /// A stored value: inline when small.
 #[derive(Clone)]
 enum MemValue {
-    Inline {
-        len: u8,
-        bytes: [u8; VALUE_INLINE],
-    },
+    Inline { len: u8, bytes: [u8; VALUE_INLINE] },
     Shared(Bytes),
 }
 

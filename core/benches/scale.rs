@@ -33,6 +33,9 @@ use common::{loadavg, median, RedisServer};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 
+/// A section: appends its Markdown tables and its plots.
+type Section = fn(&mut String, &mut Vec<Plot>);
+
 /// One measured series: a name, its documented complexity, and (N, value) points.
 struct Series {
     name: String,
@@ -882,7 +885,7 @@ fn main() {
         loadavg()
     );
     let mut plots = Vec::new();
-    let sections: [(&str, fn(&mut String, &mut Vec<Plot>)); 6] = [
+    let sections: [(&str, Section); 6] = [
         ("pick", section_pick),
         ("rebuild", section_rebuild),
         ("health", section_health),

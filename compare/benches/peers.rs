@@ -99,6 +99,14 @@ fn ketama_pick(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("clusterkit", n), &n, |b, _| {
             keyed!(b, keys, |k| ck.pick_for(k).unwrap().port())
         });
+        // Lookup-only placement (issue #18): the owner, no in-flight guard.
+        g.bench_with_input(BenchmarkId::new("clusterkit_owner", n), &n, |b, _| {
+            keyed!(b, keys, |k| ck.owner_with(k, |node| node.port()).unwrap())
+        });
+        // The floor of any libmemcached-compatible placement: md5 of the key alone.
+        g.bench_with_input(BenchmarkId::new("md5_of_key_alone", n), &n, |b, _| {
+            keyed!(b, keys, |k| ketama::hash_key(k))
+        });
         let servers: Vec<KetamaServer<'_>> = (0..n)
             .map(|i| KetamaServer {
                 host: "127.0.0.1",
@@ -135,6 +143,9 @@ fn maglev_pick(c: &mut Criterion) {
         let ck = cluster(Strategy::Maglev, n).balancer();
         g.bench_with_input(BenchmarkId::new("clusterkit", n), &n, |b, _| {
             keyed!(b, keys, |k| ck.pick_for(k).unwrap().port())
+        });
+        g.bench_with_input(BenchmarkId::new("clusterkit_owner", n), &n, |b, _| {
+            keyed!(b, keys, |k| ck.owner_with(k, |node| node.port()).unwrap())
         });
         let nm = names(n);
         let mnodes: Vec<MaglevNode<'_>> = nm

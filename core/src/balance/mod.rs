@@ -432,6 +432,59 @@ impl LoadBalancer {
         Ok(out)
     }
 
+    /// Lookup-only placement (issue #18): calls `f` with the node that owns `key` under the
+    /// pool's hashing strategy (the first of [`LoadBalancer::owners`], the node
+    /// [`LoadBalancer::pick_for`] returns without a load bound) and returns its result. No
+    /// in-flight guard, no counter written, no allocation, no reference count touched: for
+    /// callers that only need to know where a key lives (a cache client).
+    ///
+    /// Fails with [`Error::InvalidArgument`] when the strategy does not hash, or like
+    /// [`LoadBalancer::pick`] when no node is available.
+    #[inline]
+    pub fn owner_with<R>(&self, key: &[u8], f: impl FnOnce(&Node) -> R) -> Result<R> {
+        self.inner.check_fork();
+        let snap = self.inner.snapshot.load();
+        if snap.active.is_empty() {
+            return Err(snap.no_node_error());
+        }
+        let slot = match &snap.table {
+            Table::Ketama(ring) => ring.lookup(ketama::hash_key(key)).unwrap_or(0) as usize,
+            Table::Maglev(t) => t.lookup(key_hash(key)).unwrap_or(0) as usize,
+            Table::Rendezvous { nodes, uniform } => {
+                crate::hash::rendezvous::pick(key_hash(key), nodes, *uniform).unwrap_or(0)
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "strategy",
+                    format!(
+                        "key owners need a hashing strategy (ketama, maglev, rendezvous), not {}",
+                        snap.options.strategy
+                    ),
+                ))
+            }
+        };
+        Ok(f(&snap.members[snap.active[slot] as usize].node))
+    }
+
+    /// The node that owns `key` (see [`LoadBalancer::owner_with`]); one reference count
+    /// increment, no in-flight guard.
+    pub fn owner(&self, key: &[u8]) -> Result<Arc<Node>> {
+        self.inner.check_fork();
+        let snap = self.inner.snapshot.load();
+        if snap.active.is_empty() {
+            return Err(snap.no_node_error());
+        }
+        let slot = match &snap.table {
+            Table::Ketama(ring) => ring.lookup(ketama::hash_key(key)).unwrap_or(0) as usize,
+            Table::Maglev(t) => t.lookup(key_hash(key)).unwrap_or(0) as usize,
+            Table::Rendezvous { nodes, uniform } => {
+                crate::hash::rendezvous::pick(key_hash(key), nodes, *uniform).unwrap_or(0)
+            }
+            _ => return self.owners(key, 1).map(|mut v| v.remove(0)),
+        };
+        Ok(snap.members[snap.active[slot] as usize].node.clone())
+    }
+
     /// The pool's name.
     pub fn pool(&self) -> &str {
         &self.inner.name

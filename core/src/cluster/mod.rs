@@ -315,8 +315,9 @@ pub(crate) struct Inner {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     /// Serializes writers. A fork-gate mutex: a child never inherits it locked.
     write: crate::fork::Mutex<()>,
-    /// Round-robin turn counter, on its own cache line so it does not slow snapshot loads.
-    turn: CachePadded<AtomicUsize>,
+    /// Round-robin turn counters, each on its own cache line; a thread always uses the same
+    /// one (issue #18: one shared counter's line moved between the cores on every pick).
+    turns: [CachePadded<AtomicUsize>; TURN_STRIPES],
     events: broadcast::Sender<ClusterEvent>,
     /// Woken on every change (the check supervisor sleeps on it).
     pub(crate) changed: Arc<Notify>,
@@ -336,10 +337,43 @@ pub(crate) struct Inner {
 #[repr(align(128))]
 struct CachePadded<T>(T);
 
+/// Round-robin turn counters per pool. Each thread takes its turns from one of them, so each
+/// thread's own sequence is exact round robin (every node once per `n` of its picks, the
+/// weighted schedule in order) and the pool's total is within `TURN_STRIPES` picks per node
+/// of exact; two threads never write the same counter unless more threads than stripes pick.
+const TURN_STRIPES: usize = 8;
+
+/// Start of stripe `s`: spread, so threads that start together do not walk the nodes in
+/// lockstep (they would then write the same node's counters at the same time).
+fn turn_start(s: usize) -> usize {
+    s.wrapping_mul(0x9e37_79b9)
+}
+
+/// This thread's stripe (assigned round robin on first use).
+#[inline]
+fn turn_stripe() -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE
+        .try_with(|c| {
+            let s = c.get();
+            if s != usize::MAX {
+                return s;
+            }
+            let s = NEXT.fetch_add(1, Ordering::Relaxed) % TURN_STRIPES;
+            c.set(s);
+            s
+        })
+        .unwrap_or(0)
+}
+
 impl Inner {
     #[inline]
     pub(crate) fn next_turn(&self) -> usize {
-        self.turn.0.fetch_add(1, Ordering::Relaxed)
+        self.turns[turn_stripe()].0.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Called on picks and changes: in a process forked after this pool (or anything else)
@@ -536,7 +570,7 @@ impl Cluster {
                 name,
                 snapshot: ArcSwap::from_pointee(snapshot),
                 write: crate::fork::Mutex::new(()),
-                turn: CachePadded(AtomicUsize::new(0)),
+                turns: std::array::from_fn(|s| CachePadded(AtomicUsize::new(turn_start(s)))),
                 events,
                 changed: Arc::new(Notify::new()),
                 counters: Counters::default(),

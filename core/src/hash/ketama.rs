@@ -103,7 +103,9 @@ impl KetamaRing {
         let total: u64 = servers.iter().map(|s| s.weight as u64).sum();
         let live = servers.len() as u32;
         let mut points: Vec<u64> = Vec::with_capacity(servers.len() * POINTS_PER_SERVER as usize);
-        let mut name: Vec<u8> = Vec::with_capacity(64);
+        // Every point name first (one buffer), then their digests LANES at a time.
+        let mut names: Vec<u8> = Vec::with_capacity(servers.len() * 40 * 24);
+        let mut spans: Vec<(usize, usize, u32)> = Vec::with_capacity(servers.len() * 40);
         for (idx, s) in servers.iter().enumerate() {
             let count = if total == 0 {
                 0
@@ -111,23 +113,26 @@ impl KetamaRing {
                 points_for(s.weight, total, live)
             };
             // "host-" for memcached's default port, "host:port-" otherwise; then the index.
-            name.clear();
-            name.extend_from_slice(s.host.as_bytes());
+            let mut prefix: Vec<u8> = Vec::with_capacity(s.host.len() + 8);
+            prefix.extend_from_slice(s.host.as_bytes());
             if s.port != MEMCACHED_DEFAULT_PORT {
-                name.push(b':');
-                push_decimal(&mut name, s.port as u32);
+                prefix.push(b':');
+                push_decimal(&mut prefix, s.port as u32);
             }
-            name.push(b'-');
-            let prefix = name.len();
+            prefix.push(b'-');
             for i in 0..count / 4 {
-                name.truncate(prefix);
-                push_decimal(&mut name, i);
-                let d = Md5::digest(&name);
-                for k in 0..4 {
-                    let v =
-                        u32::from_le_bytes([d[4 * k], d[4 * k + 1], d[4 * k + 2], d[4 * k + 3]]);
-                    points.push(((v as u64) << 32) | idx as u64);
-                }
+                let start = names.len();
+                names.extend_from_slice(&prefix);
+                push_decimal(&mut names, i);
+                spans.push((start, names.len(), idx as u32));
+            }
+        }
+        let msgs: Vec<&[u8]> = spans.iter().map(|&(a, b, _)| &names[a..b]).collect();
+        let mut digests = Vec::new();
+        crate::hash::md5x::digest_words(&msgs, &mut digests);
+        for (d, &(_, _, idx)) in digests.iter().zip(&spans) {
+            for v in d {
+                points.push(((*v as u64) << 32) | idx as u64);
             }
         }
         radix_sort_by_high_word(&mut points);

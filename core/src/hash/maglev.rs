@@ -47,6 +47,32 @@ fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
     r
 }
 
+/// `x mod m` by multiplication (Barrett reduction with a 128-bit product), exact for every
+/// `x < 2^64` and `2 <= m < 2^32`.
+struct Barrett {
+    m: u64,
+    inv: u64,
+}
+
+impl Barrett {
+    fn new(m: u64) -> Barrett {
+        Barrett {
+            m,
+            inv: u64::MAX / m,
+        }
+    }
+    #[inline]
+    fn rem(&self, x: u64) -> u64 {
+        let q = ((x as u128 * self.inv as u128) >> 64) as u64;
+        let mut r = x - q * self.m;
+        // q underestimates the quotient by at most 2.
+        while r >= self.m {
+            r -= self.m;
+        }
+        r
+    }
+}
+
 /// True if `n` is prime (trial division; table sizes are at most a few million).
 pub fn is_prime(n: u32) -> bool {
     if n < 2 {
@@ -154,6 +180,7 @@ impl MaglevTable {
         // smallest index in its permutation, ((s - pos) * skip^-1) mod M (M is prime). Same
         // table as probing, a third fewer steps.
         let tail = (m / 8).min(128);
+        let barrett = Barrett::new(m);
         let mut empties: Vec<u64> = Vec::new();
         let mut inverse: Vec<u64> = Vec::new();
         'outer: loop {
@@ -187,7 +214,9 @@ impl MaglevTable {
                     let mut best = 0;
                     let mut best_rank = u64::MAX;
                     for (i, &e) in empties.iter().enumerate() {
-                        let rank = ((e + m - p) % m) * inv % m;
+                        // ((e - p) mod M) * skip^-1 mod M, without a division (issue #18).
+                        let d = if e >= p { e - p } else { e + m - p };
+                        let rank = barrett.rem(d * inv);
                         if rank < best_rank {
                             best_rank = rank;
                             best = i;
@@ -256,6 +285,21 @@ impl MaglevTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barrett_equals_modulo() {
+        for m in [2u64, 3, 65537, 100_003, 1_000_003, u32::MAX as u64] {
+            let b = Barrett::new(m);
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..10_000 {
+                x = crate::hash::mix64(x);
+                assert_eq!(b.rem(x), x % m);
+                assert_eq!(b.rem(x % (m * m)), (x % (m * m)) % m);
+            }
+            assert_eq!(b.rem(u64::MAX), u64::MAX % m);
+            assert_eq!(b.rem(0), 0);
+        }
+    }
 
     #[test]
     fn primes_and_sizes() {

@@ -10,6 +10,7 @@
 
 pub mod ketama;
 pub mod maglev;
+pub(crate) mod md5x;
 pub mod rendezvous;
 
 /// The 64-bit key hash used by Maglev and rendezvous placement: XXH3-64 with seed 0.

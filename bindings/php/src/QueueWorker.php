@@ -91,14 +91,27 @@ final class QueueWorker
                     }
                     $wait = min($wait, $left);
                 }
-                $job = $this->consumer->reserve($wait);
+                try {
+                    $job = $this->consumer->reserve($wait);
+                } catch (Exception\UnavailableException | Exception\TimeoutException $e) {
+                    // Redis down or restarting: wait a little and try again (jobs are safe there).
+                    $this->log('reserve failed, retrying: ' . $e->getMessage());
+                    usleep(500_000);
+                    continue;
+                }
                 if ($job === null) {
                     continue;
                 }
                 $this->handle($job);
             }
         } finally {
-            $returned = $this->consumer->shutdown();
+            try {
+                $returned = $this->consumer->shutdown();
+            } catch (Exception\ClusterkitException $e) {
+                // Leases of jobs it still held expire and are reclaimed by other workers.
+                $returned = 0;
+                $this->log('shutdown could not return leased jobs: ' . $e->getMessage());
+            }
             $this->log(sprintf('worker stopping: %d jobs handled, %d returned to the queue', $this->processed, $returned));
             if ($signals) {
                 pcntl_signal(SIGTERM, SIG_DFL);

@@ -839,6 +839,25 @@ pub struct QueueMetrics {
     pub reserve_wait: HistogramSnapshot,
 }
 
+impl QueueMetrics {
+    /// Adds `o`'s counts to these (snapshots of several processes).
+    pub fn merge(&mut self, o: &QueueMetrics) {
+        self.enqueued += o.enqueued;
+        self.duplicates += o.duplicates;
+        self.reserved += o.reserved;
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.retried += o.retried;
+        self.dead += o.dead;
+        self.reclaimed += o.reclaimed;
+        self.released += o.released;
+        self.lease_lost += o.lease_lost;
+        self.blocking_reads += o.blocking_reads;
+        self.in_flight += o.in_flight;
+        self.reserve_wait.merge(&o.reserve_wait);
+    }
+}
+
 impl QueueCounters {
     fn inc(a: &AtomicU64) {
         a.fetch_add(1, Ordering::Relaxed);

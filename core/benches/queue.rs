@@ -34,7 +34,9 @@ async fn enqueue_single(q: &TaskQueue, name: &str, n: usize) -> f64 {
     let payload = [b'x'; 64];
     let t0 = Instant::now();
     for _ in 0..n {
-        q.enqueue(name, &payload, &EnqueueOptions::new()).await.unwrap();
+        q.enqueue(name, &payload, &EnqueueOptions::new())
+            .await
+            .unwrap();
     }
     n as f64 / t0.elapsed().as_secs_f64()
 }
@@ -93,10 +95,17 @@ fn main() {
     let n = jobs();
     let server = RedisServer::start(false);
     let options = QueueOptions::default().with_namespace("bench");
-    let redis = TaskQueue::redis(&server.address(), options.clone(), &ConnectionSettings::default())
-        .unwrap();
+    let redis = TaskQueue::redis(
+        &server.address(),
+        options.clone(),
+        &ConnectionSettings::default(),
+    )
+    .unwrap();
     let memory = TaskQueue::memory(options).unwrap();
-    println!("task queue, {n} jobs per figure, 64-byte payloads, load {}", loadavg());
+    println!(
+        "task queue, {n} jobs per figure, 64-byte payloads, load {}",
+        loadavg()
+    );
     println!();
     println!("| figure | embedded (jobs/s) | Redis (jobs/s) |");
     println!("|---|---:|---:|");
@@ -109,7 +118,11 @@ fn main() {
         redis.purge("s").await.unwrap();
         let m = enqueue_bulk(&memory, "b", n).await;
         let r = enqueue_bulk(&redis, "b", n).await;
-        println!("| enqueue (bulk, enqueue_many x1000) | {} | {} |", kfmt(m), kfmt(r));
+        println!(
+            "| enqueue (bulk, enqueue_many x1000) | {} | {} |",
+            kfmt(m),
+            kfmt(r)
+        );
         memory.purge("b").await.unwrap();
         redis.purge("b").await.unwrap();
         for workers in [1, 4] {

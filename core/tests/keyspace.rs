@@ -78,7 +78,7 @@ fn allowed(key: &str, ns: &str) -> Option<Option<i64>> {
                 return None;
             }
             match suffix {
-                "h" | "n" | "l" | "d" | "x" => Some(None),
+                "h" | "n" | "l" | "d" | "x" | "w" => Some(None),
                 s if s.starts_with("u:") && s.len() > 2 => Some(Some(86_400_000)),
                 _ => None,
             }
@@ -669,21 +669,38 @@ async fn queue_lifecycle_leaves_only_owned_keys_and_ttl_idempotency_keys() {
         &clusterkit::ConnectionSettings::default(),
     )
     .unwrap();
-    q.enqueue("mail", b"secret payload", &EnqueueOptions::new().idempotency_key("k1", None))
-        .await
-        .unwrap();
-    q.enqueue("mail", b"later", &EnqueueOptions::new().delay(Duration::from_secs(60)))
-        .await
-        .unwrap();
+    q.enqueue(
+        "mail",
+        b"secret payload",
+        &EnqueueOptions::new().idempotency_key("k1", None),
+    )
+    .await
+    .unwrap();
+    q.enqueue(
+        "mail",
+        b"later",
+        &EnqueueOptions::new().delay(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
     let c = q.consumer("mail").unwrap();
     let j = c.reserve(Duration::from_secs(1)).await.unwrap().unwrap();
     c.fail(&j.receipt, "boom").await.unwrap();
     let keys = assert_documented(port, "app", "queue in use");
-    for k in ["app:q:{mail}:n", "app:q:{mail}:d", "app:q:{mail}:x", "app:q:{mail}:u:k1"] {
+    for k in [
+        "app:q:{mail}:n",
+        "app:q:{mail}:d",
+        "app:q:{mail}:x",
+        "app:q:{mail}:u:k1",
+    ] {
         assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
     }
     c.shutdown().await.unwrap();
     q.purge("mail").await.unwrap();
     let keys = assert_documented(port, "app", "queue purged");
-    assert_eq!(keys, ["app:q:{mail}:u:k1"], "purge leaves only the TTL'd idempotency key");
+    assert_eq!(
+        keys,
+        ["app:q:{mail}:u:k1"],
+        "purge leaves only the TTL'd idempotency key"
+    );
 }

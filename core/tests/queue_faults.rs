@@ -191,7 +191,9 @@ fn main() {
     };
     drop(workers);
     assert!(restarted, "the server restart happened");
-    let stats = clusterkit::blocking::block_on(q.stats(QUEUE)).unwrap().unwrap();
+    let stats = clusterkit::blocking::block_on(q.stats(QUEUE))
+        .unwrap()
+        .unwrap();
     let runs: Vec<(String, u64)> = redis::cmd("HGETALL").arg("runs").query(&mut db).unwrap();
     let completed: HashSet<usize> = runs.iter().map(|(n, _)| n.parse().unwrap()).collect();
     let executions: u64 = runs.iter().map(|(_, c)| *c).sum();
@@ -216,7 +218,11 @@ fn main() {
         duplicates as f64 * 100.0 / JOBS as f64,
         t0.elapsed()
     );
-    assert!(lost.is_empty(), "lost jobs: {:?}", &lost[..lost.len().min(20)]);
+    assert!(
+        lost.is_empty(),
+        "lost jobs: {:?}",
+        &lost[..lost.len().min(20)]
+    );
     assert!(finished + dead_nums.len() >= JOBS);
     assert!(kills > 0);
     let _ = std::fs::remove_dir_all(&dir);

@@ -323,7 +323,9 @@ pub unsafe extern "C" fn ck_job_payload(j: *const ck_job, len: *mut usize) -> *c
 #[no_mangle]
 pub unsafe extern "C" fn ck_job_attempt(j: *const ck_job) -> u32 {
     // SAFETY: a non-NULL job is live (caller's promise).
-    ffi_value("ck_job_attempt", 0, || unsafe { j.as_ref() }.map_or(0, |j| j.job.attempt))
+    ffi_value("ck_job_attempt", 0, || {
+        unsafe { j.as_ref() }.map_or(0, |j| j.job.attempt)
+    })
 }
 
 /// The job's max attempts (0 if `j` is NULL). Thread-safe.

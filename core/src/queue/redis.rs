@@ -5,17 +5,18 @@
 //! - `ns:q:{Q}:h`, `:n`, `:l` — one stream per priority lane, consumer group `ck`. An entry
 //!   is a job: `i` id, `p` payload, `a` attempt of its first delivery, `m` max attempts, `b`
 //!   backoff, `t` enqueued at (ms), `e` last error. Acked entries are deleted (`XDEL`), so a
-//!   lane holds only waiting and in-flight jobs. An entry with only `w` is a wake-up marker
-//!   (see below), deleted by whoever reads it.
+//!   lane holds only waiting and in-flight jobs.
 //! - `ns:q:{Q}:d` — sorted set of delayed and retried jobs (member: the job's fields packed
 //!   with MessagePack, score: due time in ms), promoted to their lane by the reserve script.
 //! - `ns:q:{Q}:x` — the dead-letter stream (`MAXLEN ~ dead_history`).
+//! - `ns:q:{Q}:w` — the wake-up stream (`MAXLEN 1`): a delayed job that becomes the earliest
+//!   adds an entry, so that a consumer blocked on it (it is the fourth stream of the blocking
+//!   read) re-arms its timer. Entries are deleted by whoever reads them.
 //! - `ns:q:{Q}:u:<key>` — idempotency key → the first job's id, with the window as TTL.
 //!
 //! Every state change is one Lua script (atomic on the server), so any number of consumers
 //! may promote, reclaim and settle at once. Waiting is `XREADGROUP ... BLOCK` on a connection
-//! of its own; a delayed job that becomes the earliest adds a wake-up marker to the `normal`
-//! lane so that a blocked consumer re-arms its timer for it.
+//! of its own, over the three lanes and the wake-up stream.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,7 +65,7 @@ fn script(body: &str) -> Script {
 }
 
 const ENQUEUE: &str = r#"
--- KEYS: lane, delayed, wake lane, [idempotency key]
+-- KEYS: lane, delayed, wake stream, [idempotency key]
 -- ARGV: id, payload, max, backoff, delay ms, idempotency ttl ms, lane index
 if KEYS[4] then
   local prev = redis.call('GET', KEYS[4])
@@ -78,7 +79,7 @@ if delay > 0 then
     'b', ARGV[4], 't', n2s(now)})
   redis.call('ZADD', KEYS[2], now + delay, m)
   local first = redis.call('ZRANGE', KEYS[2], 0, 0)
-  if first[1] == m then redis.call('XADD', KEYS[3], '*', 'w', '1') end
+  if first[1] == m then redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 'w', '1') end
 else
   redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'p', ARGV[2], 'a', '1', 'm', ARGV[3],
     'b', ARGV[4], 't', n2s(now))
@@ -87,9 +88,10 @@ return {ARGV[1], 1}
 "#;
 
 const RESERVE: &str = r#"
--- KEYS: lane h, n, l, delayed, dead
+-- KEYS: lane h, n, l, delayed, dead, wake stream
 -- ARGV: consumer, count, visibility ms, reclaim (0/1), dead maxlen
 local now = now_ms()
+if ARGV[4] == '1' then ensure_group(KEYS[6]) end
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
 for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[4], m)
@@ -197,8 +199,9 @@ return 1
 "#;
 
 const SHUTDOWN: &str = r#"
--- KEYS: lanes h, n, l; ARGV: consumer
+-- KEYS: lanes h, n, l, wake stream; ARGV: consumer
 local n = 0
+pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[4], 'ck', ARGV[1])
 for li = 1, 3 do
   local ok, p = pcall(redis.call, 'XPENDING', KEYS[li], 'ck', '-', '+', 100000, ARGV[1])
   if ok then
@@ -213,7 +216,7 @@ return n
 "#;
 
 const FAIL: &str = r#"
--- KEYS: lane, delayed, dead, wake lane
+-- KEYS: lane, delayed, dead, wake stream
 -- ARGV: entry id, consumer, error, jitter draw, dead maxlen, lane index
 local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
 if #p == 0 then return {-1} end
@@ -248,7 +251,7 @@ for _, v in ipairs(job_args(h, n2s(attempt + 1))) do f[#f + 1] = v end
 local m = cmsgpack.pack(f)
 redis.call('ZADD', KEYS[2], at, m)
 local first = redis.call('ZRANGE', KEYS[2], 0, 0)
-if first[1] == m then redis.call('XADD', KEYS[4], '*', 'w', '1') end
+if first[1] == m then redis.call('XADD', KEYS[4], 'MAXLEN', '1', '*', 'w', '1') end
 return {1, n2s(at), attempt + 1}
 "#;
 
@@ -336,6 +339,7 @@ struct Keys {
     lanes: [String; 3],
     delayed: String,
     dead: String,
+    wake: String,
     base: String,
 }
 
@@ -345,6 +349,7 @@ fn keys(ns: &str, queue: &str) -> Keys {
         lanes: [format!("{base}h"), format!("{base}n"), format!("{base}l")],
         delayed: format!("{base}d"),
         dead: format!("{base}x"),
+        wake: format!("{base}w"),
         base,
     }
 }
@@ -462,7 +467,7 @@ impl RedisQueue {
     ) {
         let lane = job.priority.index();
         let delay = job.due_ms.saturating_sub(now_ms());
-        inv.key(&k.lanes[lane]).key(&k.delayed).key(&k.lanes[1]);
+        inv.key(&k.lanes[lane]).key(&k.delayed).key(&k.wake);
         let mut ttl = 0u128;
         if let Some((key, t)) = &job.idempotency {
             inv.key(format!("{}u:{key}", k.base));
@@ -621,6 +626,7 @@ impl RedisQueue {
             .arg(&k.lanes[2])
             .arg(&k.delayed)
             .arg(&k.dead)
+            .arg(&k.wake)
             .query_async(&mut self.conn())
             .await
             .map_err(|e| map_err(e, self.address()))?;
@@ -689,6 +695,7 @@ impl RedisConsumer {
             .key(&k.lanes[2])
             .key(&k.delayed)
             .key(&k.dead)
+            .key(&k.wake)
             .arg(&self.name)
             .arg(max)
             .arg(self.options.visibility_timeout.as_millis() as u64)
@@ -764,6 +771,8 @@ impl RedisConsumer {
             .arg(&k.lanes[0])
             .arg(&k.lanes[1])
             .arg(&k.lanes[2])
+            .arg(&k.wake)
+            .arg(">")
             .arg(">")
             .arg(">")
             .arg(">");
@@ -778,6 +787,9 @@ impl RedisConsumer {
             }
             Ok(Err(e)) => {
                 if e.code() == Some("NOGROUP") {
+                    // The next reserve script creates the groups (a new queue, or a server
+                    // that lost its data).
+                    self.last_reclaim_ms.store(0, Ordering::Relaxed);
                     self.put_back(c);
                     return Ok(Read::Rearm);
                 }
@@ -796,7 +808,11 @@ impl RedisConsumer {
             let (Some(name), Some(entries)) = (s.first().and_then(text_of), s.get(1)) else {
                 continue;
             };
-            let Some(lane) = k.lanes.iter().position(|l| *l == name) else {
+            let lane = if name == k.wake {
+                3
+            } else if let Some(lane) = k.lanes.iter().position(|l| *l == name) {
+                lane
+            } else {
                 continue;
             };
             for e in array_of(entries) {
@@ -810,7 +826,7 @@ impl RedisConsumer {
                         .find(|c| c.len() == 2 && bytes_of(&c[0]) == Some(n.as_bytes()))
                         .map(|c| &c[1])
                 };
-                if get("w").is_some() || get("i").is_none() {
+                if lane == 3 || get("w").is_some() || get("i").is_none() {
                     markers.push((lane, id));
                     continue;
                 }
@@ -836,12 +852,9 @@ impl RedisConsumer {
         if !markers.is_empty() {
             let mut pipe = redis::pipe();
             for (lane, id) in &markers {
-                pipe.cmd("XACK")
-                    .arg(&k.lanes[*lane])
-                    .arg(GROUP)
-                    .arg(id)
-                    .ignore();
-                pipe.cmd("XDEL").arg(&k.lanes[*lane]).arg(id).ignore();
+                let key = k.lanes.get(*lane).unwrap_or(&k.wake);
+                pipe.cmd("XACK").arg(key).arg(GROUP).arg(id).ignore();
+                pipe.cmd("XDEL").arg(key).arg(id).ignore();
             }
             let _: () = pipe
                 .query_async(&mut self.conn())
@@ -878,6 +891,9 @@ impl RedisConsumer {
         counters: &QueueCounters,
     ) -> Result<(Vec<Job>, u64)> {
         let deadline = Instant::now() + timeout;
+        // After the deadline, one more look when a delayed job fell due meanwhile (a caller
+        // descheduled past both would otherwise return empty with a due job unpromoted).
+        let mut last_look = false;
         loop {
             if *stop.borrow() {
                 return Ok((Vec::new(), 0));
@@ -900,7 +916,17 @@ impl RedisConsumer {
             // checked again, or the caller's time runs out: one blocking read per `block`.
             loop {
                 let now = Instant::now();
-                if now >= deadline || *stop.borrow() {
+                if *stop.borrow() {
+                    return Ok((Vec::new(), 0));
+                }
+                if now >= deadline {
+                    let due = next_due.is_some_and(|d| {
+                        Duration::from_millis(d) <= now.duration_since(script_done)
+                    });
+                    if due && !last_look && !timeout.is_zero() {
+                        last_look = true;
+                        break;
+                    }
                     return Ok((Vec::new(), 0));
                 }
                 let mut wait = (deadline - now).min(self.options.block);
@@ -991,7 +1017,7 @@ impl RedisConsumer {
             .key(&k.lanes[lane - 1])
             .key(&k.delayed)
             .key(&k.dead)
-            .key(&k.lanes[1])
+            .key(&k.wake)
             .arg(entry)
             .arg(consumer)
             .arg(error)
@@ -1021,6 +1047,7 @@ impl RedisConsumer {
             .key(&k.lanes[0])
             .key(&k.lanes[1])
             .key(&k.lanes[2])
+            .key(&k.wake)
             .arg(&self.name)
             .invoke_async(&mut self.conn())
             .await

@@ -248,7 +248,7 @@ async fn idempotency_keys() {
         )
         .await
         .unwrap();
-    assert_eq!(batch, [a.clone()]);
+    assert_eq!(batch, std::slice::from_ref(&a));
     assert_eq!(q.stats("i").await.unwrap().waiting, 1);
     assert_eq!(q.metrics().duplicates, 2);
     tokio::time::sleep(Duration::from_millis(400)).await;

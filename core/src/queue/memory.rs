@@ -77,7 +77,7 @@ impl QState {
         }
     }
 
-    fn to_dead(&mut self, e: Entry, attempts: u32, error: String, now: u64, history: u64) {
+    fn bury(&mut self, e: Entry, attempts: u32, error: String, now: u64, history: u64) {
         self.dead.push_back(DeadJob {
             id: e.id,
             payload: e.payload,
@@ -119,7 +119,7 @@ impl QState {
             if l.attempt() > l.entry.max_attempts {
                 let attempts = l.attempt() - 1;
                 QueueCounters::inc(&counters.dead);
-                self.to_dead(
+                self.bury(
                     l.entry,
                     attempts,
                     format!(
@@ -316,7 +316,7 @@ impl MemoryQueue {
             let (seq, _) = parse_receipt(receipt)?;
             let mut e = l.entry;
             if attempt >= e.max_attempts {
-                q.to_dead(e, attempt, error.to_string(), now, history);
+                q.bury(e, attempt, error.to_string(), now, history);
                 return Ok(Some(FailOutcome::Dead));
             }
             let at = now + e.backoff.delay(attempt, r).as_millis() as u64;

@@ -91,6 +91,10 @@ pub struct Config {
     /// Monitoring: `enabled` and the scaling advisors (see [`crate::metrics::MetricsConfig`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::MetricsConfig>,
+    /// The task queue (issue #16): embedded unless it names a pool or a server (see
+    /// [`crate::queue::QueueConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<crate::queue::QueueConfig>,
 }
 
 /// One pool: its nodes and how requests are balanced over them.
@@ -427,6 +431,9 @@ impl Config {
         }
         if let Some(m) = &self.metrics {
             m.validate(&self.pools).map_err(|e| e.in_field("metrics"))?;
+        }
+        if let Some(q) = &self.queue {
+            q.validate(&self.pools).map_err(|e| e.in_field("queue"))?;
         }
         self.redis_settings(None)?;
         for name in self.pools.keys() {

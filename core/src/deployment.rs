@@ -25,6 +25,8 @@ pub struct Clusterkit {
     cache: Cache,
     locks: DistributedLock,
     sessions: SessionStore,
+    /// The task queue (issue #16), built from `[queue]`.
+    queue: crate::queue::TaskQueue,
     /// Monitoring (issue #15): see `crate::deployment_metrics`.
     pub(crate) monitor: Arc<crate::deployment_metrics::Monitor>,
 }
@@ -77,6 +79,14 @@ impl Clusterkit {
             config.sessions.clone().unwrap_or_default().options(),
         )
         .map_err(|e| e.in_field("sessions"))?;
+        let queue_config = config.queue.clone().unwrap_or_default();
+        let queue = queue_config
+            .build_with(
+                cache.namespace(),
+                &pools,
+                &config.redis_settings(queue_config.pool.as_deref())?,
+            )
+            .map_err(|e| e.in_field("queue"))?;
         let monitor = Arc::new(crate::deployment_metrics::Monitor::new(
             config.metrics.as_ref(),
         )?);
@@ -87,6 +97,7 @@ impl Clusterkit {
             cache,
             locks,
             sessions,
+            queue,
         })
     }
 
@@ -121,6 +132,11 @@ impl Clusterkit {
     /// The session store, on the cache's backend.
     pub fn sessions(&self) -> &SessionStore {
         &self.sessions
+    }
+
+    /// The task queue (embedded unless `[queue]` names a pool or a server).
+    pub fn queue(&self) -> &crate::queue::TaskQueue {
+        &self.queue
     }
 
     /// The document this deployment was built from.
@@ -184,6 +200,7 @@ impl Clusterkit {
             "locks": self.locks.stats(),
             "sessions": self.sessions.stats(),
             "redis": crate::metrics::counters::REDIS.read(),
+            "queue": self.queue.metrics(),
         })
     }
 }

@@ -145,6 +145,7 @@ impl Clusterkit {
             sessions: self.sessions().stats(),
             redis: crate::metrics::counters::REDIS.read(),
             scaling,
+            queue: self.queue().metrics(),
         }
     }
 

@@ -41,6 +41,7 @@ pub mod lock;
 pub mod log;
 pub mod metrics;
 pub mod node;
+pub mod queue;
 mod rng;
 pub mod scaling;
 pub mod session;

@@ -214,6 +214,25 @@ fn every_bad_value_names_its_field_path() {
         (pool("[metrics.scaling.app]\nscale_in_after = \"48h\""), "metrics.scaling.app.scale_in_after"),
         (pool("[metrics.scaling.app]\ncooldown = \"48h\""), "metrics.scaling.app.cooldown"),
         (pool("[metrics.scaling.app]\ncooldwn = \"1s\""), "metrics.scaling.app.cooldwn"),
+        // --- queue (issue #16) ---
+        ("[queue]\npool = \"nowhere\"\n".into(), "queue.pool"),
+        ("[queue]\nredis = \"a b\"\n".into(), "queue.redis"),
+        (pool("[queue]\npool = \"app\"\nredis = \"127.0.0.1:6379\""), "queue.redis"),
+        ("[queue]\nnamespace = \"a:b\"\n".into(), "queue.namespace"),
+        ("[queue]\nvisibility_timeout = \"1ms\"\n".into(), "queue.visibility_timeout"),
+        ("[queue]\nvisibility_timeout = \"25h\"\n".into(), "queue.visibility_timeout"),
+        ("[queue]\nblock = \"2m\"\n".into(), "queue.block"),
+        ("[queue]\nmax_attempts = 0\n".into(), "queue.max_attempts"),
+        ("[queue]\nmax_attempts = -1\n".into(), "queue.max_attempts"),
+        ("[queue]\nbackoff = { kind = \"linear\" }\n".into(), "queue.backoff.kind"),
+        ("[queue]\nbackoff = { kind = \"fixed\" }\n".into(), "queue.backoff.delay"),
+        ("[queue]\nbackoff = { kind = \"exponential\", delay = \"2s\", max = \"1s\" }\n".into(), "queue.backoff.max"),
+        ("[queue]\nbackoff = { kind = \"fixed\", delay = \"0ms\" }\n".into(), "queue.backoff.delay"),
+        ("[queue]\nmax_payload_bytes = 0\n".into(), "queue.max_payload_bytes"),
+        ("[queue]\ndead_history = 0\n".into(), "queue.dead_history"),
+        ("[queue]\nidempotency_ttl = \"0ms\"\n".into(), "queue.idempotency_ttl"),
+        ("[queue]\nqueues = [\"ok\", \"not ok\"]\n".into(), "queue.queues[1]"),
+        ("[queue]\nqueus = []\n".into(), "queue.queus"),
     ]);
     let mut wrong = Vec::new();
     for (doc, want) in &cases {
@@ -293,6 +312,18 @@ lock_wait = "0ms"
 
 [metrics]
 enabled = true
+
+[queue]
+pool = "cache"
+namespace = "jobs"
+visibility_timeout = "24h"
+block = "60s"
+max_attempts = 1000
+backoff = { kind = "exponential", delay = "1ms", max = "8760h", jitter = false }
+max_payload_bytes = 536870912
+dead_history = 100000000
+idempotency_ttl = "8760h"
+queues = ["emails", "reports.daily"]
 
 [metrics.scaling.app]
 target_in_flight = 0.5

@@ -69,6 +69,20 @@ fn allowed(key: &str, ns: &str) -> Option<Option<i64>> {
                 Some(86_400_000)
             })
         }
+        // The task queue (issue #16): a queue's lanes, delayed set and dead letters are owned
+        // by the queue (`TaskQueue::purge` deletes them); idempotency keys live for their
+        // window (24 h by default).
+        "q" if rest.starts_with('{') => {
+            let (name, suffix) = rest[1..].split_once("}:")?;
+            if name.is_empty() || name.contains(['{', '}', ':']) {
+                return None;
+            }
+            match suffix {
+                "h" | "n" | "l" | "d" | "x" | "w" => Some(None),
+                s if s.starts_with("u:") && s.len() > 2 => Some(Some(86_400_000)),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
@@ -640,4 +654,53 @@ fn every_test_server_audits_what_is_published() {
         assert!(r.is_err(), "{channel} {message:?} must fail");
     }
     server.forget_published();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_lifecycle_leaves_only_owned_keys_and_ttl_idempotency_keys() {
+    use clusterkit::queue::{EnqueueOptions, QueueOptions, TaskQueue};
+    let server = RedisServer::start();
+    let port = server.port();
+    let q = TaskQueue::redis(
+        &server.addr(),
+        QueueOptions::default()
+            .with_namespace("app")
+            .with_max_attempts(1),
+        &clusterkit::ConnectionSettings::default(),
+    )
+    .unwrap();
+    q.enqueue(
+        "mail",
+        b"secret payload",
+        &EnqueueOptions::new().idempotency_key("k1", None),
+    )
+    .await
+    .unwrap();
+    q.enqueue(
+        "mail",
+        b"later",
+        &EnqueueOptions::new().delay(Duration::from_secs(60)),
+    )
+    .await
+    .unwrap();
+    let c = q.consumer("mail").unwrap();
+    let j = c.reserve(Duration::from_secs(1)).await.unwrap().unwrap();
+    c.fail(&j.receipt, "boom").await.unwrap();
+    let keys = assert_documented(port, "app", "queue in use");
+    for k in [
+        "app:q:{mail}:n",
+        "app:q:{mail}:d",
+        "app:q:{mail}:x",
+        "app:q:{mail}:u:k1",
+    ] {
+        assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+    }
+    c.shutdown().await.unwrap();
+    q.purge("mail").await.unwrap();
+    let keys = assert_documented(port, "app", "queue purged");
+    assert_eq!(
+        keys,
+        ["app:q:{mail}:u:k1"],
+        "purge leaves only the TTL'd idempotency key"
+    );
 }

@@ -35,6 +35,8 @@ mod session;
 
 mod log;
 
+mod queue;
+
 pub use buf::*;
 pub use cache::*;
 pub use cluster::*;
@@ -44,6 +46,7 @@ pub use lock::*;
 pub use log::*;
 pub use metrics::*;
 pub use pick::*;
+pub use queue::*;
 pub use session::*;
 pub use status::*;
 pub use version::*;
@@ -61,4 +64,6 @@ const _: () = {
     send::<ck_pick>();
     send::<ck_session>();
     send::<ck_reader>();
+    send_sync::<ck_queue_consumer>();
+    send_sync::<ck_job>();
 };

@@ -142,7 +142,7 @@ typedef enum ck_abi {
   /**
    * The full ABI version of this header: (major << 16) | minor.
    */
-  CK_ABI_VERSION = 65537,
+  CK_ABI_VERSION = 65538,
 } ck_abi;
 
 /**
@@ -235,6 +235,12 @@ typedef struct ck_event ck_event;
 typedef struct ck_events ck_events;
 
 /**
+ * A reserved job. Opaque, immutable: read it with the ck_job_* accessors from any thread,
+ * settle it with ck_queue_ack / _fail / _extend / _release, free it with ck_job_free.
+ */
+typedef struct ck_job ck_job;
+
+/**
  * A held (or formerly held) distributed lock. Opaque. Thread-safe: accessors, extend and
  * release may be called from any thread (calls that change it are serialized).
  */
@@ -247,6 +253,13 @@ typedef struct ck_lock ck_lock;
  * another thread, but must not be used from two threads at once.
  */
 typedef struct ck_pick ck_pick;
+
+/**
+ * A consumer of one queue (a worker). Opaque. Thread-safe: several threads may reserve on
+ * one consumer at once (each waits on its own connection), and ck_queue_consumer_stop may be
+ * called from any thread (a signal-handling thread) while others wait in ck_queue_reserve.
+ */
+typedef struct ck_queue_consumer ck_queue_consumer;
 
 /**
  * A reader: the fastest way to read many cache values one by one from a language whose
@@ -989,4 +1002,171 @@ enum ck_status ck_log_poll(size_t max, struct ck_buf **out);
  * Records dropped since the process started because nobody polled in time. Thread-safe.
  */
 uint64_t ck_log_dropped(void);
+
+/**
+ * Stores one job in queue `queue` (1..128 bytes of A-Z a-z 0-9 _ - .) with `payload`
+ * (`payload_len` bytes, at most `[queue] max_payload_bytes`) and `options_json`, a JSON
+ * object or NULL/"" for the defaults: `delay_ms` (> 0), `run_at_ms` (Unix ms), `max_attempts`
+ * (1..1000), `backoff` ({"kind": "fixed"|"exponential", "delay_ms", "max_ms", "jitter"}),
+ * `idempotency_key`, `idempotency_ttl_ms`, `priority` ("high"|"normal"|"low"). On success
+ * writes the job id (32 hex characters; for a duplicate idempotency key within its window,
+ * the FIRST job's id, and nothing is stored) to `*out_id` as a new buffer, unless `out_id` is
+ * NULL. Fails with CK_INVALID_ARGUMENT naming the field (`queue`, `payload`,
+ * `options.delay_ms`, ...), CK_UNAVAILABLE / CK_TIMEOUT (Redis down or slow). Blocks the
+ * calling thread. Thread-safe.
+ */
+enum ck_status ck_queue_enqueue(const struct ck_deployment *dep,
+                                const char *queue,
+                                const char *payload,
+                                size_t payload_len,
+                                const char *options_json,
+                                struct ck_buf **out_id);
+
+/**
+ * Makes a consumer of queue `queue` (no I/O) and writes it to `*out`; free it with
+ * ck_queue_consumer_free (after ck_queue_consumer_shutdown for a graceful end). Fails with
+ * CK_INVALID_ARGUMENT (NULL arguments, a bad or unknown queue name). Thread-safe.
+ */
+enum ck_status ck_queue_consumer_new(const struct ck_deployment *dep,
+                                     const char *queue,
+                                     struct ck_queue_consumer **out);
+
+/**
+ * Waits up to `timeout_ms` (0: do not wait; at most CK_MAX_WAIT_MS) for the next job of the
+ * consumer's queue and writes it to `*out` (free it with ck_job_free). The job is leased to
+ * this consumer for the visibility timeout: settle it with ck_queue_ack, _fail, _extend or
+ * _release. Returns CK_NOT_FOUND when no job came in time or the consumer is stopped.
+ * Waiting is blocking reads on the server (no polling). Other failures:
+ * CK_INVALID_ARGUMENT (NULL, `timeout_ms` too large), CK_UNAVAILABLE / CK_TIMEOUT. Blocks the
+ * calling thread. Thread-safe.
+ */
+enum ck_status ck_queue_reserve(const struct ck_queue_consumer *c,
+                                uint64_t timeout_ms,
+                                struct ck_job **out);
+
+/**
+ * The job is done: removes it. Fails with CK_CONFLICT when its lease is gone (the visibility
+ * timeout passed and another consumer reclaimed it, or it was settled already),
+ * CK_INVALID_ARGUMENT (NULL), CK_UNAVAILABLE / CK_TIMEOUT. Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_ack(const struct ck_queue_consumer *c, const struct ck_job *j);
+
+/**
+ * The attempt failed with `error` (NUL-terminated, kept with the job up to 4096 bytes, never
+ * logged; NULL means ""): the job is retried after its backoff, or moved to the dead-letter
+ * list after its last attempt. Writes true to `*dead` (unless NULL) when it was
+ * dead-lettered. Fails like ck_queue_ack. Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_fail(const struct ck_queue_consumer *c,
+                             const struct ck_job *j,
+                             const char *error,
+                             bool *dead);
+
+/**
+ * Heartbeat: the job's lease runs one full visibility timeout from now. Fails like
+ * ck_queue_ack (CK_CONFLICT: it was reclaimed; stop working on it). Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_extend(const struct ck_queue_consumer *c, const struct ck_job *j);
+
+/**
+ * Puts the job back at the end of its lane without consuming an attempt. Fails like
+ * ck_queue_ack. Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_release(const struct ck_queue_consumer *c, const struct ck_job *j);
+
+/**
+ * Stops the consumer: reserves waiting now return CK_NOT_FOUND at once, later ones too.
+ * Never blocks; callable from any thread (a signal-handling thread). NULL is a no-op.
+ */
+void ck_queue_consumer_stop(const struct ck_queue_consumer *c);
+
+/**
+ * Graceful end: stops the consumer, then every job still leased to it goes back to its lane
+ * without consuming an attempt; writes how many to `*returned` (unless NULL). Settle the
+ * jobs you finish before calling it. Fails with CK_INVALID_ARGUMENT (NULL consumer),
+ * CK_UNAVAILABLE / CK_TIMEOUT (the leases then expire and are reclaimed). Blocks.
+ * Thread-safe.
+ */
+enum ck_status ck_queue_consumer_shutdown(const struct ck_queue_consumer *c, uint64_t *returned);
+
+/**
+ * Frees a consumer (jobs it still leases are reclaimed after their visibility timeout; call
+ * ck_queue_consumer_shutdown first to return them at once). NULL is a no-op. No other call
+ * may use `c` during or after this one.
+ */
+void ck_queue_consumer_free(struct ck_queue_consumer *c);
+
+/**
+ * Writes to `*out` a new buffer with the state of queue `queue` as a JSON object: `waiting`,
+ * `in_flight`, `delayed`, `dead` and `oldest_age_ms` (null when nothing waits). Fails with
+ * CK_INVALID_ARGUMENT (NULL, bad queue name), CK_UNAVAILABLE / CK_TIMEOUT. Blocks.
+ * Thread-safe.
+ */
+enum ck_status ck_queue_stats(const struct ck_deployment *dep,
+                              const char *queue,
+                              struct ck_buf **out);
+
+/**
+ * Moves up to `limit` (1..10000) dead-lettered jobs of `queue` back to their lanes with a
+ * fresh attempt count; writes how many to `*moved` (unless NULL). Fails like
+ * ck_queue_stats. Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_redrive(const struct ck_deployment *dep,
+                                const char *queue,
+                                uint64_t limit,
+                                uint64_t *moved);
+
+/**
+ * Deletes every job of `queue` (waiting, in flight, delayed, dead). Fails like
+ * ck_queue_stats. Blocks. Thread-safe.
+ */
+enum ck_status ck_queue_purge(const struct ck_deployment *dep, const char *queue);
+
+/**
+ * The job's id (32 hex characters; NULL if `j` is NULL). Owned by the job. Thread-safe.
+ */
+const char *ck_job_id(const struct ck_job *j);
+
+/**
+ * The job's payload (`*len` bytes, not NUL-terminated; NULL and 0 if `j` is NULL). Owned by
+ * the job. `len` may be NULL. Thread-safe.
+ */
+const uint8_t *ck_job_payload(const struct ck_job *j, size_t *len);
+
+/**
+ * This delivery's attempt number, from 1 (0 if `j` is NULL). Thread-safe.
+ */
+uint32_t ck_job_attempt(const struct ck_job *j);
+
+/**
+ * The job's max attempts (0 if `j` is NULL). Thread-safe.
+ */
+uint32_t ck_job_max_attempts(const struct ck_job *j);
+
+/**
+ * When the job was first enqueued, Unix time in ms (0 if `j` is NULL). Thread-safe.
+ */
+uint64_t ck_job_enqueued_at_ms(const struct ck_job *j);
+
+/**
+ * The job's lane: 0 high, 1 normal, 2 low (1 if `j` is NULL). Thread-safe.
+ */
+uint32_t ck_job_priority(const struct ck_job *j);
+
+/**
+ * The error the previous attempt failed with, or NULL (first attempt, or `j` NULL). Owned
+ * by the job. Thread-safe.
+ */
+const char *ck_job_last_error(const struct ck_job *j);
+
+/**
+ * The job's receipt (its lease token: opaque, not a secret; NULL if `j` is NULL). Owned by
+ * the job. Thread-safe.
+ */
+const char *ck_job_receipt(const struct ck_job *j);
+
+/**
+ * Frees a job (a job not settled stays leased until its visibility timeout). NULL is a no-op.
+ */
+void ck_job_free(struct ck_job *j);
 

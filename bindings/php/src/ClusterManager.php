@@ -161,6 +161,12 @@ final class ClusterManager
         return $this->locks ??= new DistributedLock($this);
     }
 
+    /** The task queue (`[queue]`: Redis, or embedded in this process). */
+    public function queue(): Queue
+    {
+        return new Queue($this);
+    }
+
     /** A new session with a fresh id (nothing is stored until save()). */
     public function createSession(?Serializer $serializer = null): DistributedSession
     {

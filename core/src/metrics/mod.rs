@@ -118,6 +118,9 @@ pub struct MetricsSnapshot {
     pub redis: RedisStats,
     /// The scaling advisors' latest recommendations.
     pub scaling: Vec<Recommendation>,
+    /// The task queue's counters (issue #16).
+    #[serde(default)]
+    pub queue: crate::queue::QueueMetrics,
 }
 
 impl MetricsSnapshot {
@@ -181,6 +184,7 @@ impl MetricsSnapshot {
         self.locks.merge(&other.locks);
         self.sessions.merge(&other.sessions);
         self.redis.merge(&other.redis);
+        self.queue.merge(&other.queue);
         if newer && !other.scaling.is_empty() {
             self.scaling = other.scaling.clone();
         }

@@ -309,6 +309,80 @@ impl Collector for SnapshotCollector {
             Histogram,
             vec![(vec![], Sample::Histogram(se.lock_wait.clone()))],
         )?;
+        let q = &s.queue;
+        for (name, help, v) in [
+            (
+                "clusterkit_queue_jobs_enqueued",
+                "Jobs stored by enqueue (duplicates not counted).",
+                q.enqueued,
+            ),
+            (
+                "clusterkit_queue_jobs_duplicate",
+                "Enqueues answered with an existing job (idempotency key).",
+                q.duplicates,
+            ),
+            (
+                "clusterkit_queue_jobs_reserved",
+                "Deliveries handed to this process's consumers.",
+                q.reserved,
+            ),
+            (
+                "clusterkit_queue_jobs_completed",
+                "Jobs acked.",
+                q.completed,
+            ),
+            ("clusterkit_queue_jobs_failed", "Failed attempts.", q.failed),
+            (
+                "clusterkit_queue_jobs_retried",
+                "Failed attempts scheduled for a retry.",
+                q.retried,
+            ),
+            (
+                "clusterkit_queue_jobs_dead",
+                "Jobs dead-lettered by this process.",
+                q.dead,
+            ),
+            (
+                "clusterkit_queue_jobs_reclaimed",
+                "Jobs reclaimed from consumers whose lease expired.",
+                q.reclaimed,
+            ),
+            (
+                "clusterkit_queue_lease_lost",
+                "Settle calls that found the lease gone.",
+                q.lease_lost,
+            ),
+            (
+                "clusterkit_queue_blocking_reads",
+                "Blocking reads issued while idle.",
+                q.blocking_reads,
+            ),
+        ] {
+            family(
+                &mut enc,
+                name,
+                help,
+                Counter,
+                vec![(vec![], Sample::Counter(v))],
+            )?;
+        }
+        family(
+            &mut enc,
+            "clusterkit_queue_jobs_in_flight",
+            "Jobs reserved by this process and not yet settled.",
+            Gauge,
+            vec![(
+                vec![],
+                Sample::Gauge(q.in_flight.min(i64::MAX as u64) as i64),
+            )],
+        )?;
+        family(
+            &mut enc,
+            "clusterkit_queue_reserve_wait_seconds",
+            "Time a reserve waited for its jobs.",
+            Histogram,
+            vec![(vec![], Sample::Histogram(q.reserve_wait.clone()))],
+        )?;
         let r = &s.redis;
         for (name, help, v) in [
             (

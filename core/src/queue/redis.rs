@@ -1,0 +1,1060 @@
+//! The task queue on Redis Streams.
+//!
+//! Keys of queue `Q` (namespace `ns`, docs/keyspace.md), all in the hash slot of `{Q}`:
+//!
+//! - `ns:q:{Q}:h`, `:n`, `:l` — one stream per priority lane, consumer group `ck`. An entry
+//!   is a job: `i` id, `p` payload, `a` attempt of its first delivery, `m` max attempts, `b`
+//!   backoff, `t` enqueued at (ms), `e` last error. Acked entries are deleted (`XDEL`), so a
+//!   lane holds only waiting and in-flight jobs.
+//! - `ns:q:{Q}:d` — sorted set of delayed and retried jobs (member: the job's fields packed
+//!   with MessagePack, score: due time in ms), promoted to their lane by the reserve script.
+//! - `ns:q:{Q}:x` — the dead-letter stream (`MAXLEN ~ dead_history`).
+//! - `ns:q:{Q}:w` — the wake-up stream (`MAXLEN 1`): a delayed job that becomes the earliest
+//!   adds an entry, so that a consumer blocked on it (it is the fourth stream of the blocking
+//!   read) re-arms its timer. Entries are deleted by whoever reads them.
+//! - `ns:q:{Q}:u:<key>` — idempotency key → the first job's id, with the window as TTL.
+//!
+//! Every state change is one Lua script (atomic on the server), so any number of consumers
+//! may promote, reclaim and settle at once. Waiting is `XREADGROUP ... BLOCK` on a connection
+//! of its own, over the three lanes and the wake-up stream.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::MultiplexedConnection;
+use redis::{Script, Value};
+
+use super::{
+    now_ms, Backoff, DeadJob, FailOutcome, Job, NewJob, Priority, QueueCounters, QueueOptions,
+    QueueStats,
+};
+use crate::connection::link::{Link, LinkConnection};
+use crate::connection::{prepare, ConnectionSettings, Resolution, Target};
+use crate::error::{Error, Result};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const SLACK: Duration = Duration::from_millis(200);
+const GROUP: &str = "ck";
+
+const LIB: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fields(arr)
+  local h = {}
+  for i = 1, #arr, 2 do h[arr[i]] = arr[i + 1] end
+  return h
+end
+local function n2s(x) return string.format('%.0f', x) end
+local function job_args(h, attempt)
+  local a = {'i', h.i, 'p', h.p, 'a', attempt, 'm', h.m, 'b', h.b, 't', h.t}
+  if h.e then a[#a + 1] = 'e'; a[#a + 1] = h.e end
+  return a
+end
+local function ensure_group(key)
+  pcall(redis.call, 'XGROUP', 'CREATE', key, 'ck', '0', 'MKSTREAM')
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{LIB}\n{body}"))
+}
+
+const ENQUEUE: &str = r#"
+-- KEYS: lane, delayed, wake stream, [idempotency key]
+-- ARGV: id, payload, max, backoff, delay ms, idempotency ttl ms, lane index
+if KEYS[4] then
+  local prev = redis.call('GET', KEYS[4])
+  if prev then return {prev, 0} end
+  redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[6])
+end
+local now = now_ms()
+local delay = tonumber(ARGV[5])
+if delay > 0 then
+  local m = cmsgpack.pack({tonumber(ARGV[7]), 'i', ARGV[1], 'p', ARGV[2], 'a', '1', 'm', ARGV[3],
+    'b', ARGV[4], 't', n2s(now)})
+  redis.call('ZADD', KEYS[2], now + delay, m)
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0)
+  if first[1] == m then redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 'w', '1') end
+else
+  redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'p', ARGV[2], 'a', '1', 'm', ARGV[3],
+    'b', ARGV[4], 't', n2s(now))
+end
+return {ARGV[1], 1}
+"#;
+
+const RESERVE: &str = r#"
+-- KEYS: lane h, n, l, delayed, dead, wake stream
+-- ARGV: consumer, count, visibility ms, reclaim (0/1), dead maxlen
+local now = now_ms()
+if ARGV[4] == '1' then ensure_group(KEYS[6]) end
+local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[4], m)
+  local f = cmsgpack.unpack(m)
+  redis.call('XADD', KEYS[f[1]], '*', unpack(f, 2))
+end
+local out = {}
+local want = tonumber(ARGV[2])
+local reclaimed, dead = 0, 0
+if ARGV[4] == '1' then
+  for li = 1, 3 do
+    if #out >= want then break end
+    local ok, r = pcall(redis.call, 'XAUTOCLAIM', KEYS[li], 'ck', ARGV[1], ARGV[3], '0-0',
+      'COUNT', want - #out)
+    if ok then
+      for _, e in ipairs(r[2]) do
+        if e and e[2] then
+          local h = fields(e[2])
+          if h.w then
+            redis.call('XACK', KEYS[li], 'ck', e[1])
+            redis.call('XDEL', KEYS[li], e[1])
+          else
+            local p = redis.call('XPENDING', KEYS[li], 'ck', e[1], e[1], 1)
+            local attempt = tonumber(h.a) + tonumber(p[1][4]) - 1
+            if attempt > tonumber(h.m) then
+              local a = job_args(h, n2s(attempt - 1))
+              a[#a + 1] = 'q'; a[#a + 1] = tostring(li)
+              a[#a + 1] = 'f'; a[#a + 1] = n2s(now)
+              a[#a + 1] = 'e'
+              a[#a + 1] = 'lease expired: no ack within the visibility timeout on attempt ' .. n2s(attempt - 1)
+              redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[5], '*', unpack(a))
+              redis.call('XACK', KEYS[li], 'ck', e[1])
+              redis.call('XDEL', KEYS[li], e[1])
+              dead = dead + 1
+            else
+              out[#out + 1] = {li, e[1], attempt, h.i, h.p, h.m, h.t, h.e or ''}
+              reclaimed = reclaimed + 1
+            end
+          end
+        end
+      end
+    end
+  end
+end
+for li = 1, 3 do
+  if #out >= want then break end
+  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+    'STREAMS', KEYS[li], '>')
+  if not ok then
+    ensure_group(KEYS[li])
+    ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+      'STREAMS', KEYS[li], '>')
+  end
+  if ok and r then
+    for _, e in ipairs(r[1][2]) do
+      local h = fields(e[2])
+      if h.w then
+        redis.call('XACK', KEYS[li], 'ck', e[1])
+        redis.call('XDEL', KEYS[li], e[1])
+      else
+        out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+      end
+    end
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+return {out, reclaimed, dead, nxt[2] or '-1', n2s(now)}
+"#;
+
+const ACK: &str = r#"
+-- KEYS: lane; ARGV: entry id, consumer
+local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
+if #p == 0 then return 0 end
+redis.call('XACK', KEYS[1], 'ck', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+return 1
+"#;
+
+const EXTEND: &str = r#"
+-- KEYS: lane; ARGV: entry id, consumer
+local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
+if #p == 0 then return 0 end
+redis.call('XCLAIM', KEYS[1], 'ck', ARGV[2], 0, ARGV[1], 'JUSTID')
+return 1
+"#;
+
+const RELEASE_FN: &str = r#"
+local function release(key, id, deliveries)
+  local e = redis.call('XRANGE', key, id, id)
+  redis.call('XACK', key, 'ck', id)
+  redis.call('XDEL', key, id)
+  if #e == 0 then return end
+  local h = fields(e[1][2])
+  if h.w then return end
+  redis.call('XADD', key, '*', unpack(job_args(h, n2s(tonumber(h.a) + deliveries - 1))))
+end
+"#;
+
+const RELEASE: &str = r#"
+-- KEYS: lane; ARGV: entry id, consumer
+local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
+if #p == 0 then return 0 end
+release(KEYS[1], ARGV[1], tonumber(p[1][4]))
+return 1
+"#;
+
+const SHUTDOWN: &str = r#"
+-- KEYS: lanes h, n, l, wake stream; ARGV: consumer
+local n = 0
+pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[4], 'ck', ARGV[1])
+for li = 1, 3 do
+  local ok, p = pcall(redis.call, 'XPENDING', KEYS[li], 'ck', '-', '+', 100000, ARGV[1])
+  if ok then
+    for _, x in ipairs(p) do
+      release(KEYS[li], x[1], tonumber(x[4]))
+      n = n + 1
+    end
+    pcall(redis.call, 'XGROUP', 'DELCONSUMER', KEYS[li], 'ck', ARGV[1])
+  end
+end
+return n
+"#;
+
+const FAIL: &str = r#"
+-- KEYS: lane, delayed, dead, wake stream
+-- ARGV: entry id, consumer, error, jitter draw, dead maxlen, lane index
+local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
+if #p == 0 then return {-1} end
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+redis.call('XACK', KEYS[1], 'ck', ARGV[1])
+redis.call('XDEL', KEYS[1], ARGV[1])
+if #e == 0 then return {-1} end
+local h = fields(e[1][2])
+local attempt = tonumber(h.a) + tonumber(p[1][4]) - 1
+local now = now_ms()
+h.e = ARGV[3]
+if attempt >= tonumber(h.m) then
+  local a = job_args(h, n2s(attempt))
+  a[#a + 1] = 'q'; a[#a + 1] = ARGV[6]
+  a[#a + 1] = 'f'; a[#a + 1] = n2s(now)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', unpack(a))
+  return {0}
+end
+local parts = {}
+for s in string.gmatch(h.b, '[^,]+') do parts[#parts + 1] = s end
+local d
+if parts[1] == 'f' then
+  d = tonumber(parts[2])
+else
+  d = tonumber(parts[2]) * (2 ^ math.min(attempt - 1, 40))
+  if d > tonumber(parts[3]) then d = tonumber(parts[3]) end
+  if parts[4] == '1' then d = d / 2 + (d / 2) * tonumber(ARGV[4]) end
+end
+local at = now + math.floor(d)
+local f = {tonumber(ARGV[6])}
+for _, v in ipairs(job_args(h, n2s(attempt + 1))) do f[#f + 1] = v end
+local m = cmsgpack.pack(f)
+redis.call('ZADD', KEYS[2], at, m)
+local first = redis.call('ZRANGE', KEYS[2], 0, 0)
+if first[1] == m then redis.call('XADD', KEYS[4], 'MAXLEN', '1', '*', 'w', '1') end
+return {1, n2s(at), attempt + 1}
+"#;
+
+const STATS: &str = r#"
+-- KEYS: lanes h, n, l, delayed, dead
+local now = now_ms()
+local waiting, inflight, oldest = 0, 0, -1
+for li = 1, 3 do
+  if redis.call('EXISTS', KEYS[li]) == 1 then
+    local len = redis.call('XLEN', KEYS[li])
+    local pending, last = 0, '0-0'
+    local ok, g = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[li])
+    if ok then
+      for _, grp in ipairs(g) do
+        local h = fields(grp)
+        if h.name == 'ck' then pending = tonumber(h.pending); last = h['last-delivered-id'] end
+      end
+    end
+    local undelivered = redis.call('XRANGE', KEYS[li], '(' .. last, '+', 'COUNT', 8)
+    for _, e in ipairs(undelivered) do
+      local h = fields(e[2])
+      if h.t then
+        local age = now - tonumber(h.t)
+        if age > oldest then oldest = age end
+        break
+      end
+    end
+    waiting = waiting + len - pending
+    inflight = inflight + pending
+  end
+end
+local dead = 0
+if redis.call('EXISTS', KEYS[5]) == 1 then dead = redis.call('XLEN', KEYS[5]) end
+return {waiting, inflight, redis.call('ZCARD', KEYS[4]), dead, n2s(oldest)}
+"#;
+
+const REDRIVE: &str = r#"
+-- KEYS: lanes h, n, l, dead; ARGV: limit
+local es = redis.call('XRANGE', KEYS[4], '-', '+', 'COUNT', tonumber(ARGV[1]))
+for _, e in ipairs(es) do
+  local h = fields(e[2])
+  local li = tonumber(h.q) or 2
+  redis.call('XADD', KEYS[li], '*', unpack(job_args(h, '1')))
+  redis.call('XDEL', KEYS[4], e[1])
+end
+return #es
+"#;
+
+struct Scripts {
+    enqueue: Script,
+    reserve: Script,
+    ack: Script,
+    extend: Script,
+    release: Script,
+    shutdown: Script,
+    fail: Script,
+    stats: Script,
+    redrive: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            enqueue: script(ENQUEUE),
+            reserve: script(RESERVE),
+            ack: script(ACK),
+            extend: script(EXTEND),
+            release: script(&format!("{RELEASE_FN}\n{RELEASE}")),
+            shutdown: script(&format!("{RELEASE_FN}\n{SHUTDOWN}")),
+            fail: script(FAIL),
+            stats: script(STATS),
+            redrive: script(REDRIVE),
+        }
+    }
+}
+
+pub(crate) struct RedisQueue {
+    options: QueueOptions,
+    link: Arc<Link>,
+    target: Target,
+    scripts: Arc<Scripts>,
+}
+
+struct Keys {
+    lanes: [String; 3],
+    delayed: String,
+    dead: String,
+    wake: String,
+    base: String,
+}
+
+fn keys(ns: &str, queue: &str) -> Keys {
+    let base = format!("{ns}:q:{{{queue}}}:");
+    Keys {
+        lanes: [format!("{base}h"), format!("{base}n"), format!("{base}l")],
+        delayed: format!("{base}d"),
+        dead: format!("{base}x"),
+        wake: format!("{base}w"),
+        base,
+    }
+}
+
+fn map_err(e: redis::RedisError, address: &str) -> Error {
+    crate::cache::redis::map_err(e, address)
+}
+
+fn bytes_of(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text_of(v: &Value) -> Option<String> {
+    bytes_of(v).map(|b| String::from_utf8_lossy(b).into_owned())
+}
+
+fn int_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        other => text_of(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+fn array_of(v: &Value) -> &[Value] {
+    match v {
+        Value::Array(a) => a,
+        _ => &[],
+    }
+}
+
+fn protocol(what: &str) -> Error {
+    Error::Backend(format!("unexpected reply to {what}"))
+}
+
+/// A receipt: `<lane 1-3><entry id>@<consumer>`.
+fn receipt(lane: usize, entry: &str, consumer: &str) -> String {
+    format!("{lane}{entry}@{consumer}")
+}
+
+fn parse_receipt(r: &str) -> Result<(usize, &str, &str)> {
+    let bad = || Error::invalid("receipt", "not a receipt of this queue's Redis backend");
+    let lane = match r.as_bytes().first() {
+        Some(b @ b'1'..=b'3') => usize::from(b - b'0'),
+        _ => return Err(bad()),
+    };
+    let (entry, consumer) = r[1..].split_once('@').ok_or_else(bad)?;
+    let ok = !entry.is_empty()
+        && entry.len() <= 41
+        && entry.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+        && !consumer.is_empty()
+        && consumer.len() <= 64;
+    if !ok {
+        return Err(bad());
+    }
+    Ok((lane, entry, consumer))
+}
+
+/// One job row of the reserve script: `{lane, entry id, attempt, id, payload, max, t, e}`.
+fn job_of(row: &Value, queue: &str, consumer: &str) -> Option<Job> {
+    let r = array_of(row);
+    if r.len() < 8 {
+        return None;
+    }
+    let lane = int_of(&r[0])? as usize;
+    let entry = text_of(&r[1])?;
+    let err = text_of(&r[7]).filter(|e| !e.is_empty());
+    Some(Job {
+        id: text_of(&r[3])?,
+        queue: queue.to_string(),
+        payload: Bytes::copy_from_slice(bytes_of(&r[4])?),
+        attempt: int_of(&r[2])? as u32,
+        max_attempts: int_of(&r[5])? as u32,
+        enqueued_at_ms: int_of(&r[6])? as u64,
+        priority: Priority::from_index(lane as i64 - 1)?,
+        last_error: err,
+        receipt: receipt(lane, &entry, consumer),
+    })
+}
+
+impl RedisQueue {
+    pub(crate) fn new(
+        address: &str,
+        options: QueueOptions,
+        connection: &ConnectionSettings,
+    ) -> Result<RedisQueue> {
+        let target = prepare(address, connection, Resolution::Custom)?;
+        let link = Arc::new(Link::new(&target, CONNECT_TIMEOUT, RESPONSE_TIMEOUT, SLACK));
+        Ok(RedisQueue {
+            options,
+            link,
+            target,
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    fn conn(&self) -> LinkConnection {
+        LinkConnection(self.link.clone())
+    }
+
+    fn address(&self) -> &str {
+        &self.target.display
+    }
+
+    fn enqueue_invocation<'a>(
+        &self,
+        inv: &mut redis::ScriptInvocation<'a>,
+        k: &Keys,
+        id: &str,
+        payload: &[u8],
+        job: &NewJob,
+    ) {
+        let lane = job.priority.index();
+        let delay = job.due_ms.saturating_sub(now_ms());
+        inv.key(&k.lanes[lane]).key(&k.delayed).key(&k.wake);
+        let mut ttl = 0u128;
+        if let Some((key, t)) = &job.idempotency {
+            inv.key(format!("{}u:{key}", k.base));
+            ttl = t.as_millis();
+        }
+        inv.arg(id)
+            .arg(payload)
+            .arg(job.max_attempts)
+            .arg(job.backoff.encode())
+            .arg(delay)
+            .arg(ttl.to_string())
+            .arg(lane + 1);
+    }
+
+    pub(crate) async fn enqueue(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        job: &NewJob,
+    ) -> Result<(String, bool)> {
+        let k = keys(&self.options.namespace, queue);
+        let id = super::new_job_id();
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        self.enqueue_invocation(&mut inv, &k, &id, payload, job);
+        let v: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        parse_enqueued(&v)
+    }
+
+    pub(crate) async fn enqueue_many(
+        &self,
+        queue: &str,
+        jobs: &[(Bytes, NewJob)],
+    ) -> Result<Vec<(String, bool)>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let k = keys(&self.options.namespace, queue);
+        let mut pipe = redis::pipe();
+        pipe.load_script(&self.scripts.enqueue).ignore();
+        let ids: Vec<String> = jobs.iter().map(|_| super::new_job_id()).collect();
+        for ((payload, job), id) in jobs.iter().zip(&ids) {
+            let mut inv = self.scripts.enqueue.prepare_invoke();
+            self.enqueue_invocation(&mut inv, &k, id, payload, job);
+            pipe.invoke_script(&inv);
+        }
+        let vs: Vec<Value> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        vs.iter().map(parse_enqueued).collect()
+    }
+
+    pub(crate) fn consumer(&self, queue: &str) -> Result<RedisConsumer> {
+        Ok(RedisConsumer {
+            queue: queue.to_string(),
+            name: super::new_consumer_name(),
+            keys: keys(&self.options.namespace, queue),
+            options: self.options.clone(),
+            link: self.link.clone(),
+            target: self.target.clone(),
+            scripts: self.scripts.clone(),
+            blocking: crate::fork::PerProcess::new(),
+            last_reclaim_ms: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) async fn stats(&self, queue: &str) -> Result<QueueStats> {
+        let k = keys(&self.options.namespace, queue);
+        let v: Value = self
+            .scripts
+            .stats
+            .key(&k.lanes[0])
+            .key(&k.lanes[1])
+            .key(&k.lanes[2])
+            .key(&k.delayed)
+            .key(&k.dead)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        let a = array_of(&v);
+        let n = |i: usize| a.get(i).and_then(int_of).ok_or_else(|| protocol("stats"));
+        let oldest = n(4)?;
+        Ok(QueueStats {
+            waiting: n(0)?.max(0) as u64,
+            in_flight: n(1)?.max(0) as u64,
+            delayed: n(2)?.max(0) as u64,
+            dead: n(3)?.max(0) as u64,
+            oldest_age_ms: (oldest >= 0).then_some(oldest as u64),
+        })
+    }
+
+    pub(crate) async fn dead_jobs(&self, queue: &str, limit: usize) -> Result<Vec<DeadJob>> {
+        let k = keys(&self.options.namespace, queue);
+        let v: Value = redis::cmd("XRANGE")
+            .arg(&k.dead)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        let mut out = Vec::new();
+        for e in array_of(&v) {
+            let e = array_of(e);
+            let Some(fields) = e.get(1) else { continue };
+            let f = array_of(fields);
+            let get = |name: &str| {
+                f.chunks(2)
+                    .find(|c| c.len() == 2 && bytes_of(&c[0]) == Some(name.as_bytes()))
+                    .map(|c| &c[1])
+            };
+            let num = |name: &str| get(name).and_then(int_of).unwrap_or(0);
+            out.push(DeadJob {
+                id: get("i").and_then(text_of).unwrap_or_default(),
+                payload: Bytes::copy_from_slice(get("p").and_then(bytes_of).unwrap_or(b"")),
+                attempts: num("a") as u32,
+                last_error: get("e").and_then(text_of).unwrap_or_default(),
+                failed_at_ms: num("f") as u64,
+                enqueued_at_ms: num("t") as u64,
+                max_attempts: num("m") as u32,
+                priority: Priority::from_index(num("q") - 1).unwrap_or_default(),
+                backoff: get("b")
+                    .and_then(text_of)
+                    .and_then(|b| Backoff::decode(&b))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn redrive(&self, queue: &str, limit: usize) -> Result<u64> {
+        let k = keys(&self.options.namespace, queue);
+        let n: i64 = self
+            .scripts
+            .redrive
+            .key(&k.lanes[0])
+            .key(&k.lanes[1])
+            .key(&k.lanes[2])
+            .key(&k.dead)
+            .arg(limit)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        Ok(n.max(0) as u64)
+    }
+
+    pub(crate) async fn purge(&self, queue: &str) -> Result<()> {
+        let k = keys(&self.options.namespace, queue);
+        let _: i64 = redis::cmd("DEL")
+            .arg(&k.lanes[0])
+            .arg(&k.lanes[1])
+            .arg(&k.lanes[2])
+            .arg(&k.delayed)
+            .arg(&k.dead)
+            .arg(&k.wake)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        Ok(())
+    }
+}
+
+fn parse_enqueued(v: &Value) -> Result<(String, bool)> {
+    let a = array_of(v);
+    let id = a
+        .first()
+        .and_then(text_of)
+        .ok_or_else(|| protocol("enqueue"))?;
+    let fresh = a
+        .get(1)
+        .and_then(int_of)
+        .ok_or_else(|| protocol("enqueue"))?
+        == 1;
+    Ok((id, fresh))
+}
+
+type BlockingPool = Arc<std::sync::Mutex<Vec<MultiplexedConnection>>>;
+
+pub(crate) struct RedisConsumer {
+    queue: String,
+    name: String,
+    keys: Keys,
+    options: QueueOptions,
+    link: Arc<Link>,
+    target: Target,
+    scripts: Arc<Scripts>,
+    /// Connections for blocking reads: one per concurrent reserve (a blocked connection
+    /// cannot serve anything else).
+    blocking: crate::fork::PerProcess<BlockingPool>,
+    /// When this consumer last looked for expired leases (ms).
+    last_reclaim_ms: AtomicU64,
+}
+
+enum Read {
+    Jobs(Vec<Job>),
+    /// Only wake-up markers, or the group was missing: run the reserve script again.
+    Rearm,
+    Nothing,
+}
+
+impl RedisConsumer {
+    fn conn(&self) -> LinkConnection {
+        LinkConnection(self.link.clone())
+    }
+
+    fn address(&self) -> &str {
+        &self.target.display
+    }
+
+    fn reclaim_every(&self) -> u64 {
+        (self.options.visibility_timeout.as_millis() as u64 / 2).max(5)
+    }
+
+    async fn run_reserve(&self, max: usize, reclaim: bool) -> Result<(Vec<Job>, u64, Option<u64>)> {
+        let k = &self.keys;
+        let v: Value = self
+            .scripts
+            .reserve
+            .key(&k.lanes[0])
+            .key(&k.lanes[1])
+            .key(&k.lanes[2])
+            .key(&k.delayed)
+            .key(&k.dead)
+            .key(&k.wake)
+            .arg(&self.name)
+            .arg(max)
+            .arg(self.options.visibility_timeout.as_millis() as u64)
+            .arg(if reclaim { "1" } else { "0" })
+            .arg(self.options.dead_history)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        let a = array_of(&v);
+        let jobs: Vec<Job> = a
+            .first()
+            .map(array_of)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|row| job_of(row, &self.queue, &self.name))
+            .collect();
+        let reclaimed = a.get(1).and_then(int_of).unwrap_or(0).max(0) as u64;
+        let dead = a.get(2).and_then(int_of).unwrap_or(0).max(0) as u64;
+        if dead > 0 {
+            tracing::warn!(target: "clusterkit::queue", queue = %self.queue, jobs = dead,
+                "dead-lettered jobs whose lease expired on their last attempt");
+        }
+        let next_due = a.get(3).and_then(int_of).filter(|d| *d >= 0);
+        let server_now = a.get(4).and_then(int_of).unwrap_or(0);
+        // The wait until the next delayed job, by the server's clock.
+        let wait = next_due.map(|d| (d - server_now).max(0) as u64);
+        Ok((jobs, reclaimed + (dead << 32), wait))
+    }
+
+    fn pool(&self) -> Result<BlockingPool> {
+        self.blocking.get_or_try_init(|| Ok(Arc::default()))
+    }
+
+    async fn blocking_conn(&self) -> Result<MultiplexedConnection> {
+        let pool = self.pool()?;
+        if let Some(c) = pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(c);
+        }
+        let mut config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        if let Some(r) = &self.target.resolver {
+            config = config.set_dns_resolver(r.clone());
+        }
+        let c = tokio::time::timeout(
+            CONNECT_TIMEOUT + SLACK,
+            self.target
+                .client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| Error::Timeout(format!("{}: connecting took too long", self.address())))?
+        .map_err(|e| map_err(e, self.address()))?;
+        crate::metrics::counters::REDIS
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(c)
+    }
+
+    async fn block_read(&self, max: usize, block: Duration) -> Result<Read> {
+        let mut c = self.blocking_conn().await?;
+        let k = &self.keys;
+        let block_ms = block.as_millis().max(1) as u64;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(max)
+            .arg("BLOCK")
+            .arg(block_ms)
+            .arg("STREAMS")
+            .arg(&k.lanes[0])
+            .arg(&k.lanes[1])
+            .arg(&k.lanes[2])
+            .arg(&k.wake)
+            .arg(">")
+            .arg(">")
+            .arg(">")
+            .arg(">");
+        let r =
+            tokio::time::timeout(block + RESPONSE_TIMEOUT, cmd.query_async::<Value>(&mut c)).await;
+        let v = match r {
+            Err(_) => {
+                return Err(Error::Timeout(format!(
+                    "{}: no answer to a blocking read",
+                    self.address()
+                )))
+            }
+            Ok(Err(e)) => {
+                if e.code() == Some("NOGROUP") {
+                    // The next reserve script creates the groups (a new queue, or a server
+                    // that lost its data).
+                    self.last_reclaim_ms.store(0, Ordering::Relaxed);
+                    self.put_back(c);
+                    return Ok(Read::Rearm);
+                }
+                return Err(map_err(e, self.address()));
+            }
+            Ok(Ok(v)) => v,
+        };
+        self.put_back(c);
+        if matches!(v, Value::Nil) {
+            return Ok(Read::Nothing);
+        }
+        let mut jobs = Vec::new();
+        let mut markers: Vec<(usize, String)> = Vec::new();
+        for stream in array_of(&v) {
+            let s = array_of(stream);
+            let (Some(name), Some(entries)) = (s.first().and_then(text_of), s.get(1)) else {
+                continue;
+            };
+            let lane = if name == k.wake {
+                3
+            } else if let Some(lane) = k.lanes.iter().position(|l| *l == name) {
+                lane
+            } else {
+                continue;
+            };
+            for e in array_of(entries) {
+                let e = array_of(e);
+                let (Some(id), Some(f)) = (e.first().and_then(text_of), e.get(1)) else {
+                    continue;
+                };
+                let f = array_of(f);
+                let get = |n: &str| {
+                    f.chunks(2)
+                        .find(|c| c.len() == 2 && bytes_of(&c[0]) == Some(n.as_bytes()))
+                        .map(|c| &c[1])
+                };
+                if lane == 3 || get("w").is_some() || get("i").is_none() {
+                    markers.push((lane, id));
+                    continue;
+                }
+                let job = (|| {
+                    Some(Job {
+                        id: get("i").and_then(text_of)?,
+                        queue: self.queue.clone(),
+                        payload: Bytes::copy_from_slice(get("p").and_then(bytes_of)?),
+                        attempt: get("a").and_then(int_of)? as u32,
+                        max_attempts: get("m").and_then(int_of)? as u32,
+                        enqueued_at_ms: get("t").and_then(int_of)? as u64,
+                        priority: Priority::from_index(lane as i64)?,
+                        last_error: get("e").and_then(text_of),
+                        receipt: receipt(lane + 1, &id, &self.name),
+                    })
+                })();
+                match job {
+                    Some(j) => jobs.push(j),
+                    None => markers.push((lane, id)),
+                }
+            }
+        }
+        if !markers.is_empty() {
+            let mut pipe = redis::pipe();
+            for (lane, id) in &markers {
+                let key = k.lanes.get(*lane).unwrap_or(&k.wake);
+                pipe.cmd("XACK").arg(key).arg(GROUP).arg(id).ignore();
+                pipe.cmd("XDEL").arg(key).arg(id).ignore();
+            }
+            let _: () = pipe
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| map_err(e, self.address()))?;
+        }
+        if jobs.is_empty() {
+            return Ok(Read::Rearm);
+        }
+        jobs.sort_by_key(|j| j.priority.index());
+        if jobs.len() > max {
+            // Several lanes answered at once: keep the highest, give the rest back.
+            for j in jobs.split_off(max) {
+                let _ = self.release(&j.receipt).await;
+            }
+        }
+        Ok(Read::Jobs(jobs))
+    }
+
+    fn put_back(&self, c: MultiplexedConnection) {
+        if let Ok(pool) = self.pool() {
+            let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() < 64 {
+                p.push(c);
+            }
+        }
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        max: usize,
+        timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        counters: &QueueCounters,
+    ) -> Result<(Vec<Job>, u64)> {
+        let deadline = Instant::now() + timeout;
+        // After the deadline, one more look when a delayed job fell due meanwhile (a caller
+        // descheduled past both would otherwise return empty with a due job unpromoted).
+        let mut last_look = false;
+        loop {
+            if *stop.borrow() {
+                return Ok((Vec::new(), 0));
+            }
+            let now = now_ms();
+            let last = self.last_reclaim_ms.load(Ordering::Relaxed);
+            let reclaim = now.saturating_sub(last) >= self.reclaim_every();
+            if reclaim {
+                self.last_reclaim_ms.store(now, Ordering::Relaxed);
+            }
+            let (jobs, counts, next_due) = self.run_reserve(max, reclaim).await?;
+            let reclaimed = counts & 0xffff_ffff;
+            let dead = counts >> 32;
+            QueueCounters::add(&counters.dead, dead);
+            if !jobs.is_empty() {
+                return Ok((jobs, reclaimed));
+            }
+            let script_done = Instant::now();
+            // Block until a job comes, the next delayed job is due, leases should be
+            // checked again, or the caller's time runs out: one blocking read per `block`.
+            loop {
+                let now = Instant::now();
+                if *stop.borrow() {
+                    return Ok((Vec::new(), 0));
+                }
+                if now >= deadline {
+                    let due = next_due.is_some_and(|d| {
+                        Duration::from_millis(d) <= now.duration_since(script_done)
+                    });
+                    if due && !last_look && !timeout.is_zero() {
+                        last_look = true;
+                        break;
+                    }
+                    return Ok((Vec::new(), 0));
+                }
+                let mut wait = (deadline - now).min(self.options.block);
+                let mut timer = false;
+                if let Some(d) = next_due {
+                    let left =
+                        Duration::from_millis(d).saturating_sub(now.duration_since(script_done));
+                    if left <= wait {
+                        wait = left;
+                        timer = true;
+                    }
+                }
+                let since = now_ms().saturating_sub(self.last_reclaim_ms.load(Ordering::Relaxed));
+                let left = Duration::from_millis(self.reclaim_every().saturating_sub(since));
+                if left <= wait {
+                    wait = left;
+                    timer = true;
+                }
+                let wait = wait.max(Duration::from_millis(1));
+                QueueCounters::inc(&counters.blocking_reads);
+                let read = tokio::select! {
+                    r = self.block_read(max, wait) => r?,
+                    _ = stop.changed() => return Ok((Vec::new(), 0)),
+                };
+                match read {
+                    Read::Jobs(jobs) => return Ok((jobs, 0)),
+                    Read::Rearm => break,
+                    Read::Nothing if timer => break,
+                    Read::Nothing => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn ack(&self, r: &str) -> Result<bool> {
+        let (lane, entry, consumer) = parse_receipt(r)?;
+        let n: i64 = self
+            .scripts
+            .ack
+            .key(&self.keys.lanes[lane - 1])
+            .arg(entry)
+            .arg(consumer)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn extend(&self, r: &str) -> Result<bool> {
+        let (lane, entry, consumer) = parse_receipt(r)?;
+        let n: i64 = self
+            .scripts
+            .extend
+            .key(&self.keys.lanes[lane - 1])
+            .arg(entry)
+            .arg(consumer)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn release(&self, r: &str) -> Result<bool> {
+        let (lane, entry, consumer) = parse_receipt(r)?;
+        let n: i64 = self
+            .scripts
+            .release
+            .key(&self.keys.lanes[lane - 1])
+            .arg(entry)
+            .arg(consumer)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn fail(
+        &self,
+        r: &str,
+        error: &str,
+        draw: f64,
+    ) -> Result<Option<FailOutcome>> {
+        let (lane, entry, consumer) = parse_receipt(r)?;
+        let k = &self.keys;
+        let v: Value = self
+            .scripts
+            .fail
+            .key(&k.lanes[lane - 1])
+            .key(&k.delayed)
+            .key(&k.dead)
+            .key(&k.wake)
+            .arg(entry)
+            .arg(consumer)
+            .arg(error)
+            .arg(format!("{draw:.6}"))
+            .arg(self.options.dead_history)
+            .arg(lane)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        let a = array_of(&v);
+        match a.first().and_then(int_of) {
+            Some(-1) => Ok(None),
+            Some(0) => Ok(Some(FailOutcome::Dead)),
+            Some(1) => Ok(Some(FailOutcome::Retry {
+                at_ms: a.get(1).and_then(int_of).unwrap_or(0) as u64,
+                attempt: a.get(2).and_then(int_of).unwrap_or(0) as u32,
+            })),
+            _ => Err(protocol("fail")),
+        }
+    }
+
+    pub(crate) async fn shutdown(&self) -> Result<u64> {
+        let k = &self.keys;
+        let n: i64 = self
+            .scripts
+            .shutdown
+            .key(&k.lanes[0])
+            .key(&k.lanes[1])
+            .key(&k.lanes[2])
+            .key(&k.wake)
+            .arg(&self.name)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        if let Ok(pool) = self.pool() {
+            pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        Ok(n.max(0) as u64)
+    }
+}

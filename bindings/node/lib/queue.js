@@ -359,7 +359,8 @@ class Worker extends EventEmitter {
         try {
           jobs = await c.reserveMany(free, { timeout: this.#block })
         } catch (e) {
-          this.emit('error', e)
+          // Redis down or slow: report it (when someone listens) and try again shortly.
+          if (this.listenerCount('error') > 0) this.emit('error', e)
           await new Promise((resolve) => setTimeout(resolve, 200).unref())
           continue
         }

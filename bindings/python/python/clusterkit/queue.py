@@ -368,7 +368,7 @@ class Worker:
     def run(self, *, max_jobs: Optional[int] = None, timeout: Optional[Seconds] = None) -> WorkerResult:
         """Processes jobs until stopped (see the class); returns the counts."""
         deadline = time.monotonic() + _ms(timeout, "timeout") / 1000.0 if timeout is not None else None
-        previous: Dict[int, Any] = {}
+        previous: Dict[signal.Signals, Any] = {}
         if self._handle_signals and threading.current_thread() is threading.main_thread():
 
             def on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -477,7 +477,7 @@ class AsyncWorker:
     async def run(self, *, max_jobs: Optional[int] = None, timeout: Optional[Seconds] = None) -> WorkerResult:
         deadline = time.monotonic() + _ms(timeout, "timeout") / 1000.0 if timeout is not None else None
         loop = asyncio.get_running_loop()
-        installed: List[int] = []
+        installed: List[signal.Signals] = []
         if self._handle_signals and threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT):
                 try:
@@ -507,11 +507,11 @@ class Queue:
     @property
     def backend(self) -> str:
         """``"redis"`` or ``"memory"`` (embedded)."""
-        return self._n.backend
+        return str(self._n.backend)
 
     @property
     def visibility_timeout(self) -> float:
-        return self._n.visibility_timeout
+        return float(self._n.visibility_timeout)
 
     def enqueue(
         self,
@@ -529,7 +529,7 @@ class Queue:
         """Stores a job and returns its id (a duplicate ``idempotency_key`` within its window
         returns the first job's id and stores nothing). ``priority``: high, normal, low."""
         o = _options(delay, run_at, max_attempts, backoff, idempotency_key, idempotency_ttl, priority)
-        return self._n.enqueue(queue, payload, o)
+        return str(self._n.enqueue(queue, payload, o))
 
     def enqueue_many(self, queue: str, jobs: Iterable[JobSpec]) -> List[str]:
         """Many jobs in one round trip: each a payload or ``(payload, {"delay": 1, ...})``."""
@@ -577,11 +577,11 @@ class AsyncQueue:
 
     @property
     def backend(self) -> str:
-        return self._n.backend
+        return str(self._n.backend)
 
     @property
     def visibility_timeout(self) -> float:
-        return self._n.visibility_timeout
+        return float(self._n.visibility_timeout)
 
     async def enqueue(
         self,
@@ -597,7 +597,7 @@ class AsyncQueue:
         priority: Optional[str] = None,
     ) -> str:
         o = _options(delay, run_at, max_attempts, backoff, idempotency_key, idempotency_ttl, priority)
-        return await self._n.enqueue_async(queue, payload, o)
+        return str(await self._n.enqueue_async(queue, payload, o))
 
     async def enqueue_many(self, queue: str, jobs: Iterable[JobSpec]) -> List[str]:
         return list(await self._n.enqueue_many_async(queue, [_spec(j, i) for i, j in enumerate(jobs)]))

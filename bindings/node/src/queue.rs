@@ -337,9 +337,9 @@ impl Consumer {
             async move { c.fail(&receipt, &error).await },
             |_, o| {
                 Ok(match o {
-                    FailOutcome::Retry { at_ms, attempt } => format!(
-                        "{{\"outcome\":\"retry\",\"at_ms\":{at_ms},\"attempt\":{attempt}}}"
-                    ),
+                    FailOutcome::Retry { at_ms, attempt } => {
+                        format!("{{\"outcome\":\"retry\",\"at_ms\":{at_ms},\"attempt\":{attempt}}}")
+                    }
                     _ => "{\"outcome\":\"dead\"}".to_string(),
                 })
             },

@@ -93,14 +93,20 @@ def work(lib: str, port: int, concurrency: int) -> None:
         print(json.dumps({"count": count[0], "last_done_ms": last[0] * 1000}), flush=True)
         return
     from rq import SimpleWorker
+    from rq.registry import FailedJobRegistry
 
     rq = rq_queue(port)
     worker = SimpleWorker([rq], connection=rq.connection)
     print("ready", flush=True)
     sys.stdin.readline()
+    before = rq.count
     worker.work(burst=True, logging_level="WARNING")
     done = time.time()
-    print(json.dumps({"count": worker.successful_job_count, "last_done_ms": done * 1000}), flush=True)
+    # rq 3's successful_job_count stays 0 with result_ttl=0: count what this worker drained
+    # (other workers drain the same list: the driver checks the total, failures excluded).
+    failed = FailedJobRegistry(queue=rq).count
+    drained = worker.successful_job_count or max(0, before - rq.count - failed)
+    print(json.dumps({"count": drained, "last_done_ms": done * 1000, "failed": failed}), flush=True)
 
 
 def main(argv: List[str]) -> None:

@@ -320,6 +320,8 @@ export declare class Clusterkit {
   readonly cache: Cache
   readonly locks: Locks
   readonly sessions: Sessions
+  /** The task queue service. */
+  readonly queue: Queue
   metrics(): { cache: { namespace: string, hits: number, misses: number, errors: number, writes: number }, pools: Record<string, { [key: string]: JsonValue }> }
   metricsSnapshot(): MetricsSnapshot
   /** Default 'prometheus'. Rejects with `unavailable` when `[metrics] enabled = false`. */
@@ -359,4 +361,137 @@ export declare class ClusterkitStore extends EventEmitter {
   regenerate(req: object, callback: (err?: Error | null) => void): void
   load<S>(sid: string, callback: (err: Error | null, session?: S) => void): void
   createSession<S>(req: object, session: object): S
+}
+
+/** Options of one job; times in milliseconds. */
+export interface EnqueueOptions {
+  /** Run no sooner than this many ms from now (> 0). Not with `runAt`. */
+  delay?: number
+  /** Run no sooner than this time (Date or Unix ms; the past means now). */
+  runAt?: Date | number
+  /** Deliveries before the job is dead-lettered (1..1000; default: the queue's). */
+  maxAttempts?: number
+  backoff?: { kind: 'fixed', delay: number } | { kind: 'exponential', delay?: number, max?: number, jitter?: boolean }
+  /** A duplicate within the window resolves to the first job's id and stores nothing. */
+  idempotencyKey?: string
+  idempotencyTtl?: number
+  priority?: 'high' | 'normal' | 'low'
+}
+
+export type FailOutcome = { outcome: 'retry', at_ms: number, attempt: number } | { outcome: 'dead' }
+
+export interface QueueStats {
+  waiting: number
+  in_flight: number
+  delayed: number
+  dead: number
+  /** Age of the oldest waiting job in ms; null when none waits. */
+  oldest_age_ms: number | null
+}
+
+export interface DeadJob {
+  id: string
+  payload: Buffer
+  attempts: number
+  lastError: string
+  failedAtMs: number
+  enqueuedAtMs: number
+  maxAttempts: number
+  priority: string
+}
+
+/** A reserved job: its data and the calls that settle it. */
+export declare class Job {
+  readonly id: string
+  readonly queue: string
+  readonly payload: Buffer
+  /** This delivery's attempt, from 1. */
+  readonly attempt: number
+  readonly maxAttempts: number
+  /** Unix ms of the first enqueue. */
+  readonly enqueuedAt: number
+  readonly priority: 'high' | 'normal' | 'low'
+  /** The error of the previous attempt. */
+  readonly lastError: string | null
+  /** The lease token of this delivery. */
+  readonly receipt: string
+  readonly settled: boolean
+  json(): unknown
+  text(): string
+  /** Rejects with code `conflict` when the lease was lost (the job was reclaimed). */
+  ack(): Promise<void>
+  fail(error: unknown): Promise<FailOutcome>
+  extend(): Promise<void>
+  release(): Promise<void>
+}
+
+export interface ReserveOptions {
+  /** ms to wait for a job (default 1000; 0 = do not wait). */
+  timeout?: number
+  /** Aborting stops the consumer (waiting reserves resolve to null). */
+  signal?: AbortSignal
+}
+
+export declare class Consumer {
+  readonly name: string
+  readonly queue: string
+  readonly isStopped: boolean
+  reserve(options?: ReserveOptions): Promise<Job | null>
+  reserveMany(max: number, options?: ReserveOptions): Promise<Job[]>
+  stop(): void
+  /** stop() and return every job still leased here; resolves to how many. */
+  shutdown(): Promise<number>
+}
+
+export interface JobsOptions {
+  signal?: AbortSignal
+  /** Jobs reserved per round trip (default 1). */
+  prefetch?: number
+  /** Lease extension period in ms (default: a third of the visibility timeout). */
+  heartbeat?: number
+  /** Longest single wait in ms (default 1000). */
+  block?: number
+}
+
+export type EnqueueJob = Data | { payload: Data, options?: EnqueueOptions }
+
+export declare class Queue {
+  readonly backend: 'redis' | 'memory'
+  /** The lease of a reserved job (ms). */
+  readonly visibilityTimeout: number
+  enqueue(queue: string, payload: Data, options?: EnqueueOptions): Promise<string>
+  /** One round trip; `options` applies to the jobs without their own. */
+  enqueueMany(queue: string, jobs: EnqueueJob[], options?: EnqueueOptions): Promise<string[]>
+  stats(queue: string): Promise<QueueStats>
+  deadJobs(queue: string, options?: { limit?: number }): Promise<DeadJob[]>
+  redrive(queue: string, options?: { limit?: number }): Promise<number>
+  purge(queue: string): Promise<void>
+  metrics(): Record<string, JsonValue>
+  consumer(queue: string): Consumer
+  /** `for await (const job of queue.jobs('emails', { signal }))`: unsettled jobs are acked on the next iteration. */
+  jobs(queue: string, options?: JobsOptions): AsyncIterable<Job>
+}
+
+export interface WorkerOptions {
+  /** Jobs in progress at once (default 1). */
+  concurrency?: number
+  /** Lease extension period in ms (default: a third of the visibility timeout). */
+  heartbeat?: number
+  /** Aborting closes the worker gracefully. */
+  signal?: AbortSignal
+  /** Longest single wait in ms (default 1000). */
+  block?: number
+}
+
+/** Runs `handler` for each job; resolves = ack, rejects = fail (retry or dead letter). */
+export declare class Worker extends EventEmitter {
+  constructor(queue: Queue, name: string, handler: (job: Job, signal: AbortSignal) => unknown, options?: WorkerOptions)
+  readonly name: string
+  readonly running: boolean
+  completed: number
+  failed: number
+  lost: number
+  /** Stops taking jobs, waits for those in progress, returns the rest; resolves to how many went back. */
+  close(): Promise<number>
+  readonly closed: Promise<number>
 }

@@ -9,6 +9,7 @@ const path = require('node:path')
 const { ClusterkitError, CODES, sync, promise, invalid } = require('./lib/errors')
 
 const native = require(path.join(__dirname, 'clusterkit.linux-x64-gnu.node'))
+const queueMod = require('./lib/queue')
 
 const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose')
 
@@ -361,7 +362,7 @@ function configText (config) {
 class Clusterkit {
   #n
   #closed = false
-  #cache; #locks; #sessions
+  #cache; #locks; #sessions; #queue
   /**
    * A deployment from a config object, JSON or TOML text, or nothing (everything embedded).
    * `shared: true` shares one deployment per distinct document across the process and its
@@ -392,6 +393,8 @@ class Clusterkit {
   get cache () { this.#open(); return (this.#cache ??= new Cache(this.#n.cache())) }
   get locks () { this.#open(); return (this.#locks ??= new Locks(this.#n.locks())) }
   get sessions () { this.#open(); return (this.#sessions ??= new Sessions(this.#n.sessions())) }
+  /** The task queue service (see lib/queue.js). */
+  get queue () { this.#open(); return (this.#queue ??= new queueMod.Queue(this.#n.queue())) }
   metrics () { this.#open(); return JSON.parse(this.#n.metricsJson()) }
   /** Everything this process measures, now (pools, nodes, cache, locks, sessions, redis, scaling). */
   metricsSnapshot () { return JSON.parse(this.metricsText('json')) }
@@ -593,6 +596,7 @@ const logs = new Logs()
 module.exports = {
   logs, Logs,
   Clusterkit, Pool, Pick, PoolEvents, Cache, Locks, Lock, Sessions, Session, ClusterkitError,
+  Queue: queueMod.Queue, Consumer: queueMod.Consumer, Job: queueMod.Job, Worker: queueMod.Worker,
   ERROR_CODES: CODES,
   version: native.version(),
 }

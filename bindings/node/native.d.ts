@@ -43,6 +43,26 @@ export declare class Cache {
   getOrCompute(key: string | Buffer, ttlMs: number, id: number): Promise<Buffer>
 }
 
+/** A consumer of one queue (native handle; see index.js). */
+export declare class Consumer {
+  get name(): string
+  get queue(): string
+  get isStopped(): boolean
+  /** The next job within `timeoutMs` (0: do not wait), or null. */
+  reserve(timeoutMs: number): Promise<JobData | null>
+  /** Up to `max` jobs in one round trip, waiting up to `timeoutMs` for the first. */
+  reserveMany(max: number, timeoutMs: number): Promise<JobData[]>
+  ack(receipt: string): Promise<void>
+  /** Resolves to `{"outcome":"retry","at_ms":..,"attempt":..}` or `{"outcome":"dead"}` (JSON). */
+  fail(receipt: string, error: string): Promise<string>
+  extend(receipt: string): Promise<void>
+  release(receipt: string): Promise<void>
+  /** Waiting reserves resolve to null at once; later ones too. Never blocks. */
+  stop(): void
+  /** stop() + every job still leased to this consumer goes back; resolves to how many. */
+  shutdown(): Promise<number>
+}
+
 /** A deployment built from a config document (native handle; see index.js `Clusterkit`). */
 export declare class Deployment {
   /**
@@ -58,6 +78,8 @@ export declare class Deployment {
   cache(): Cache
   /** The lock service. */
   locks(): Locks
+  /** The task queue service. */
+  queue(): Queue
   /** The session store. */
   sessions(): Sessions
   /** The metrics snapshot as JSON text (`cache`, `pools`). */
@@ -180,6 +202,33 @@ export declare class Pool {
   subscribe(): EventStream
 }
 
+/** The task queue service of a deployment (native handle; see index.js `Queue`). */
+export declare class Queue {
+  /** "memory" or "redis". */
+  get backend(): string
+  /** The lease of a reserved job, in ms. */
+  get visibilityTimeoutMs(): number
+  /** Stores one job; resolves to its id. `optionsJson`: the options document (ms). */
+  enqueue(queue: string, payload: string | Buffer, optionsJson?: string | undefined | null): Promise<string>
+  /**
+   * Many jobs in one round trip. `optionsJson[i]` ("" or absent = defaults) goes with
+   * `payloads[i]`; a single entry applies to every job.
+   */
+  enqueueMany(queue: string, payloads: Array<string | Buffer>, optionsJson?: Array<string> | undefined | null): Promise<string[]>
+  /** `{waiting, in_flight, delayed, dead, oldest_age_ms}` as JSON text. */
+  statsJson(queue: string): Promise<string>
+  /** Dead-lettered jobs, oldest first. */
+  deadJobs(queue: string, max: number): Promise<DeadJobData[]>
+  /** Moves up to `max` dead jobs back to their lanes; resolves to how many moved. */
+  redrive(queue: string, max: number): Promise<number>
+  /** Deletes every job of `queue`. */
+  purge(queue: string): Promise<void>
+  /** This handle's counters as JSON text. */
+  metricsJson(): string
+  /** A consumer of `queue` (its own name). */
+  consumer(queue: string): Consumer
+}
+
 /** One session as a request sees it (native handle). */
 export declare class Session {
   /** The session id (a credential: never log it). */
@@ -229,6 +278,36 @@ export declare class Sessions {
   ids(): Promise<Array<string>>
   /** Deletes every session of this namespace; resolves with how many. */
   clear(): Promise<number>
+}
+
+/** A dead-lettered job. */
+export interface DeadJobData {
+  id: string
+  payload: Buffer
+  attempts: number
+  lastError: string
+  failedAtMs: number
+  enqueuedAtMs: number
+  maxAttempts: number
+  priority: string
+}
+
+/** A reserved job. */
+export interface JobData {
+  id: string
+  queue: string
+  payload: Buffer
+  /** This delivery's attempt, from 1. */
+  attempt: number
+  maxAttempts: number
+  /** Unix ms of the first enqueue. */
+  enqueuedAtMs: number
+  /** "high" | "normal" | "low". */
+  priority: string
+  /** The previous attempt's error. */
+  lastError?: string
+  /** The lease token of this delivery (ack/fail/extend/release take it). */
+  receipt: string
 }
 
 /**

@@ -779,12 +779,14 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Cache = nativeBinding.Cache
+module.exports.Consumer = nativeBinding.Consumer
 module.exports.Deployment = nativeBinding.Deployment
 module.exports.EventStream = nativeBinding.EventStream
 module.exports.Lock = nativeBinding.Lock
 module.exports.Locks = nativeBinding.Locks
 module.exports.Pick = nativeBinding.Pick
 module.exports.Pool = nativeBinding.Pool
+module.exports.Queue = nativeBinding.Queue
 module.exports.Session = nativeBinding.Session
 module.exports.Sessions = nativeBinding.Sessions
 module.exports.logDrain = nativeBinding.logDrain

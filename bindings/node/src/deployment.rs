@@ -67,6 +67,12 @@ impl Deployment {
         }
     }
 
+    /// The task queue service.
+    #[napi]
+    pub fn queue(&self) -> crate::queue::Queue {
+        crate::queue::Queue::new(self.inner.queue().clone())
+    }
+
     /// The session store.
     #[napi]
     pub fn sessions(&self) -> Sessions {

@@ -18,4 +18,5 @@ mod lock;
 mod metrics;
 mod pick;
 mod promise;
+mod queue;
 mod session;

@@ -60,6 +60,12 @@ impl Deployment {
         }
     }
 
+    fn queue(&self) -> crate::queue::Queue {
+        crate::queue::Queue {
+            q: self.ck.queue().clone(),
+        }
+    }
+
     fn sessions(&self) -> Sessions {
         Sessions {
             store: self.ck.sessions().clone(),

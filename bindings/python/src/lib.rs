@@ -16,6 +16,7 @@ mod lock;
 mod log;
 mod metrics;
 mod pick;
+mod queue;
 mod session;
 
 #[pymodule]
@@ -31,6 +32,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Sessions>()?;
     m.add_class::<session::Session>()?;
     m.add_class::<aio::Wake>()?;
+    m.add_class::<queue::Queue>()?;
+    m.add_class::<queue::Consumer>()?;
+    m.add_class::<queue::Job>()?;
     m.add_function(wrap_pyfunction!(metrics::fork_stats, m)?)?;
     m.add_function(wrap_pyfunction!(log::log_set_level, m)?)?;
     m.add_function(wrap_pyfunction!(log::log_level, m)?)?;

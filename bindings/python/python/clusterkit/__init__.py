@@ -30,6 +30,7 @@ from .errors import (
 )
 from .lock import AsyncLock, AsyncLockAcquire, AsyncLocks, Lock, Locks
 from .serializers import BytesSerializer, JsonSerializer, PickleSerializer, Serializer, StrSerializer
+from .queue import AsyncConsumer, AsyncQueue, AsyncWorker, Consumer, Job, Queue, Worker, WorkerResult
 from .session import AsyncSession, AsyncSessions, Session, Sessions
 from . import logs, monitoring  # noqa: E402  (submodules: clusterkit.logs, clusterkit.monitoring)
 from .monitoring import StatusPage, status_asgi_app, status_wsgi_app
@@ -57,6 +58,14 @@ __all__ = [
     "AsyncLocks",
     "AsyncLock",
     "AsyncLockAcquire",
+    "Queue",
+    "AsyncQueue",
+    "Consumer",
+    "AsyncConsumer",
+    "Job",
+    "Worker",
+    "AsyncWorker",
+    "WorkerResult",
     "Sessions",
     "Session",
     "AsyncSessions",

@@ -13,6 +13,7 @@ from .cache import AsyncCache, Cache, Seconds
 from .cluster import Pool
 from .errors import InvalidArgumentError
 from .lock import AsyncLockAcquire, AsyncLocks, Lock, Locks
+from .queue import AsyncQueue, Queue
 from .session import AsyncSessions, Sessions
 
 __all__ = ["Clusterkit", "AsyncClusterkit", "Config"]
@@ -49,6 +50,7 @@ class Clusterkit:
         self.cache = Cache(self._dep.cache())
         self.locks = Locks(self._dep.locks())
         self.sessions = Sessions(self._dep.sessions())
+        self.queue = Queue(self._dep.queue())
         self.aio = AsyncClusterkit(self)
         self._pools: Dict[str, Pool] = {}
 
@@ -172,7 +174,16 @@ class Clusterkit:
         deployment goes on for its other users."""
         closed = _Closed("deployment")
         self._dep = closed
-        for part in (self.cache, self.locks, self.sessions, self.aio.cache, self.aio.locks, self.aio.sessions):
+        for part in (
+            self.cache,
+            self.locks,
+            self.sessions,
+            self.queue,
+            self.aio.cache,
+            self.aio.locks,
+            self.aio.sessions,
+            self.aio.queue,
+        ):
             part._n = closed
         for p in self._pools.values():
             p._n = closed  # type: ignore[assignment]
@@ -201,6 +212,7 @@ class AsyncClusterkit:
         self.cache = AsyncCache(ck._dep.cache())
         self.locks = AsyncLocks(ck._dep.locks())
         self.sessions = AsyncSessions(ck._dep.sessions())
+        self.queue = AsyncQueue(ck._dep.queue())
 
     def pool(self, name: str) -> Pool:
         return self._ck.pool(name)

@@ -1,0 +1,430 @@
+'use strict'
+// The task queue from Node.js: `ck.queue.enqueue(...)`, `for await (const job of
+// ck.queue.jobs('emails', { signal }))`, and a `Worker` with concurrency and a graceful
+// `close()`. Every rule (leases, retries with backoff, dead letters, idempotency keys,
+// priorities, reclaiming the jobs of crashed workers) is in the Rust core; this file converts
+// options and runs the loops. Delivery is at least once: handlers must be idempotent.
+
+const { EventEmitter } = require('node:events')
+const { ClusterkitError, sync, promise, invalid } = require('./errors')
+
+const OPTION_NAMES = new Set(['delay', 'runAt', 'maxAttempts', 'backoff', 'idempotencyKey', 'idempotencyTtl', 'priority'])
+
+function checkQueueName (v) {
+  if (typeof v !== 'string') throw invalid('queue', `must be a string, got ${v === null ? 'null' : typeof v}`)
+  return v
+}
+
+function checkPayload (p, field = 'payload') {
+  if (typeof p === 'string' || Buffer.isBuffer(p)) return p
+  if (p instanceof Uint8Array) return Buffer.from(p.buffer, p.byteOffset, p.byteLength)
+  throw invalid(field, `must be a string or a Buffer, got ${p === null ? 'null' : typeof p}`)
+}
+
+function num (v, field) {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw invalid(field, `must be a finite number, got ${String(v)}`)
+  return v
+}
+
+// A positive fraction of a millisecond is one millisecond; zero and negatives go to the core
+// as they are and are reported there (options.delay_ms ...).
+function ms (v, field) {
+  num(v, field)
+  return v > 0 ? Math.ceil(v) : Math.trunc(v)
+}
+
+/** Options object (ms) -> the core's options document (JSON text), or undefined. */
+function optionsJson (o, field = 'options') {
+  if (o === undefined || o === null) return undefined
+  if (typeof o !== 'object') throw invalid(field, 'must be an object')
+  const out = {}
+  for (const k of Object.keys(o)) {
+    if (!OPTION_NAMES.has(k)) throw invalid(`${field}.${k}`, 'unknown option')
+  }
+  if (o.delay !== undefined) out.delay_ms = ms(o.delay, `${field}.delay`)
+  if (o.runAt !== undefined) {
+    const t = o.runAt instanceof Date ? o.runAt.getTime() : o.runAt
+    out.run_at_ms = ms(t, `${field}.runAt`)
+  }
+  if (o.maxAttempts !== undefined) {
+    if (!Number.isInteger(o.maxAttempts)) throw invalid(`${field}.maxAttempts`, 'must be an integer')
+    out.max_attempts = o.maxAttempts
+  }
+  if (o.backoff !== undefined) {
+    const b = o.backoff
+    if (b === null || typeof b !== 'object') throw invalid(`${field}.backoff`, 'must be { kind, delay[, max, jitter] }')
+    const bo = { kind: b.kind }
+    for (const k of Object.keys(b)) {
+      if (!['kind', 'delay', 'max', 'jitter'].includes(k)) throw invalid(`${field}.backoff.${k}`, 'unknown option')
+    }
+    if (b.delay !== undefined) bo.delay_ms = ms(b.delay, `${field}.backoff.delay`)
+    if (b.max !== undefined) bo.max_ms = ms(b.max, `${field}.backoff.max`)
+    if (b.jitter !== undefined) bo.jitter = b.jitter
+    out.backoff = bo
+  }
+  if (o.idempotencyKey !== undefined) {
+    if (typeof o.idempotencyKey !== 'string') throw invalid(`${field}.idempotencyKey`, 'must be a string')
+    out.idempotency_key = o.idempotencyKey
+  }
+  if (o.idempotencyTtl !== undefined) out.idempotency_ttl_ms = ms(o.idempotencyTtl, `${field}.idempotencyTtl`)
+  if (o.priority !== undefined) out.priority = o.priority
+  return JSON.stringify(out)
+}
+
+function checkLimit (v, field, dflt) {
+  if (v === undefined || v === null) return dflt
+  return num(v, field)
+}
+
+function errorText (e) {
+  if (e instanceof Error) return `${e.name}: ${e.message}`
+  return String(e)
+}
+
+/** A reserved job: its data plus ack/fail/extend/release on the consumer that holds it. */
+class Job {
+  #c
+  #settled = false
+  constructor (consumer, d) {
+    this.#c = consumer
+    this.id = d.id
+    this.queue = d.queue
+    this.payload = d.payload
+    this.attempt = d.attempt
+    this.maxAttempts = d.maxAttempts
+    this.enqueuedAt = d.enqueuedAtMs
+    this.priority = d.priority
+    this.lastError = d.lastError ?? null
+    this.receipt = d.receipt
+  }
+
+  /** The payload parsed as JSON. */
+  json () { return JSON.parse(this.payload.toString('utf8')) }
+  /** The payload as UTF-8 text. */
+  text () { return this.payload.toString('utf8') }
+  get settled () { return this.#settled }
+
+  /** Done: removes the job. Rejects with `conflict` if the lease was lost (reclaimed). */
+  async ack () { this.#settled = true; await promise(() => this.#c.ack(this.receipt)) }
+  /** Retry after the backoff, or dead letter after the last attempt: `{outcome, at_ms?, attempt?}`. */
+  async fail (error) {
+    this.#settled = true
+    return JSON.parse(await promise(() => this.#c.fail(this.receipt, errorText(error))))
+  }
+
+  /** Heartbeat: the lease runs one full visibility timeout from now. */
+  async extend () { await promise(() => this.#c.extend(this.receipt)) }
+  /** Back to the end of its lane, no attempt used. */
+  async release () { this.#settled = true; await promise(() => this.#c.release(this.receipt)) }
+}
+
+/** Extends the leases of the jobs in `set` every `every` ms; `onLost(job)` when one is gone. */
+function heartbeat (set, every, onLost) {
+  const t = setInterval(() => {
+    for (const job of set) {
+      if (job.settled) continue
+      job.extend().catch((e) => { if (e && e.code === 'conflict') onLost(job) })
+    }
+  }, every)
+  t.unref()
+  return () => clearInterval(t)
+}
+
+/** Reserves jobs of one queue (native consumer wrapper). */
+class Consumer {
+  #n
+  constructor (n) { this.#n = n }
+  get name () { return this.#n.name }
+  get queue () { return this.#n.queue }
+  get isStopped () { return this.#n.isStopped }
+
+  /** The next job within `timeout` ms (default 1000; 0 = do not wait), or null. `signal` stops the wait. */
+  async reserve ({ timeout = 1000, signal } = {}) {
+    const d = await this.#withSignal(signal, () => this.#n.reserve(num(timeout, 'timeout')))
+    return d ? new Job(this.#n, d) : null
+  }
+
+  async reserveMany (max, { timeout = 1000, signal } = {}) {
+    const ds = await this.#withSignal(signal, () => this.#n.reserveMany(num(max, 'max'), num(timeout, 'timeout')))
+    return ds.map((d) => new Job(this.#n, d))
+  }
+
+  async #withSignal (signal, fn) {
+    if (!signal) return promise(fn)
+    if (signal.aborted) this.#n.stop()
+    const onAbort = () => this.#n.stop()
+    signal.addEventListener('abort', onAbort, { once: true })
+    try {
+      return await promise(fn)
+    } finally {
+      signal.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /** Waiting reserves resolve to null at once, later ones too. */
+  stop () { this.#n.stop() }
+  /** stop() and every job still leased here goes back (no attempt used); resolves to how many. */
+  async shutdown () { return promise(() => this.#n.shutdown()) }
+}
+
+class Queue {
+  #n
+  constructor (n) { this.#n = n }
+  /** "redis" or "memory" (embedded). */
+  get backend () { return this.#n.backend }
+  /** The lease of a reserved job (ms). */
+  get visibilityTimeout () { return this.#n.visibilityTimeoutMs }
+
+  /**
+   * Stores a job; resolves to its id (a duplicate `idempotencyKey` within its window resolves
+   * to the first job's id and stores nothing). Options (times in ms): delay, runAt (Date or
+   * Unix ms), maxAttempts, backoff {kind: 'fixed'|'exponential', delay, max, jitter},
+   * idempotencyKey, idempotencyTtl, priority ('high'|'normal'|'low').
+   */
+  async enqueue (queue, payload, options) {
+    checkQueueName(queue)
+    checkPayload(payload)
+    const o = optionsJson(options)
+    return promise(() => this.#n.enqueue(queue, payload, o))
+  }
+
+  /**
+   * Many jobs in one round trip: each a payload, or `{ payload, options }`; `options` (second
+   * argument) applies to the jobs that have none.
+   */
+  async enqueueMany (queue, jobs, options) {
+    checkQueueName(queue)
+    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array')
+    const common = optionsJson(options)
+    const payloads = new Array(jobs.length)
+    let opts
+    let perJob = false
+    for (let i = 0; i < jobs.length; i++) {
+      const j = jobs[i]
+      if (j !== null && typeof j === 'object' && !Buffer.isBuffer(j) && !(j instanceof Uint8Array)) {
+        payloads[i] = checkPayload(j.payload, `jobs[${i}].payload`)
+        if (j.options !== undefined) {
+          opts ??= new Array(jobs.length).fill(common ?? '')
+          opts[i] = optionsJson(j.options, `jobs[${i}].options`)
+          perJob = true
+        }
+      } else {
+        payloads[i] = checkPayload(j, `jobs[${i}]`)
+      }
+    }
+    const o = perJob ? opts : (common !== undefined ? [common] : undefined)
+    return promise(() => this.#n.enqueueMany(queue, payloads, o))
+  }
+
+  /** `{ waiting, in_flight, delayed, dead, oldest_age_ms }`. */
+  async stats (queue) {
+    checkQueueName(queue)
+    return JSON.parse(await promise(() => this.#n.statsJson(queue)))
+  }
+
+  /** Dead-lettered jobs, oldest first (`limit`, default 100). */
+  async deadJobs (queue, { limit } = {}) {
+    checkQueueName(queue)
+    return promise(() => this.#n.deadJobs(queue, checkLimit(limit, 'limit', 100)))
+  }
+
+  /** Moves dead jobs back to their lanes with fresh attempts (`limit`, default 1000); resolves to how many. */
+  async redrive (queue, { limit } = {}) {
+    checkQueueName(queue)
+    return promise(() => this.#n.redrive(queue, checkLimit(limit, 'limit', 1000)))
+  }
+
+  /** Deletes every job of `queue`. */
+  async purge (queue) { checkQueueName(queue); return promise(() => this.#n.purge(queue)) }
+  /** This handle's counters. */
+  metrics () { return JSON.parse(sync(() => this.#n.metricsJson())) }
+  /** A consumer of `queue` with a name of its own. */
+  consumer (queue) { checkQueueName(queue); return new Consumer(sync(() => this.#n.consumer(queue))) }
+
+  /**
+   * An async iterator of the jobs of `queue` until `signal` aborts or the loop exits. A job
+   * the loop body leaves unsettled is acked when the loop asks for the next one (the body
+   * finished); on `break` or a throw it goes back to the queue (no attempt used). A
+   * heartbeat extends the lease of the current job (every `heartbeat` ms, default a third of
+   * the visibility timeout). `prefetch` jobs are reserved per round trip (default 1).
+   */
+  jobs (queue, { signal, prefetch = 1, heartbeat: every, block = 1000 } = {}) {
+    checkQueueName(queue)
+    num(prefetch, 'prefetch')
+    num(block, 'block')
+    const consumer = sync(() => this.#n.consumer(queue))
+    const beatEvery = every === undefined ? Math.max(1, this.visibilityTimeout / 3) : num(every, 'heartbeat')
+    const self = this
+    return {
+      [Symbol.asyncIterator] () {
+        const buffered = []
+        const current = new Set()
+        let done = false
+        const stopBeat = heartbeat(current, beatEvery, () => {})
+        const onAbort = () => consumer.stop()
+        if (signal) {
+          if (signal.aborted) consumer.stop()
+          else signal.addEventListener('abort', onAbort, { once: true })
+        }
+        const finish = async () => {
+          if (done) return
+          done = true
+          stopBeat()
+          if (signal) signal.removeEventListener('abort', onAbort)
+          current.clear()
+          await promise(() => consumer.shutdown())
+        }
+        return {
+          async next () {
+            for (const j of current) {
+              if (!j.settled) await j.ack().catch((e) => { if (!(e && e.code === 'conflict')) throw e })
+            }
+            current.clear()
+            while (!done) {
+              if (buffered.length === 0) {
+                if (consumer.isStopped) break
+                const ds = await promise(() => consumer.reserveMany(prefetch, block))
+                for (const d of ds) buffered.push(new Job(consumer, d))
+                continue
+              }
+              const job = buffered.shift()
+              current.add(job)
+              return { value: job, done: false }
+            }
+            await finish()
+            return { value: undefined, done: true }
+          },
+          async return () {
+            await finish()
+            return { value: undefined, done: true }
+          },
+        }
+      },
+      get queue () { return self }
+    }
+  }
+}
+
+/**
+ * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
+ * handler acks the job, a rejection fails it (retry with backoff, or dead letter). `signal`
+ * aborts when the job's lease is lost (it was reclaimed elsewhere). Starts at once; `close()`
+ * stops taking jobs, waits for the ones in progress and returns anything still leased.
+ * Events: 'completed' (job, result), 'failed' (job, error, outcome), 'lost' (job), 'error' (err).
+ */
+class Worker extends EventEmitter {
+  #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
+  #inFlight = new Set(); #controllers = new Map(); #block
+  constructor (queue, name, handler, { concurrency = 1, heartbeat: every, signal, block = 1000 } = {}) {
+    super()
+    if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
+    if (typeof handler !== 'function') throw invalid('handler', 'must be a function')
+    if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10000) {
+      throw invalid('concurrency', `must be an integer between 1 and 10000, got ${String(concurrency)}`)
+    }
+    this.#consumer = queue.consumer(name)
+    this.#handler = handler
+    this.#concurrency = concurrency
+    this.#block = num(block, 'block')
+    this.completed = 0
+    this.failed = 0
+    this.lost = 0
+    const beatEvery = every === undefined ? Math.max(1, queue.visibilityTimeout / 3) : num(every, 'heartbeat')
+    this.#beatStop = heartbeat(this.#inFlight, beatEvery, (job) => this.#lose(job))
+    if (signal) {
+      if (signal.aborted) queueMicrotask(() => this.close())
+      else signal.addEventListener('abort', () => this.close(), { once: true })
+    }
+    this.#done = this.#loop()
+  }
+
+  get name () { return this.#consumer.name }
+  get running () { return !this.#closing }
+
+  #lose (job) {
+    const c = this.#controllers.get(job)
+    if (c && !c.signal.aborted) c.abort(new ClusterkitError('conflict', 'the lease of this job was lost'))
+  }
+
+  async #loop () {
+    const c = this.#consumer
+    try {
+      while (!this.#closing) {
+        const free = this.#concurrency - this.#active
+        if (free === 0) {
+          await new Promise((resolve) => { this.#wake = resolve })
+          continue
+        }
+        let jobs
+        try {
+          jobs = await c.reserveMany(free, { timeout: this.#block })
+        } catch (e) {
+          // Redis down or slow: report it (when someone listens) and try again shortly.
+          if (this.listenerCount('error') > 0) this.emit('error', e)
+          await new Promise((resolve) => setTimeout(resolve, 200).unref())
+          continue
+        }
+        for (const job of jobs) this.#run(job)
+      }
+      while (this.#active > 0) await new Promise((resolve) => { this.#wake = resolve })
+    } finally {
+      this.#beatStop()
+    }
+    return c.shutdown()
+  }
+
+  async #run (job) {
+    this.#active++
+    this.#inFlight.add(job)
+    const ac = new AbortController()
+    this.#controllers.set(job, ac)
+    try {
+      let result
+      let failed = null
+      try {
+        result = await this.#handler(job, ac.signal)
+      } catch (e) {
+        failed = e ?? new Error('handler rejected')
+      }
+      try {
+        if (failed === null) {
+          await job.ack()
+          this.completed++
+          this.emit('completed', job, result)
+        } else {
+          const outcome = await job.fail(failed)
+          this.failed++
+          this.emit('failed', job, failed, outcome)
+        }
+      } catch (e) {
+        if (e && e.code === 'conflict') {
+          this.lost++
+          this.emit('lost', job)
+        } else if (this.listenerCount('error') > 0) {
+          this.emit('error', e)
+        }
+      }
+    } finally {
+      this.#inFlight.delete(job)
+      this.#controllers.delete(job)
+      this.#active--
+      const w = this.#wake
+      this.#wake = null
+      if (w) w()
+    }
+  }
+
+  /** Stops taking jobs, waits for those in progress, returns what is still leased; resolves to that count. */
+  async close () {
+    if (!this.#closing) {
+      this.#closing = true
+      this.#consumer.stop()
+    }
+    return this.#done
+  }
+
+  /** Resolves when the worker has closed (to the number of jobs returned at shutdown). */
+  get closed () { return this.#done }
+}
+
+module.exports = { Queue, Consumer, Job, Worker }

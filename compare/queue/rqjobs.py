@@ -1,0 +1,5 @@
+"""The job function the RQ workers import (RQ enqueues a function reference)."""
+
+
+def noop(i: int) -> None:
+    return None

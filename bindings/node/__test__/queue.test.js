@@ -170,9 +170,9 @@ for (const kind of ['embedded', 'redis']) {
         ac2.abort()
       }
       s = await q.stats('it')
-      // delayed, not waiting: the failed job waits for its backoff. (Redis `waiting` still
-      // counts the failed entry until the core fixes it: REQUEST in briefs/queue-api.md.)
+      // delayed, not waiting: the failed job waits for its backoff.
       assert.equal(s.delayed, 1, JSON.stringify(s))
+      assert.equal(s.waiting, 0, JSON.stringify(s))
       assert.equal(s.in_flight, 0)
     })
 

@@ -32,6 +32,7 @@ pub mod connection;
 pub mod deployment;
 pub mod deployment_metrics;
 pub mod discovery;
+pub mod etcd;
 pub mod error;
 pub mod fork;
 #[doc(hidden)]

@@ -231,6 +231,7 @@ static const struct group GROUPS[] = {
     {"redis", test_redis},
     {"fork", test_fork},
     {"secure", test_secure},
+    {"etcd", test_etcd},
 };
 #define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
 

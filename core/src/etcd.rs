@@ -259,7 +259,9 @@ mod link {
     /// A lazily connected etcd client (reconnected in a forked child), shared by clones.
     pub(crate) struct EtcdLink {
         pub(crate) settings: EtcdSettings,
-        client: crate::fork::Mutex<Option<(u64, Client)>>,
+        /// [unary client (per-request timeout), stream client (no deadline: etcd would end a
+        /// watch or keep-alive stream at the request's `grpc-timeout`)], by fork generation.
+        clients: [crate::fork::Mutex<Option<(u64, Client)>>; 2],
         connecting: tokio::sync::Mutex<()>,
         /// Requests sent (for tests and benchmarks: waiting does not poll).
         pub(crate) requests: std::sync::atomic::AtomicU64,
@@ -277,7 +279,7 @@ mod link {
         pub(crate) fn new(settings: EtcdSettings) -> EtcdLink {
             EtcdLink {
                 settings,
-                client: crate::fork::Mutex::default(),
+                clients: Default::default(),
                 connecting: tokio::sync::Mutex::new(()),
                 requests: std::sync::atomic::AtomicU64::new(0),
             }
@@ -288,29 +290,69 @@ mod link {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
 
-        fn cached(&self) -> Option<Client> {
+        fn cached(&self, slot: usize) -> Option<Client> {
             let g = crate::fork::generation();
-            self.client
+            self.clients[slot]
                 .lock()
                 .as_ref()
                 .filter(|(gen, _)| *gen == g)
                 .map(|(_, c)| c.clone())
         }
 
-        /// The client, connecting on first use. Must run on the shared runtime (the
-        /// channel's worker task lives there).
+        /// The client for unary requests (each bounded by the per-request timeout),
+        /// connecting on first use. Must run on the shared runtime (the channel's worker task
+        /// lives there).
         pub(crate) async fn client(&self) -> crate::error::Result<Client> {
-            if let Some(c) = self.cached() {
+            self.client_in(0).await
+        }
+
+        /// The client for watch and lease keep-alive streams: no request deadline (HTTP/2
+        /// keep-alives detect a dead or frozen member within about 2 s).
+        pub(crate) async fn stream_client(&self) -> crate::error::Result<Client> {
+            self.client_in(1).await
+        }
+
+        /// Runs one unary request, retried (at most 3 attempts, 50 / 100 ms apart) when the
+        /// member it reached was unavailable (killed, restarting): the balanced channel may
+        /// still route to it until its connection is seen to fail. Requests made this way are
+        /// idempotent or harmless to repeat (a lease granted twice expires on its own).
+        pub(crate) async fn call<T, F, Fut>(&self, what: &str, f: F) -> crate::error::Result<T>
+        where
+            F: Fn(Client) -> Fut,
+            Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+        {
+            let mut attempt = 0u32;
+            loop {
+                let c = self.client().await?;
+                self.count();
+                match f(c).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => {
+                        let err = map_error(what, &e);
+                        attempt += 1;
+                        if attempt >= 3 || err.kind() != crate::error::ErrorKind::Unavailable {
+                            return Err(err);
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    }
+                }
+            }
+        }
+
+        async fn client_in(&self, slot: usize) -> crate::error::Result<Client> {
+            if let Some(c) = self.cached(slot) {
                 return Ok(c);
             }
             let _one = self.connecting.lock().await;
-            if let Some(c) = self.cached() {
+            if let Some(c) = self.cached(slot) {
                 return Ok(c);
             }
             let s = &self.settings;
-            let mut o = ConnectOptions::new()
-                .with_timeout(s.timeout)
-                .with_connect_timeout(s.timeout)
+            let mut o = ConnectOptions::new().with_connect_timeout(s.timeout);
+            if slot == 0 {
+                o = o.with_timeout(s.timeout);
+            }
+            o = o
                 .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
                 .with_keep_alive_while_idle(true)
                 .with_require_leader(true);
@@ -368,7 +410,7 @@ mod link {
                     ))
                 })?
                 .map_err(|e| map_error("connecting", &e))?;
-            *self.client.lock() = Some((crate::fork::generation(), c.clone()));
+            *self.clients[slot].lock() = Some((crate::fork::generation(), c.clone()));
             Ok(c)
         }
     }

@@ -164,21 +164,23 @@ impl RegState {
     /// Grants a lease and writes the entry under it.
     async fn write(&self) -> Result<()> {
         let link = &self.shared.link;
-        let mut c = link.client().await?;
-        link.count();
-        let lease = c
-            .lease_grant(ttl_secs(self.shared.ttl), None)
-            .await
-            .map_err(|e| map_error("granting a lease", &e))?;
-        link.count();
-        c.put(
-            format!("{}{}", self.shared.prefix, self.id),
-            self.json.clone(),
-            Some(PutOptions::new().with_lease(lease.id())),
-        )
-        .await
-        .map_err(|e| map_error("writing a node entry", &e))?;
-        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease.id());
+        let secs = ttl_secs(self.shared.ttl);
+        let lease = link
+            .call("granting a lease", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?
+            .id();
+        let key = format!("{}{}", self.shared.prefix, self.id);
+        link.call("writing a node entry", |mut c| {
+            let (key, json) = (key.clone(), self.json.clone());
+            async move {
+                c.put(key, json, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Some(lease);
         Ok(())
     }
 
@@ -188,14 +190,18 @@ impl RegState {
 
     async fn remove(&self) -> Result<()> {
         let link = &self.shared.link;
-        let mut c = link.client().await?;
-        link.count();
-        c.delete(format!("{}{}", self.shared.prefix, self.id), None)
-            .await
-            .map_err(|e| map_error("deleting a node entry", &e))?;
+        let key = format!("{}{}", self.shared.prefix, self.id);
+        link.call("deleting a node entry", |mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await?;
         if let Some(l) = self.lease() {
-            link.count();
-            let _ = c.lease_revoke(l).await;
+            let _ = link
+                .call("revoking a lease", |mut c| async move {
+                    c.lease_revoke(l).await
+                })
+                .await;
         }
         Ok(())
     }
@@ -216,7 +222,7 @@ async fn keep_alive(state: Arc<RegState>) {
             continue;
         };
         let stream = async {
-            let mut c = link.client().await?;
+            let mut c = link.stream_client().await?;
             link.count();
             let (keeper, stream) = c
                 .lease_keep_alive(lease)
@@ -340,13 +346,13 @@ impl View {
 }
 
 async fn list(shared: &Shared) -> Result<(View, i64)> {
-    let link = &shared.link;
-    let mut c = link.client().await?;
-    link.count();
-    let r = c
-        .get(shared.prefix.clone(), Some(GetOptions::new().with_prefix()))
-        .await
-        .map_err(|e| map_error("listing the registry", &e))?;
+    let r = shared
+        .link
+        .call("listing the registry", |mut c| {
+            let prefix = shared.prefix.clone();
+            async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
     let mut view = View::default();
     for kv in r.kvs() {
         view.set(&shared.prefix, kv.key(), kv.value());
@@ -476,7 +482,7 @@ async fn follow(
     rev: &mut i64,
 ) -> StreamEnd {
     let link = &shared.link;
-    let mut c = match link.client().await {
+    let mut c = match link.stream_client().await {
         Ok(c) => c,
         Err(e) => return StreamEnd::Broken(e.to_string()),
     };

@@ -220,8 +220,6 @@ impl EtcdLocks {
         };
         let link = self.link.clone();
         on_runtime(async move {
-            let mut c = link.client().await?;
-            link.count();
             let txn = Txn::new()
                 .when([Compare::create_revision(
                     h.key.clone(),
@@ -229,12 +227,18 @@ impl EtcdLocks {
                     fence as i64,
                 )])
                 .and_then([TxnOp::delete(h.key.clone(), None)]);
-            let r = c
-                .txn(txn)
-                .await
-                .map_err(|e| map_error("releasing a lock", &e))?;
-            link.count();
-            let _ = c.lease_revoke(h.lease).await;
+            let r = link
+                .call("releasing a lock", |mut c| {
+                    let txn = txn.clone();
+                    async move { c.txn(txn).await }
+                })
+                .await?;
+            let lease = h.lease;
+            let _ = link
+                .call("revoking a lease", |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await;
             Ok(r.succeeded())
         })
         .await
@@ -276,16 +280,22 @@ impl Drop for Pending {
 }
 
 async fn withdraw(link: &EtcdLink, h: &Held) {
-    if let Ok(mut c) = link.client().await {
-        link.count();
-        let _ = c.delete(h.key.clone(), None).await;
-        link.count();
-        let _ = c.lease_revoke(h.lease).await;
-    }
+    let _ = link
+        .call("withdrawing a lock key", |mut c| {
+            let key = h.key.clone();
+            async move { c.delete(key, None).await }
+        })
+        .await;
+    let lease = h.lease;
+    let _ = link
+        .call("revoking a lease", |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await;
 }
 
 async fn keep_alive_once(link: &EtcdLink, lease: i64) -> Result<i64> {
-    let mut c = link.client().await?;
+    let mut c = link.stream_client().await?;
     link.count();
     let (mut keeper, mut stream) = c
         .lease_keep_alive(lease)
@@ -364,18 +374,17 @@ struct Contender {
     rev: i64,
     /// When the lease grant was sent.
     sent: Instant,
-    ttl: Duration,
 }
 
 impl Contender {
     async fn enter(link: &EtcdLink, name_prefix: &str, ttl: Duration) -> Result<Contender> {
-        let mut c = link.client().await?;
         let sent = Instant::now();
-        link.count();
-        let lease = c
-            .lease_grant(lease_secs(ttl), None)
-            .await
-            .map_err(|e| map_error("granting a lease", &e))?;
+        let secs = lease_secs(ttl);
+        let lease = link
+            .call("granting a lease", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
         let (id, ttl_secs) = (lease.id(), lease.ttl());
         let key = format!("{name_prefix}{id:016x}").into_bytes();
         let txn = Txn::new()
@@ -386,14 +395,21 @@ impl Contender {
                 Some(etcd_client::PutOptions::new().with_lease(id)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
-        link.count();
-        let r = c.txn(txn).await;
+        let r = link
+            .call("creating a lock key", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await;
         let r = match r {
             Ok(r) => r,
             Err(e) => {
-                link.count();
-                let _ = c.lease_revoke(id).await;
-                return Err(map_error("creating a lock key", &e));
+                let _ = link
+                    .call("revoking a lease", |mut c| async move {
+                        c.lease_revoke(id).await
+                    })
+                    .await;
+                return Err(e);
             }
         };
         let rev = if r.succeeded() {
@@ -422,7 +438,6 @@ impl Contender {
             ttl_secs,
             rev,
             sent,
-            ttl,
         })
     }
 
@@ -435,22 +450,18 @@ impl Contender {
 
     /// Where our key is in the name's queue.
     async fn position(&self, link: &EtcdLink) -> Result<Position> {
-        let mut c = link.client().await?;
-        link.count();
-        let r = c
-            .get(
-                self.name_prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_keys_only()
-                        .with_max_create_revision(self.rev)
-                        .with_sort(SortTarget::Create, SortOrder::Descend)
-                        .with_limit(2),
-                ),
-            )
-            .await
-            .map_err(|e| map_error("listing a lock's queue", &e))?;
+        let opts = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_max_create_revision(self.rev)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(2);
+        let r = link
+            .call("listing a lock's queue", |mut c| {
+                let (key, opts) = (self.name_prefix.clone(), opts.clone());
+                async move { c.get(key, Some(opts)).await }
+            })
+            .await?;
         let revision = r.header().map_or(0, |h| h.revision());
         let kvs = r.kvs();
         match kvs.first() {
@@ -521,7 +532,7 @@ impl Contender {
 async fn wait_deleted(link: &EtcdLink, key: Vec<u8>, revision: i64, ttl_secs: i64) {
     let backstop = Duration::from_secs((ttl_secs.max(1) as u64) * 3).max(Duration::from_secs(5));
     let watched = async {
-        let Ok(mut c) = link.client().await else {
+        let Ok(mut c) = link.stream_client().await else {
             return;
         };
         link.count();

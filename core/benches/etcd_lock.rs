@@ -43,12 +43,12 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 #[derive(Clone)]
 enum Imp {
     Ck(DistributedLock),
-    Raw(Client),
+    Raw(Box<Client>),
 }
 
 enum Held {
     Ck(clusterkit::lock::LockGuard),
-    Raw(Client, Vec<u8>, i64),
+    Raw(Box<Client>, Vec<u8>, i64),
 }
 
 impl Imp {
@@ -156,8 +156,10 @@ fn main() {
                 )
                 .unwrap(),
             ),
-            "ck-redlock" => Imp::Ck(DistributedLock::redlock(&refs, LockOptions::default()).unwrap()),
-            _ => Imp::Raw(rt.block_on(Client::connect(&eps, None)).unwrap()),
+            "ck-redlock" => {
+                Imp::Ck(DistributedLock::redlock(&refs, LockOptions::default()).unwrap())
+            }
+            _ => Imp::Raw(Box::new(rt.block_on(Client::connect(&eps, None)).unwrap())),
         }
     };
     let kinds = [

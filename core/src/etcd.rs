@@ -115,7 +115,10 @@ fn check_endpoint(i: usize, e: &str) -> Result<()> {
         return Err(Error::invalid(&field, "expected host:port"));
     };
     if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-        return Err(Error::invalid(&field, "expected host:port with a port 1..=65535"));
+        return Err(Error::invalid(
+            &field,
+            "expected host:port with a port 1..=65535",
+        ));
     }
     Ok(())
 }

@@ -32,8 +32,8 @@ pub mod connection;
 pub mod deployment;
 pub mod deployment_metrics;
 pub mod discovery;
-pub mod etcd;
 pub mod error;
+pub mod etcd;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -143,9 +143,15 @@ fn leader_killed_and_restarted_keeps_membership_and_watch() {
         b = publisher.register_blocking(node("b", 9002)).ok();
         b.is_some()
     });
-    eventually("b listed with the leader dead", PATIENCE, || ids(&c) == ["a", "b"]);
+    eventually("b listed with the leader dead", PATIENCE, || {
+        ids(&c) == ["a", "b"]
+    });
     std::thread::sleep(TTL * 3);
-    assert_eq!(ids(&c), ["a", "b"], "a's lease must survive the leader's death");
+    assert_eq!(
+        ids(&c),
+        ["a", "b"],
+        "a's lease must survive the leader's death"
+    );
     let new_leader = etcd.leader();
     assert_ne!(new_leader, leader);
 
@@ -188,7 +194,11 @@ fn watcher_reconnecting_across_a_compaction_lists_again() {
         etcd.ctl(&["put", &format!("/ck/unrelated/{i}"), "x"]);
     }
     let compacted = etcd.compact_now();
-    assert_eq!(ids(&c), ["a"], "the cut-off watcher still shows the old view");
+    assert_eq!(
+        ids(&c),
+        ["a"],
+        "the cut-off watcher still shows the old view"
+    );
     etcd.resume(watcher_member);
 
     // It cannot resume from its revision (compacted): it lists again and converges.
@@ -209,8 +219,16 @@ fn malformed_entries_are_skipped_and_reported() {
     let publisher = registry(&eps, "/ck/mal/");
     let _good = publisher.register_blocking(node("good", 6001)).unwrap();
     etcd.ctl(&["put", "/ck/mal/junk", "{not json"]);
-    etcd.ctl(&["put", "/ck/mal/liar", r#"{"id":"other","host":"h","port":1}"#]);
-    etcd.ctl(&["put", "/ck/mal/zero", r#"{"id":"zero","host":"h","port":0}"#]);
+    etcd.ctl(&[
+        "put",
+        "/ck/mal/liar",
+        r#"{"id":"other","host":"h","port":1}"#,
+    ]);
+    etcd.ctl(&[
+        "put",
+        "/ck/mal/zero",
+        r#"{"id":"zero","host":"h","port":0}"#,
+    ]);
 
     let c = cluster();
     let mut events = c.subscribe();
@@ -220,12 +238,18 @@ fn malformed_entries_are_skipped_and_reported() {
     for needle in ["/ck/mal/junk", "/ck/mal/liar", "/ck/mal/zero"] {
         let start = Instant::now();
         while !seen.iter().any(|m: &String| m.contains(needle)) {
-            assert!(start.elapsed() < PATIENCE, "no problem naming {needle}: {seen:#?}");
+            assert!(
+                start.elapsed() < PATIENCE,
+                "no problem naming {needle}: {seen:#?}"
+            );
             seen.extend(problems(&mut events));
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    assert!(seen.iter().any(|m| m.contains("does not match")), "{seen:?}");
+    assert!(
+        seen.iter().any(|m| m.contains("does not match")),
+        "{seen:?}"
+    );
     assert!(
         !seen.iter().any(|m| m.contains("watch broke")),
         "no fault, no broken watch: {seen:#?}"
@@ -235,8 +259,14 @@ fn malformed_entries_are_skipped_and_reported() {
     // valid ones; fixing it makes the node appear.
     etcd.ctl(&["put", "/ck/mal/late", "[]"]);
     expect_problem(&mut events, "/ck/mal/late");
-    etcd.ctl(&["put", "/ck/mal/late", r#"{"id":"late","host":"127.0.0.1","port":6002}"#]);
-    eventually("late listed once fixed", PATIENCE, || ids(&c) == ["good", "late"]);
+    etcd.ctl(&[
+        "put",
+        "/ck/mal/late",
+        r#"{"id":"late","host":"127.0.0.1","port":6002}"#,
+    ]);
+    eventually("late listed once fixed", PATIENCE, || {
+        ids(&c) == ["good", "late"]
+    });
     let listing = publisher.list_blocking().unwrap();
     assert_eq!(listing.skipped.len(), 3, "{:?}", listing.skipped);
 }
@@ -289,5 +319,8 @@ fn config_document_discovery_on_etcd() {
     let dbg = format!("{cfg:?}");
     assert!(!dbg.contains("hunter2-secret"), "{dbg}");
     let json = serde_json::to_string(&cfg.pools["web"].discovery).unwrap();
-    assert!(!json.contains("hunter2-secret") && json.contains("***"), "{json}");
+    assert!(
+        !json.contains("hunter2-secret") && json.contains("***"),
+        "{json}"
+    );
 }

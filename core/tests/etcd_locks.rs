@@ -166,7 +166,11 @@ fn mutual_exclusion_with_8_clients_through_a_paused_member_and_a_killed_leader()
     );
     assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two holders at once");
     assert_eq!(r.refused, 0, "a fencing token went backwards");
-    assert_eq!(total, CLIENTS * PER_CLIENT, "every client finished its acquisitions");
+    assert_eq!(
+        total,
+        CLIENTS * PER_CLIENT,
+        "every client finished its acquisitions"
+    );
     assert_eq!(r.counter, total as u64, "the fenced counter is exact");
     assert!(during_pause > 0, "progress while a member was frozen");
     assert!(errors.len() < CLIENTS * PER_CLIENT / 10, "{errors:?}");
@@ -187,12 +191,13 @@ fn waiters_are_woken_by_a_watch_not_by_polling() {
             .unwrap()
             .unwrap();
         let first = g.fencing_token();
-        // Warm the waiter's connection so its count is the wait alone.
-        assert!(waiter
+        // Warm the waiter's connections so its count is the wait alone.
+        let warm = waiter
             .try_acquire("other", Duration::from_secs(2))
             .await
             .unwrap()
-            .is_some());
+            .unwrap();
+        warm.release().await.unwrap();
         let before = waiter.backend_requests();
         let w = tokio::spawn({
             let waiter = waiter.clone();
@@ -218,7 +223,10 @@ fn waiters_are_woken_by_a_watch_not_by_polling() {
         // A poller at the Redis backend's 10..250 ms backoff would send at least 12 requests in
         // 3 s; the watcher sends a fixed handful: grant, put, list, watch, list, plus a
         // keep-alive every third of the 10 s TTL.
-        assert!(requests <= 8, "{requests} requests while waiting: is it polling?");
+        assert!(
+            requests <= 8,
+            "{requests} requests while waiting: is it polling?"
+        );
         g2.release().await.unwrap();
     });
 }
@@ -272,7 +280,10 @@ fn a_holder_whose_lease_expired_is_fenced_off_and_told() {
             .unwrap()
             .unwrap();
         tokio::time::sleep(Duration::from_secs(4)).await;
-        assert!(g.is_held(), "auto-renewal keeps the lease alive past its TTL");
+        assert!(
+            g.is_held(),
+            "auto-renewal keeps the lease alive past its TTL"
+        );
         let leases = etcd.ctl(&["lease", "list"]);
         for id in leases.lines().skip(1) {
             let _ = etcd.try_ctl(&["lease", "revoke", id.trim()]);
@@ -281,7 +292,10 @@ fn a_holder_whose_lease_expired_is_fenced_off_and_told() {
         tokio::time::timeout(Duration::from_secs(5), g.watch().lost())
             .await
             .expect("the loss is reported");
-        eprintln!("loss reported {:?} after the lease was revoked", t.elapsed());
+        eprintln!(
+            "loss reported {:?} after the lease was revoked",
+            t.elapsed()
+        );
         assert!(!g.is_held());
         assert!(a.stats().losses >= 1);
     });
@@ -317,13 +331,17 @@ fn config_document_locks_on_etcd() {
         assert!(!values.contains(g.token()), "{values}");
         g.release().await.unwrap();
         assert_eq!(
-            etcd.ctl(&["get", "--prefix", "/ck/doc-locks/", "--keys-only"]).trim(),
+            etcd.ctl(&["get", "--prefix", "/ck/doc-locks/", "--keys-only"])
+                .trim(),
             ""
         );
     });
     for (locks, field) in [
         ("etcd = { endpoints = [] }", "locks.etcd.endpoints"),
-        ("pool = \"x\"\netcd = { endpoints = [\"127.0.0.1:1\"] }", "locks"),
+        (
+            "pool = \"x\"\netcd = { endpoints = [\"127.0.0.1:1\"] }",
+            "locks",
+        ),
         (
             "etcd = { endpoints = [\"127.0.0.1:1\"], tls = { ca_file = \"/nonexistent/ca.pem\" } }",
             "tls.ca_file",

@@ -114,7 +114,10 @@ impl DiscoveryConfig {
 
     fn validate_etcd(&self, e: &crate::etcd::EtcdSection) -> Result<()> {
         if !self.redis.is_empty() {
-            return Err(Error::invalid("etcd", "give either redis or etcd, not both"));
+            return Err(Error::invalid(
+                "etcd",
+                "give either redis or etcd, not both",
+            ));
         }
         if self.interval.is_some() || self.key_prefix.is_some() {
             return Err(Error::invalid(
@@ -156,10 +159,7 @@ impl DiscoveryConfig {
         };
         let settings = e.settings().map_err(|err| err.in_field("etcd"))?;
         let prefix = self.etcd_prefix(e)?;
-        let ttl = e
-            .ttl
-            .or(self.ttl)
-            .map_or(Duration::from_secs(10), |t| t.0);
+        let ttl = e.ttl.or(self.ttl).map_or(Duration::from_secs(10), |t| t.0);
         #[cfg(feature = "etcd")]
         {
             super::etcd::EtcdRegistry::new(settings, &prefix, ttl)

@@ -549,8 +549,7 @@ async fn wait_deleted(link: &EtcdLink, key: Vec<u8>, revision: i64, ttl_secs: i6
                     if r.canceled() || r.compact_revision() > 0 {
                         return;
                     }
-                    if r
-                        .events()
+                    if r.events()
                         .iter()
                         .any(|e| e.event_type() == EventType::Delete)
                     {

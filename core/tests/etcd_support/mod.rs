@@ -59,7 +59,9 @@ pub struct EtcdCluster {
 fn installed() {
     for p in [ETCD, ETCDCTL] {
         if !Path::new(p).exists() {
-            panic!("{p} not installed: run ./scripts/test, which installs etcd-server and etcd-client");
+            panic!(
+                "{p} not installed: run ./scripts/test, which installs etcd-server and etcd-client"
+            );
         }
     }
 }
@@ -223,7 +225,10 @@ impl EtcdCluster {
                             .unwrap_or_default()
                     })
                     .collect();
-                panic!("etcd cluster not healthy after {timeout:?}; logs:\n{}", logs.join("\n---\n"));
+                panic!(
+                    "etcd cluster not healthy after {timeout:?}; logs:\n{}",
+                    logs.join("\n---\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -617,9 +617,8 @@ impl PoolConfig {
         let cluster = Cluster::with_health(name, self.options(), health, self.nodes()?)?;
         if let Some(d) = &self.discovery {
             let handle = d
-                .registry_with(connection)
-                .map_err(|e| e.in_field("discovery"))?
-                .watch(&cluster)?;
+                .start_with(&cluster, connection)
+                .map_err(|e| e.in_field("discovery"))?;
             cluster.attach_discovery(handle);
         }
         Ok(cluster)

@@ -33,6 +33,7 @@ pub mod deployment;
 pub mod deployment_metrics;
 pub mod discovery;
 pub mod error;
+pub mod etcd;
 pub mod fork;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -143,5 +143,6 @@ void test_fork(void);
 void test_secure(void);
 void test_monitoring(void);
 void test_queue(void);
+void test_etcd(void);
 
 #endif /* CK_TEST_H */

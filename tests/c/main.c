@@ -232,6 +232,7 @@ static const struct group GROUPS[] = {
     {"fork", test_fork},
     {"secure", test_secure},
     {"queue", test_queue},
+    {"etcd", test_etcd},
 };
 #define NGROUPS (sizeof GROUPS / sizeof GROUPS[0])
 

@@ -20,14 +20,21 @@ pub const MAX_ADDRESS_LEN: usize = 1024;
 /// Longest service name and key prefix, in bytes.
 pub const MAX_NAME_LEN: usize = 255;
 
-/// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`
+/// `discovery = { redis = "127.0.0.1:6379", service = "web", ttl = "10s" }`, or
+/// `discovery = { etcd = { endpoints = [...], prefix = "/svc/web/", ttl = "10s" } }`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// Registry address: `host:port` or a `redis://` URL.
+    /// Registry address: `host:port` or a `redis://` URL (empty with `etcd`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub redis: String,
-    /// Service name under which nodes register.
+    /// Service name under which nodes register (with `etcd`: names the default prefix
+    /// `/clusterkit/discovery/<service>/`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service: String,
+    /// An etcd registry instead of Redis (issue #17; see `docs/discovery.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::etcd::EtcdSection>,
     /// Heartbeat TTL (default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<DurationText>,
@@ -59,6 +66,9 @@ impl DiscoveryConfig {
     /// naming the field as written in the section (`redis`, `service`, `ttl`, `interval`,
     /// `key_prefix`).
     pub fn validate(&self) -> Result<()> {
+        if let Some(e) = &self.etcd {
+            return self.validate_etcd(e);
+        }
         if self.redis.trim().is_empty() || self.redis.len() > MAX_ADDRESS_LEN {
             return Err(Error::invalid(
                 "redis",
@@ -100,6 +110,70 @@ impl DiscoveryConfig {
             check_text("key_prefix", p, MAX_NAME_LEN)?;
         }
         self.registry().map(|_| ())
+    }
+
+    fn validate_etcd(&self, e: &crate::etcd::EtcdSection) -> Result<()> {
+        if !self.redis.is_empty() {
+            return Err(Error::invalid(
+                "etcd",
+                "give either redis or etcd, not both",
+            ));
+        }
+        if self.interval.is_some() || self.key_prefix.is_some() {
+            return Err(Error::invalid(
+                "etcd",
+                "interval and key_prefix are Redis registry fields; etcd uses etcd.prefix and etcd.ttl",
+            ));
+        }
+        if !self.service.is_empty() {
+            check_text("service", &self.service, MAX_NAME_LEN)?;
+        }
+        e.settings().map_err(|err| err.in_field("etcd"))?;
+        self.etcd_prefix(e)?;
+        if let Some(t) = self.ttl {
+            check_duration("ttl", t.0, Duration::from_secs(1), MAX_TTL)?;
+        }
+        Ok(())
+    }
+
+    fn etcd_prefix(&self, e: &crate::etcd::EtcdSection) -> Result<String> {
+        match (&e.prefix, self.service.as_str()) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, "") => Err(Error::invalid(
+                "etcd.prefix",
+                "give the key prefix of the registry (or a service name)",
+            )),
+            (None, s) => Ok(format!("/clusterkit/discovery/{s}/")),
+        }
+    }
+
+    /// Starts this section's discovery source on `cluster` (the Redis registry connecting
+    /// with `connection`, or etcd). The handle stops it.
+    pub fn start_with(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        connection: &crate::connection::ConnectionSettings,
+    ) -> Result<super::DiscoveryHandle> {
+        let Some(e) = &self.etcd else {
+            return self.registry_with(connection)?.watch(cluster);
+        };
+        let settings = e.settings().map_err(|err| err.in_field("etcd"))?;
+        let prefix = self.etcd_prefix(e)?;
+        let ttl = e.ttl.or(self.ttl).map_or(Duration::from_secs(10), |t| t.0);
+        #[cfg(feature = "etcd")]
+        {
+            super::etcd::EtcdRegistry::new(settings, &prefix, ttl)
+                .map_err(|err| err.in_field("etcd"))?
+                .watch(cluster)
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = (settings, prefix, ttl, cluster);
+            Err(Error::invalid(
+                "etcd",
+                "this build of clusterkit has no etcd support (cargo feature `etcd`)",
+            ))
+        }
     }
 
     /// The registry this section describes (no I/O). Fails on a bad address or option,

@@ -28,6 +28,8 @@
 //! ```
 
 pub mod config;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod redis;
 
 use std::fmt;
@@ -36,6 +38,8 @@ use crate::cluster::Cluster;
 use crate::error::Result;
 use crate::node::Node;
 
+#[cfg(feature = "etcd")]
+pub use self::etcd::{EtcdRegistration, EtcdRegistry};
 pub use self::redis::{Listing, RedisRegistry, Registration, RegistryOptions};
 
 /// A source of membership for a [`Cluster`].

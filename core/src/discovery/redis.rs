@@ -259,7 +259,7 @@ fn default_weight() -> u32 {
     1
 }
 
-fn to_json(node: &Node) -> Result<String> {
+pub(crate) fn to_json(node: &Node) -> Result<String> {
     let entry = Entry {
         id: node.id().to_string(),
         host: node.host().to_string(),
@@ -273,7 +273,7 @@ fn to_json(node: &Node) -> Result<String> {
 }
 
 /// Parses one registry entry; `id` is the id the listing holds it under.
-fn parse_entry(id: &str, raw: &[u8]) -> std::result::Result<Node, String> {
+pub(crate) fn parse_entry(id: &str, raw: &[u8]) -> std::result::Result<Node, String> {
     let entry: Entry =
         serde_json::from_slice(raw).map_err(|e| format!("not a valid node entry: {e}"))?;
     if entry.id != id {

@@ -37,6 +37,10 @@ pub struct LocksConfig {
     /// Extend held locks at a third of their TTL until released (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_renew: Option<bool>,
+    /// Locks on etcd instead of Redis (issue #17): `etcd = { endpoints = [...] }`; keys under
+    /// `prefix` (default `/clusterkit/locks/<key_prefix>/`). Excludes `pool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<crate::etcd::EtcdSection>,
 }
 
 impl LocksConfig {
@@ -106,7 +110,42 @@ impl LocksConfig {
         if let Some(p) = &self.key_prefix {
             check_text("key_prefix", p, MAX_KEY_PREFIX_LEN)?;
         }
+        if let Some(e) = &self.etcd {
+            if self.pool.is_some() {
+                return Err(Error::invalid(
+                    "etcd",
+                    "give either pool (Redis) or etcd, not both",
+                ));
+            }
+            e.settings().map_err(|err| err.in_field("etcd"))?;
+        }
         self.options().validate()
+    }
+
+    /// The etcd lock service of an `etcd = {...}` section.
+    fn build_etcd(
+        &self,
+        section: &crate::etcd::EtcdSection,
+        options: crate::lock::LockOptions,
+    ) -> Result<crate::lock::DistributedLock> {
+        let settings = section.settings().map_err(|e| e.in_field("etcd"))?;
+        let prefix = section
+            .prefix
+            .clone()
+            .unwrap_or_else(|| format!("/clusterkit/locks/{}/", options.key_prefix));
+        #[cfg(feature = "etcd")]
+        {
+            crate::lock::DistributedLock::etcd(settings, &prefix, options)
+                .map_err(|e| e.in_field("etcd"))
+        }
+        #[cfg(not(feature = "etcd"))]
+        {
+            let _ = (settings, prefix, options);
+            Err(Error::invalid(
+                "etcd",
+                "this build of clusterkit has no etcd support (cargo feature `etcd`)",
+            ))
+        }
     }
 
     /// Builds the lock service (no I/O). `pools` are the built pools of the same document.
@@ -122,6 +161,9 @@ impl LocksConfig {
     ) -> Result<crate::lock::DistributedLock> {
         let mut o = self.options();
         o.redis = o.redis.with_connection(connection.clone());
+        if let Some(section) = &self.etcd {
+            return self.build_etcd(section, o);
+        }
         let Some(name) = &self.pool else {
             o.validate()?;
             return Ok(crate::lock::DistributedLock::memory());

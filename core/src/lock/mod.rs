@@ -129,6 +129,8 @@
 //!   no failure; an even N tolerates no more failures than N - 1. Use 3 or 5.
 
 pub mod config;
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
 mod lock_watch;
 mod memory;
 pub use lock_watch::LockWatch;
@@ -295,6 +297,8 @@ pub(crate) enum Attempt {
 pub(crate) enum Backend {
     Memory(memory::MemoryLocks),
     Redis(Box<redis::RedisLocks>),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd::EtcdLocks>),
 }
 
 impl Backend {
@@ -309,12 +313,16 @@ impl Backend {
         match self {
             Backend::Memory(m) => m.try_once(name, token, ttl),
             Backend::Redis(r) => r.try_once(name, token, ttl, waiting_since, retried).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.try_once(name, token, ttl).await,
         }
     }
     async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
         match self {
             Backend::Memory(m) => m.release(name, token),
             Backend::Redis(r) => r.release(name, token, fence).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.release(token, fence).await,
         }
     }
     /// Extends; returns the new validity, or `None` if the lock is not held with `token`.
@@ -322,6 +330,8 @@ impl Backend {
         match self {
             Backend::Memory(m) => m.extend(name, token, ttl),
             Backend::Redis(r) => r.extend(name, token, ttl).await,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.extend(token).await,
         }
     }
     /// The caller stops waiting for `name`: leave its waiter queue.
@@ -335,6 +345,8 @@ impl Backend {
         match self {
             Backend::Memory(m) => m.waiters.get(name),
             Backend::Redis(r) => r.waiters.get(name),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.waiters.get(name),
         }
     }
 }
@@ -403,6 +415,8 @@ impl fmt::Debug for DistributedLock {
         let kind = match &*self.backend {
             Backend::Memory(_) => "memory".to_string(),
             Backend::Redis(r) => format!("redis x{}", r.masters()),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => format!("etcd {}", e.prefix()),
         };
         f.debug_struct("DistributedLock")
             .field("backend", &kind)
@@ -440,6 +454,36 @@ impl DistributedLock {
             options: Arc::new(options),
             stats: Arc::default(),
         })
+    }
+
+    /// Locks on etcd (needs the `etcd` cargo feature): a lease-bound key per contender under
+    /// `prefix` (for example `/clusterkit/locks/app/`), waiting on the predecessor's deletion,
+    /// the key's create revision as fencing token. See `lock/etcd.rs` and
+    /// `docs/discovery.md`. No I/O here. `options.redis` is not used; `auto_renew` keeps the
+    /// lease alive at a third of its TTL.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(
+        settings: crate::etcd::EtcdSettings,
+        prefix: &str,
+        options: LockOptions,
+    ) -> Result<DistributedLock> {
+        options.validate()?;
+        let backend = etcd::EtcdLocks::new(settings, prefix)?;
+        Ok(DistributedLock {
+            backend: Arc::new(Backend::Etcd(Box::new(backend))),
+            options: Arc::new(options),
+            stats: Arc::default(),
+        })
+    }
+
+    /// Requests this service sent to etcd so far (0 for other backends): shows that waiting
+    /// watches instead of polling.
+    pub fn backend_requests(&self) -> u64 {
+        match &*self.backend {
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(e) => e.requests(),
+            _ => 0,
+        }
     }
 
     /// This lock service with auto-renewal on or off (same backend, same key space): lets a
@@ -539,6 +583,11 @@ impl DistributedLock {
         check_name(name)?;
         check_ttl(ttl)?;
         let token = new_token()?;
+        #[cfg(feature = "etcd")]
+        if let Backend::Etcd(e) = &*self.backend {
+            let (fence, validity, at) = e.acquire(name, &token, ttl, deadline).await?;
+            return Ok(self.guard(name, token, ttl, fence, at, validity));
+        }
         let notify = self.backend.released(name);
         let waiting_started = Instant::now();
         // Our place in the name's waiter queue: when we started waiting (µs since the epoch,

@@ -12,7 +12,7 @@ pub enum ck_abi {
     /// The ABI major version: bumped on every incompatible change (it is the soname's number).
     CK_ABI_MAJOR = 1,
     /// The full ABI version of this header: (major << 16) | minor.
-    CK_ABI_VERSION = 0x0001_0001,
+    CK_ABI_VERSION = 0x0001_0002,
 }
 
 /// NUL-terminated version string of the library, e.g. "0.1.0". Static: never free it.

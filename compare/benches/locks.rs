@@ -5,7 +5,10 @@
 //! loop, uncontended: on one Redis and on Redlock over 3 masters, for clusterkit
 //! (`DistributedLock::try_acquire` + `LockGuard::release`, which also assign a fencing token and
 //! publish a release notification) and rslock (`LockManager::lock` + `unlock`: SET NX PX and a
-//! compare-and-delete script, no fencing token, no notification). Rounds alternate between the
+//! compare-and-delete script, no fencing token, no notification). Issue #18 adds clusterkit's
+//! Redlock with `fencing = false` (one fan-out round trip, no token) and the physical floor:
+//! two bare PING round trips (blocking sockets, no client library) to one server and to the
+//! three at once, in place of acquire and release. Rounds alternate between the
 //! contenders so that drift of the machine hits both alike; figures are medians over rounds,
 //! latencies are pooled over rounds.
 //!

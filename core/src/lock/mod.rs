@@ -57,9 +57,10 @@
 //!   increasing across unfenced holders (the counter is untouched; the clock floor still
 //!   applies). Default: fenced.
 //! - **Release notifications only for waiters** (issue #18). A release publishes on the
-//!   channel only when it hands the lock to a queued waiter. No waiter misses it: a waiting
-//!   attempt first waits (bounded by the connect timeout) until this process's subscriptions
-//!   are live, registers its wake-up, then tries; a refused attempt joins the queue in the same
+//!   channel only when it hands the lock to a queued waiter. No waiter misses it: the first
+//!   waiting attempt of a process waits (bounded by the connect timeout) until the
+//!   subscriptions to a quorum of masters are live; every attempt registers its wake-up,
+//!   then tries; a refused attempt joins the queue in the same
 //!   script that found the lock held, so a release either ran before (the attempt found the
 //!   lock free or handed to it) or finds it queued and publishes. Several waiters of one process
 //!   are one queue entry: the releasing process wakes its own next waiter in-process. If a

@@ -232,6 +232,8 @@ pub(crate) struct RedisLocks {
     subscribed: Arc<tokio::sync::watch::Sender<(u32, usize)>>,
     /// How long a waiting attempt waits for the subscriptions (the connect timeout).
     subscribe_wait: Duration,
+    /// The process id that waited for its subscriptions once (see `wait_subscribed`).
+    subscribed_once: std::sync::atomic::AtomicU32,
 }
 
 impl RedisLocks {
@@ -290,6 +292,7 @@ impl RedisLocks {
             started: std::sync::atomic::AtomicBool::new(false),
             subscribed: Arc::new(tokio::sync::watch::Sender::new((0, 0))),
             subscribe_wait: options.redis.connect_timeout,
+            subscribed_once: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -719,16 +722,23 @@ impl RedisLocks {
         Ok(released)
     }
 
-    /// Waits (at most the connect timeout) until the release subscription of every master is
-    /// live. Past that, a waiter still retries with its backoff.
+    /// On this process's first waiting attempt, waits (at most the connect timeout) until the
+    /// release subscriptions of a quorum of masters are live. Only the first time: a master
+    /// that is down later (reconnecting) must not slow every waiting attempt; a waiter that
+    /// misses a release then retries with its backoff, as before.
     async fn wait_subscribed(&self) {
-        let (n, pid) = (self.masters.len(), std::process::id());
-        let ready = |&(p, c): &(u32, usize)| p == pid && c >= n;
-        if ready(&self.subscribed.borrow()) {
+        use std::sync::atomic::Ordering;
+        let pid = std::process::id();
+        if self.subscribed_once.load(Ordering::Relaxed) == pid {
             return;
         }
-        let mut rx = self.subscribed.subscribe();
-        let _ = tokio::time::timeout(self.subscribe_wait, rx.wait_for(ready)).await;
+        let quorum = self.quorum;
+        let ready = |&(p, c): &(u32, usize)| p == pid && c >= quorum;
+        if !ready(&self.subscribed.borrow()) {
+            let mut rx = self.subscribed.subscribe();
+            let _ = tokio::time::timeout(self.subscribe_wait, rx.wait_for(ready)).await;
+        }
+        self.subscribed_once.store(pid, Ordering::Relaxed);
     }
 
     pub(crate) async fn extend(

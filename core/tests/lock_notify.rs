@@ -274,7 +274,10 @@ async fn unfenced(n: usize) {
 
     // Hand-over between the kinds, woken by the release notification.
     let after = handed_over(&servers, &fenced, &plain, "h1").await;
-    assert!(after < WOKEN_WITHIN, "unfenced waiter woken after {after:?}");
+    assert!(
+        after < WOKEN_WITHIN,
+        "unfenced waiter woken after {after:?}"
+    );
     let after = handed_over(&servers, &plain, &fenced, "h2").await;
     assert!(after < WOKEN_WITHIN, "fenced waiter woken after {after:?}");
 
@@ -332,7 +335,10 @@ async fn memory_without_fencing() {
     let l = DistributedLock::memory().with_fencing(false);
     let g = l.try_acquire("m", TTL).await.unwrap().unwrap();
     assert_eq!(g.fence(), None);
-    assert_eq!(g.try_fencing_token().unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        g.try_fencing_token().unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
     assert!(l.try_acquire("m", TTL).await.unwrap().is_none());
     g.release().await.unwrap();
 }
@@ -344,9 +350,18 @@ fn config_turns_fencing_off() {
     let nodes: Vec<String> = masters
         .iter()
         .enumerate()
-        .map(|(i, m)| format!("{{ id = \"m{i}\", host = \"127.0.0.1\", port = {} }}", m.port()))
+        .map(|(i, m)| {
+            format!(
+                "{{ id = \"m{i}\", host = \"127.0.0.1\", port = {} }}",
+                m.port()
+            )
+        })
         .collect();
-    for (setting, fenced) in [("", true), ("fencing = true\n", true), ("fencing = false\n", false)] {
+    for (setting, fenced) in [
+        ("", true),
+        ("fencing = true\n", true),
+        ("fencing = false\n", false),
+    ] {
         let doc = format!(
             "[pools.locks]\nstrategy = \"round_robin\"\nnodes = [ {} ]\n\n[locks]\npool = \"locks\"\n{setting}",
             nodes.join(", ")

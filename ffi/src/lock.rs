@@ -106,7 +106,10 @@ unsafe fn acquire(
         if flags & !known != 0 {
             return Err(Error::invalid(
                 "flags",
-                format!("unknown bits {:#x} (known: CK_LOCK_NO_FENCING = 1)", flags & !known),
+                format!(
+                    "unknown bits {:#x} (known: CK_LOCK_NO_FENCING = 1)",
+                    flags & !known
+                ),
             ));
         }
         let unfenced;

@@ -170,7 +170,11 @@ impl Locks {
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = str_arg(name, "name")?;
         let (ttl, wait) = (lock_ttl(ttl)?, opt_seconds(wait, "wait")?);
-        aio::spawn(py, acquire(self.locks_for(fencing), name, ttl, wait), py_lock)
+        aio::spawn(
+            py,
+            acquire(self.locks_for(fencing), name, ttl, wait),
+            py_lock,
+        )
     }
 
     #[pyo3(signature = (name, ttl, fencing=true))]

@@ -625,7 +625,14 @@ impl DistributedLock {
             let started = Instant::now();
             let outcome = self
                 .backend
-                .try_once(name, &token, ttl, Some(since), retried, self.options.fencing)
+                .try_once(
+                    name,
+                    &token,
+                    ttl,
+                    Some(since),
+                    retried,
+                    self.options.fencing,
+                )
                 .await;
             retried = true;
             let now = Instant::now();
@@ -828,7 +835,8 @@ impl LockGuard {
     /// The fencing token; fails with [`Error::NotFound`] when the lock was acquired with
     /// fencing off (the message says so and names the option).
     pub fn try_fencing_token(&self) -> Result<u64> {
-        self.fence().ok_or_else(|| no_fencing_token(&self.inner.name))
+        self.fence()
+            .ok_or_else(|| no_fencing_token(&self.inner.name))
     }
     /// Remaining validity by the local monotonic clock; zero once expired or lost.
     pub fn validity(&self) -> Duration {

@@ -261,11 +261,18 @@ export interface AcquireOptions {
   wait?: number
   /** Extend every third of the TTL until released. */
   autoRenew?: boolean
+  /**
+   * Hand out a fencing token (default true). false: none (`fencingToken` throws
+   * `not_found`), and Redlock acquires in one round trip instead of two.
+   */
+  fencing?: boolean
 }
 
 export declare class Lock implements AsyncDisposable {
   readonly name: string
+  /** Throws a ClusterkitError with code `not_found` when acquired with `fencing: false`. */
   readonly fencingToken: number
+  readonly hasFencingToken: boolean
   readonly validFor: number
   readonly isHeld: boolean
   /** Fires when the lock is lost (renewal failed or validity ran out). */

@@ -260,8 +260,13 @@ class Lock {
   #controller = null
   constructor (n) { this.#n = n }
   get name () { return this.#n.name }
-  /** Strictly increasing across successive holders of this name. */
-  get fencingToken () { return this.#n.fencingToken }
+  /**
+   * Strictly increasing across successive holders of this name. Throws a ClusterkitError
+   * with code `not_found` when the lock was acquired with `fencing: false`.
+   */
+  get fencingToken () { return sync(() => this.#n.fencingToken) }
+  /** False when the lock was acquired with `fencing: false`. */
+  get hasFencingToken () { return this.#n.hasFencingToken }
   /** Remaining validity in milliseconds. */
   get validFor () { return this.#n.validFor }
   get isHeld () { return this.#n.isHeld }
@@ -294,14 +299,17 @@ class Locks {
   constructor (n) { this.#n = n }
   /**
    * Acquires `name`. `ttl` (ms, required), `wait` (ms; 0 = one attempt, rejects with
-   * `conflict` if held), `autoRenew` (extend every third of the TTL until released).
+   * `conflict` if held), `autoRenew` (extend every third of the TTL until released),
+   * `fencing` (default true; false: no fencing token, one round trip less on Redlock — only
+   * for callers that do not pass the token to the resource they protect).
    */
   async acquire (name, options) {
     checkName(name, 'name')
     if (options === null || typeof options !== 'object') throw invalid('options', 'must be an object with ttl')
     const ttl = checkMs(options.ttl, 'ttl')
     const wait = checkMs(options.wait, 'wait', true) ?? 0
-    return new Lock(await promise(() => this.#n.acquire(name, ttl, wait, Boolean(options.autoRenew))))
+    if (options.fencing !== undefined && typeof options.fencing !== 'boolean') throw invalid('fencing', 'must be a boolean')
+    return new Lock(await promise(() => this.#n.acquire(name, ttl, wait, Boolean(options.autoRenew), options.fencing !== false)))
   }
 
   /** Runs `fn(signal, lock)` holding the lock (auto-renewed), then releases it. */

@@ -119,8 +119,13 @@ export declare class EventStream {
 export declare class Lock {
   /** The lock's name. */
   get name(): string
-  /** The fencing token: strictly increasing across successive holders of this name. */
+  /**
+   * The fencing token: strictly increasing across successive holders of this name.
+   * Throws `not_found` when the lock was acquired with `fencing: false`.
+   */
   get fencingToken(): number
+  /** Whether this lock carries a fencing token (false when acquired with `fencing: false`). */
+  get hasFencingToken(): boolean
   /** Remaining validity in milliseconds (0 once expired, lost or released). */
   get validFor(): number
   /** True while the lock is valid and not released. */
@@ -141,9 +146,10 @@ export declare class Locks {
   /**
    * Acquires `name` for `ttlMs`. `waitMs` 0 (or absent) makes one attempt and rejects with
    * `conflict` when someone else holds it; otherwise waits up to `waitMs` (`timeout`).
-   * With `autoRenew` the lock is extended every third of its TTL until released.
+   * With `autoRenew` the lock is extended every third of its TTL until released. With
+   * `fencing` false it carries no fencing token (Redlock: one round trip less).
    */
-  acquire(name: string, ttlMs: number, waitMs?: number | undefined | null, autoRenew?: boolean | undefined | null): Promise<Lock>
+  acquire(name: string, ttlMs: number, waitMs?: number | undefined | null, autoRenew?: boolean | undefined | null, fencing?: boolean | undefined | null): Promise<Lock>
 }
 
 /**

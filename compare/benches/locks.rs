@@ -5,7 +5,10 @@
 //! loop, uncontended: on one Redis and on Redlock over 3 masters, for clusterkit
 //! (`DistributedLock::try_acquire` + `LockGuard::release`, which also assign a fencing token and
 //! publish a release notification) and rslock (`LockManager::lock` + `unlock`: SET NX PX and a
-//! compare-and-delete script, no fencing token, no notification). Rounds alternate between the
+//! compare-and-delete script, no fencing token, no notification). Issue #18 adds clusterkit's
+//! Redlock with `fencing = false` (one fan-out round trip, no token) and the physical floor:
+//! two bare PING round trips (blocking sockets, no client library) to one server and to the
+//! three at once, in place of acquire and release. Rounds alternate between the
 //! contenders so that drift of the machine hits both alike; figures are medians over rounds,
 //! latencies are pooled over rounds.
 //!
@@ -167,15 +170,36 @@ impl Drop for RedisServer {
 enum Contender {
     Clusterkit(DistributedLock),
     Rslock(LockManager),
+    /// The physical floor (issue #18): two bare round trips (PING, blocking sockets, no
+    /// client library) to every server at once, in place of acquire and release.
+    Floor(Vec<TcpStream>),
+}
+
+/// One bare round trip to every server at once: PING written to all, then every +PONG read.
+fn ping_all(conns: &mut [TcpStream]) {
+    for c in conns.iter_mut() {
+        c.write_all(b"PING\r\n").unwrap();
+    }
+    for c in conns.iter_mut() {
+        let mut buf = [0u8; 7];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+PONG\r\n");
+    }
 }
 
 const TTL: Duration = Duration::from_secs(10);
 
 impl Contender {
     /// One acquire + release; returns the acquire and release latencies.
-    async fn pair(&self, name: &str) -> (Duration, Duration) {
+    async fn pair(&mut self, name: &str) -> (Duration, Duration) {
         let t0 = Instant::now();
         match self {
+            Contender::Floor(conns) => {
+                ping_all(conns);
+                let t1 = Instant::now();
+                ping_all(conns);
+                (t1 - t0, t1.elapsed())
+            }
             Contender::Clusterkit(l) => {
                 let g = l.try_acquire(name, TTL).await.unwrap().expect("free");
                 let t1 = Instant::now();
@@ -230,29 +254,63 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let cases: Vec<(&str, &str, Contender)> = vec![
+        let floor = |n: usize| {
+            Contender::Floor(
+                servers[..n]
+                    .iter()
+                    .map(|s| {
+                        let c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+                        c.set_nodelay(true).unwrap();
+                        c
+                    })
+                    .collect(),
+            )
+        };
+        // (setup, library, contender, index of its peer (rslock), index of the same library
+        // on one Redis)
+        let mut cases: Vec<(&str, &str, Contender, usize, usize)> = vec![
             (
                 "one Redis",
                 "clusterkit",
                 Contender::Clusterkit(
                     DistributedLock::redis(refs[0], LockOptions::default()).unwrap(),
                 ),
+                1,
+                0,
             ),
             (
                 "one Redis",
                 "rslock 0.10.0",
                 Contender::Rslock(LockManager::new(vec![urls[0].clone()])),
+                1,
+                1,
             ),
+            ("one Redis", "floor: 2 bare PING round trips", floor(1), 1, 2),
             (
                 "Redlock, 3 masters",
                 "clusterkit",
                 Contender::Clusterkit(DistributedLock::redlock(&refs, LockOptions::default()).unwrap()),
+                5,
+                0,
+            ),
+            (
+                "Redlock, 3 masters",
+                "clusterkit, fencing = false",
+                Contender::Clusterkit(
+                    DistributedLock::redlock(&refs, LockOptions::default().with_fencing(false))
+                        .unwrap(),
+                ),
+                5,
+                0,
             ),
             (
                 "Redlock, 3 masters",
                 "rslock 0.10.0",
                 Contender::Rslock(LockManager::new(urls.clone())),
+                5,
+                1,
             ),
+            ("Redlock, 3 masters", "floor: 2 bare PING fan-outs", floor(3), 5, 2),
         ];
         let mut figs: Vec<Figures> = cases
             .iter()
@@ -262,14 +320,14 @@ fn main() {
                 release: Vec::new(),
             })
             .collect();
-        for (i, (_, _, c)) in cases.iter().enumerate() {
+        for (i, (_, _, c, _, _)) in cases.iter_mut().enumerate() {
             let name = format!("cmp:warm:{i}");
             for _ in 0..200 {
                 c.pair(&name).await;
             }
         }
         for _ in 0..rounds() {
-            for (i, (_, _, c)) in cases.iter().enumerate() {
+            for (i, (_, _, c, _, _)) in cases.iter_mut().enumerate() {
                 let name = format!("cmp:uncontended:{i}");
                 let warm_until = Instant::now() + Duration::from_millis(200);
                 while Instant::now() < warm_until {
@@ -286,7 +344,7 @@ fn main() {
                 figs[i].rates.push(n as f64 / start.elapsed().as_secs_f64());
             }
         }
-        println!("\n| setup | library | acquire+release /s (median, spread) | vs rslock | acquire p50 | acquire p99 | release p50 | release p99 | acquire p50 vs same library on one Redis |");
+        println!("\n| setup | library | acquire+release /s (median, spread) | vs rslock | acquire p50 | acquire p99 | release p50 | release p99 | acquire p50 vs same library (floor: floor) on one Redis |");
         println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         let p50s: Vec<Duration> = figs
             .iter_mut()
@@ -296,12 +354,10 @@ fn main() {
                 q(&f.acquire, 0.5)
             })
             .collect();
-        for (i, (setup, lib, _)) in cases.iter().enumerate() {
+        for (i, (setup, lib, _, peer, single)) in cases.iter().enumerate() {
             let f = &figs[i];
-            // Cases come in (clusterkit, rslock) pairs per setup.
-            let peer = if i % 2 == 0 { i + 1 } else { i };
-            let vs = median(&f.rates) / median(&figs[peer].rates);
-            let single = p50s[i % 2];
+            let vs = median(&f.rates) / median(&figs[*peer].rates);
+            let single = p50s[*single];
             println!(
                 "| {setup} | {lib} | {:.0} ({}) | {:.2}x | {} | {} | {} | {} | {:.2}x |",
                 median(&f.rates),

@@ -18,7 +18,21 @@ pub struct ck_lock {
     pub(crate) guard: Mutex<Option<LockGuard>>,
     pub(crate) name: CString,
     pub(crate) token: CString,
-    pub(crate) fence: u64,
+    /// The fencing token; `None` when acquired with CK_LOCK_NO_FENCING.
+    pub(crate) fence: Option<u64>,
+}
+
+/// Flags of ck_lock_acquire_flags (a bit set; 0 is the default: fenced).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ck_lock_flag {
+    /// No flag: the lock carries a fencing token.
+    CK_LOCK_DEFAULT = 0,
+    /// Acquire without a fencing token: one round trip less on Redlock (no second phase);
+    /// ck_lock_fencing_token then returns 0 and ck_lock_get_fencing_token fails with
+    /// CK_NOT_FOUND. The trade-off: a paused former holder's late write cannot be refused by
+    /// the protected resource (README, "Locks").
+    CK_LOCK_NO_FENCING = 1,
 }
 
 pub(crate) fn lock_guard(l: &ck_lock) -> std::sync::MutexGuard<'_, Option<LockGuard>> {
@@ -44,11 +58,66 @@ pub unsafe extern "C" fn ck_lock_acquire(
     wait_ms: u64,
     out: *mut *mut ck_lock,
 ) -> ck_status {
-    ffi_call("ck_lock_acquire", || {
+    // SAFETY: forwarded unchanged (the caller's promise).
+    unsafe { acquire("ck_lock_acquire", dep, name, ttl_ms, wait_ms, 0, out) }
+}
+
+/// Like ck_lock_acquire, with `flags`: a bit set of ck_lock_flag values (0 = the
+/// deployment's default, `[locks] fencing`; CK_LOCK_NO_FENCING = no fencing token for this
+/// acquisition). Unknown bits: CK_INVALID_ARGUMENT naming `flags`. Blocks the calling
+/// thread. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ck_lock_acquire_flags(
+    dep: *const ck_deployment,
+    name: *const c_char,
+    ttl_ms: u64,
+    wait_ms: u64,
+    flags: u32,
+    out: *mut *mut ck_lock,
+) -> ck_status {
+    // SAFETY: forwarded unchanged (the caller's promise).
+    unsafe {
+        acquire(
+            "ck_lock_acquire_flags",
+            dep,
+            name,
+            ttl_ms,
+            wait_ms,
+            flags,
+            out,
+        )
+    }
+}
+
+unsafe fn acquire(
+    function: &str,
+    dep: *const ck_deployment,
+    name: *const c_char,
+    ttl_ms: u64,
+    wait_ms: u64,
+    flags: u32,
+    out: *mut *mut ck_lock,
+) -> ck_status {
+    ffi_call(function, || {
         let out = arg_out(out, "out")?;
         // SAFETY: pointers checked by the helpers; validity is the caller's promise.
         let (dep, name) = unsafe { (arg_ref(dep, "dep")?, arg_str(name, "name")?) };
-        let locks = dep.inner.locks();
+        let known = ck_lock_flag::CK_LOCK_NO_FENCING as u32;
+        if flags & !known != 0 {
+            return Err(Error::invalid(
+                "flags",
+                format!(
+                    "unknown bits {:#x} (known: CK_LOCK_NO_FENCING = 1)",
+                    flags & !known
+                ),
+            ));
+        }
+        let unfenced;
+        let mut locks = dep.inner.locks();
+        if flags & known != 0 {
+            unfenced = locks.with_fencing(false);
+            locks = &unfenced;
+        }
         let ttl = arg_lock_ttl(ttl_ms)?;
         let wait = arg_ms(wait_ms, CK_MAX_WAIT_MS, "wait_ms")?;
         let guard = if wait.is_zero() {
@@ -60,7 +129,7 @@ pub unsafe extern "C" fn ck_lock_acquire(
         let lock = ck_lock {
             name: c_string(guard.name()),
             token: c_string(guard.token()),
-            fence: guard.fencing_token(),
+            fence: guard.fence(),
             guard: Mutex::new(Some(guard)),
         };
         *out = Box::into_raw(Box::new(lock));
@@ -68,13 +137,30 @@ pub unsafe extern "C" fn ck_lock_acquire(
     })
 }
 
-/// The lock's fencing token (0 if `l` is NULL): pass it to the resource the lock protects so
-/// it can refuse a write from an older holder. Thread-safe.
+/// The lock's fencing token (0 if `l` is NULL, or when it was acquired without one, see
+/// CK_LOCK_NO_FENCING; a real token is never 0): pass it to the resource the lock protects
+/// so it can refuse a write from an older holder. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn ck_lock_fencing_token(l: *const ck_lock) -> u64 {
     ffi_value("ck_lock_fencing_token", 0, || {
         // SAFETY: a non-NULL lock is live (caller's promise).
-        unsafe { l.as_ref() }.map_or(0, |l| l.fence)
+        unsafe { l.as_ref() }.map_or(0, |l| l.fence.unwrap_or(0))
+    })
+}
+
+/// Writes the lock's fencing token to `*out`. Fails with CK_NOT_FOUND when the lock was
+/// acquired without one (CK_LOCK_NO_FENCING or `[locks] fencing = false`; the message says
+/// so), CK_INVALID_ARGUMENT for NULL arguments. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn ck_lock_get_fencing_token(l: *const ck_lock, out: *mut u64) -> ck_status {
+    ffi_call("ck_lock_get_fencing_token", || {
+        let out = arg_out(out, "out")?;
+        // SAFETY: checked by arg_ref; validity is the caller's promise.
+        let l = unsafe { arg_ref(l, "lock")? };
+        *out = l
+            .fence
+            .ok_or_else(|| clusterkit::lock::no_fencing_token(&l.name.to_string_lossy()))?;
+        Ok(())
     })
 }
 

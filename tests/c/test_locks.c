@@ -239,6 +239,39 @@ void lock_suite(ck_deployment *dep) {
         ck_lock_free(moved);
     }
 
+    /* CK_LOCK_NO_FENCING (issue #18): no token (CK_NOT_FOUND naming the option), still
+     * exclusive, fenced tokens keep increasing around it; unknown flags are refused. */
+    {
+        ck_lock *f = NULL, *p = NULL, *g = NULL, *x = SENTINEL(ck_lock);
+        uint64_t tok = 0;
+        CHECK_OK(ck_lock_acquire_flags(dep, "nofence", 5000, 0, CK_LOCK_DEFAULT, &f));
+        CHECK_OK(ck_lock_get_fencing_token(f, &tok));
+        CHECK(tok > 0 && tok == ck_lock_fencing_token(f));
+        if (f) CHECK_OK(ck_lock_release(f));
+        CHECK_OK(ck_lock_acquire_flags(dep, "nofence", 5000, 0, CK_LOCK_NO_FENCING, &p));
+        CHECK(p && ck_lock_is_held(p));
+        CHECK(ck_lock_fencing_token(p) == 0);
+        uint64_t none = 7;
+        CHECK_ERR(ck_lock_get_fencing_token(p, &none), CK_NOT_FOUND, "fencing = false");
+        CHECK(strstr(ck_last_error(), "nofence") != NULL);
+        CHECK(none == 7);
+        CHECK_ERR(ck_lock_acquire(dep, "nofence", 5000, 0, &x), CK_CONFLICT, "held");
+        CHECK_ERR(ck_lock_acquire_flags(dep, "nofence", 5000, 0, CK_LOCK_NO_FENCING, &x), CK_CONFLICT,
+                  "held");
+        CHECK(x == SENTINEL(ck_lock));
+        if (p) CHECK_OK(ck_lock_release(p));
+        CHECK_OK(ck_lock_acquire_flags(dep, "nofence", 5000, 0, 0, &g));
+        CHECK(g && ck_lock_fencing_token(g) > tok);
+        if (g) CHECK_OK(ck_lock_release(g));
+        CHECK_INVALID(ck_lock_acquire_flags(dep, "nofence", 5000, 0, 2, &x), "flags");
+        CHECK_INVALID(ck_lock_get_fencing_token(NULL, &tok), "lock");
+        CHECK_INVALID(ck_lock_get_fencing_token(f, NULL), "out");
+        CHECK(x == SENTINEL(ck_lock));
+        ck_lock_free(f);
+        ck_lock_free(p);
+        ck_lock_free(g);
+    }
+
     /* NULL accessors and free. */
     CHECK(ck_lock_fencing_token(NULL) == 0);
     CHECK(ck_lock_validity_ms(NULL) == 0);

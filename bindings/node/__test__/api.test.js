@@ -241,6 +241,23 @@ async function lockSuite (locks) {
   assert.ok(out >= 1)
   const again = await locks.acquire('scoped', { ttl: 1000 })
   await again.release()
+  // fencing: false (issue #18): no token (not_found naming the option), still exclusive,
+  // fenced tokens keep increasing around it
+  const fenced = await locks.acquire('nofence', { ttl: 1000 })
+  assert.equal(fenced.hasFencingToken, true)
+  const first = fenced.fencingToken
+  await fenced.release()
+  const plain = await locks.acquire('nofence', { ttl: 1000, fencing: false })
+  assert.equal(plain.hasFencingToken, false)
+  assert.ok(plain.isHeld)
+  assert.throws(() => plain.fencingToken, (e) => e.code === 'not_found' && /fencing = false/.test(e.message) && /nofence/.test(e.message))
+  await rejects(locks.acquire('nofence', { ttl: 1000 }), 'conflict')
+  await rejects(locks.acquire('nofence', { ttl: 1000, fencing: false }), 'conflict')
+  await plain.release()
+  const after = await locks.acquire('nofence', { ttl: 1000, fencing: true })
+  assert.ok(after.fencingToken > first)
+  await after.release()
+  await rejects(locks.acquire('nofence', { ttl: 1000, fencing: 'no' }), 'invalid_argument')
   // bad input
   await rejects(locks.acquire('', { ttl: 1000 }), 'invalid_argument')
   await rejects(locks.acquire('x'.repeat(5000), { ttl: 1000 }), 'invalid_argument')

@@ -203,6 +203,23 @@ typedef enum ck_log_level {
 } ck_log_level;
 
 /**
+ * Flags of ck_lock_acquire_flags (a bit set; 0 is the default: fenced).
+ */
+typedef enum ck_lock_flag {
+  /**
+   * No flag: the lock carries a fencing token.
+   */
+  CK_LOCK_DEFAULT = 0,
+  /**
+   * Acquire without a fencing token: one round trip less on Redlock (no second phase);
+   * ck_lock_fencing_token then returns 0 and ck_lock_get_fencing_token fails with
+   * CK_NOT_FOUND. The trade-off: a paused former holder's late write cannot be refused by
+   * the protected resource (README, "Locks").
+   */
+  CK_LOCK_NO_FENCING = 1,
+} ck_lock_flag;
+
+/**
  * A byte buffer owned by the library (a cached value). Opaque and immutable: read it with
  * ck_buf_data / ck_buf_len from any thread, release it once with ck_buf_free.
  */
@@ -811,10 +828,31 @@ enum ck_status ck_lock_acquire(const struct ck_deployment *dep,
                                struct ck_lock **out);
 
 /**
- * The lock's fencing token (0 if `l` is NULL): pass it to the resource the lock protects so
- * it can refuse a write from an older holder. Thread-safe.
+ * Like ck_lock_acquire, with `flags`: a bit set of ck_lock_flag values (0 = the
+ * deployment's default, `[locks] fencing`; CK_LOCK_NO_FENCING = no fencing token for this
+ * acquisition). Unknown bits: CK_INVALID_ARGUMENT naming `flags`. Blocks the calling
+ * thread. Thread-safe.
+ */
+enum ck_status ck_lock_acquire_flags(const struct ck_deployment *dep,
+                                     const char *name,
+                                     uint64_t ttl_ms,
+                                     uint64_t wait_ms,
+                                     uint32_t flags,
+                                     struct ck_lock **out);
+
+/**
+ * The lock's fencing token (0 if `l` is NULL, or when it was acquired without one, see
+ * CK_LOCK_NO_FENCING; a real token is never 0): pass it to the resource the lock protects
+ * so it can refuse a write from an older holder. Thread-safe.
  */
 uint64_t ck_lock_fencing_token(const struct ck_lock *l);
+
+/**
+ * Writes the lock's fencing token to `*out`. Fails with CK_NOT_FOUND when the lock was
+ * acquired without one (CK_LOCK_NO_FENCING or `[locks] fencing = false`; the message says
+ * so), CK_INVALID_ARGUMENT for NULL arguments. Thread-safe.
+ */
+enum ck_status ck_lock_get_fencing_token(const struct ck_lock *l, uint64_t *out);
 
 /**
  * Remaining validity of the lock in milliseconds by the local monotonic clock; 0 once it

@@ -21,7 +21,8 @@ final class Lock
     /** The holder's random token (what release and extend prove ownership with). */
     public readonly string $token;
 
-    private readonly int $fence;
+    /** The fencing token; null when acquired with `fencing: false`. */
+    private readonly ?int $fence;
 
     /** @internal */
     public function __construct(private readonly ClusterManager $cluster, FFI\CData $handle)
@@ -30,13 +31,32 @@ final class Lock
         $this->handle = $handle;
         $this->name = (string) $this->ffi->ck_lock_name($handle);
         $this->token = (string) $this->ffi->ck_lock_token($handle);
-        $this->fence = (int) $this->ffi->ck_lock_fencing_token($handle);
+        $fence = $this->ffi->new('uint64_t');
+        $status = $this->ffi->ck_lock_get_fencing_token($handle, FFI::addr($fence));
+        // CK_NOT_FOUND: acquired without a fencing token.
+        $this->fence = $status === 0 ? (int) $fence->cdata : null;
     }
 
-    /** The fencing token: strictly greater than every earlier holder's of this name. */
+    /**
+     * The fencing token: strictly greater than every earlier holder's of this name.
+     * NotFoundException when the lock was acquired with `fencing: false` (or the deployment's
+     * `[locks] fencing = false`): it has no token.
+     */
     public function fencingToken(): int
     {
+        if ($this->fence === null) {
+            throw new Exception\NotFoundException(sprintf(
+                'lock %s was acquired without a fencing token (fencing = false): acquire it with fencing on to get one',
+                json_encode($this->name, JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE)
+            ));
+        }
         return $this->fence;
+    }
+
+    /** Whether this lock carries a fencing token (false when acquired with `fencing: false`). */
+    public function hasFencingToken(): bool
+    {
+        return $this->fence !== null;
     }
 
     /** Seconds of validity left as far as this holder knows (0 once released or expired). */

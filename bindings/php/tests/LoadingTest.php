@@ -31,7 +31,7 @@ final class LoadingTest extends TestCase
             Library::load(getenv('CLUSTERKIT_LIB'), $file);
             $this->fail('a header of ABI 2 was accepted');
         } catch (ClusterkitException $e) {
-            $this->assertStringContainsString('these bindings need ABI 1.1', $e->getMessage());
+            $this->assertStringContainsString('these bindings need ABI 1.2', $e->getMessage());
         } finally {
             unlink($file);
         }
@@ -39,12 +39,12 @@ final class LoadingTest extends TestCase
 
     public function testALibraryOlderThanTheHeaderIsRefused(): void
     {
-        $file = $this->headerWith('CK_ABI_VERSION = 65537,', 'CK_ABI_VERSION = 65545,');
+        $file = $this->headerWith('CK_ABI_VERSION = 65538,', 'CK_ABI_VERSION = 65545,');
         try {
             Library::load(getenv('CLUSTERKIT_LIB'), $file);
             $this->fail('a library older than its header was accepted');
         } catch (ClusterkitException $e) {
-            $this->assertMatchesRegularExpression('/has ABI 1\.1; these bindings need ABI 1\.9 or a later 1\.x/', $e->getMessage());
+            $this->assertMatchesRegularExpression('/has ABI 1\.2; these bindings need ABI 1\.9 or a later 1\.x/', $e->getMessage());
         } finally {
             unlink($file);
         }

@@ -58,6 +58,45 @@ final class LockTest extends TestCase
         $this->assertSame(0.0, $lock->validity());
     }
 
+    /**
+     * `fencing: false` (issue #18): no fencing token (asking for it is a NotFoundException
+     * naming the option), still exclusive against fenced acquisitions, and fenced tokens keep
+     * increasing around it.
+     *
+     * @dataProvider backends
+     */
+    public function testWithoutFencing(string $backend): void
+    {
+        $locks = $this->locks($backend);
+        $name = self::name();
+        $fenced = $locks->acquire($name, 10);
+        $this->assertTrue($fenced->hasFencingToken());
+        $first = $fenced->fencingToken();
+        $fenced->release();
+        $plain = $locks->acquire($name, 10, 0.0, fencing: false);
+        $this->assertFalse($plain->hasFencingToken());
+        try {
+            $plain->fencingToken();
+            $this->fail('an unfenced lock returned a fencing token');
+        } catch (\Clusterkit\Exception\NotFoundException $e) {
+            $this->assertSame('not_found', $e->kind());
+            $this->assertStringContainsString('fencing = false', $e->getMessage());
+            $this->assertStringContainsString($name, $e->getMessage());
+            $this->assertStringNotContainsString($plain->token, $e->getMessage());
+        }
+        $this->assertTrue($plain->isHeld());
+        $this->assertNull($locks->tryAcquire($name, 10));
+        $this->assertNull($locks->tryAcquire($name, 10, 0.0, false));
+        $plain->extend(10);
+        $plain->release();
+        $again = $locks->tryAcquire($name, 10);
+        $this->assertNotNull($again);
+        $this->assertGreaterThan($first, $again->fencingToken());
+        $again->release();
+        $seen = $locks->synchronized($name, fn (Lock $l) => $l->hasFencingToken(), 5, 1, fencing: false);
+        $this->assertFalse($seen);
+    }
+
     /** @dataProvider backends */
     public function testWaitTimesOut(string $backend): void
     {

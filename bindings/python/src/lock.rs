@@ -26,7 +26,8 @@ pub struct Lock {
     watch: LockWatch,
     name: String,
     token: String,
-    fence: u64,
+    /// `None` when acquired with `fencing=False`.
+    fence: Option<u64>,
 }
 
 impl Lock {
@@ -35,7 +36,7 @@ impl Lock {
             watch: g.watch(),
             name: g.name().to_string(),
             token: g.token().to_string(),
-            fence: g.fencing_token(),
+            fence: g.fence(),
             guard: Arc::new(Mutex::new(Some(g))),
         }
     }
@@ -111,58 +112,82 @@ fn boolean(py: Python<'_>, b: bool) -> PyResult<Py<PyAny>> {
         .unbind())
 }
 
+impl Locks {
+    /// The lock service for one acquisition: `fencing` false turns the token off; true keeps
+    /// the deployment's `[locks] fencing`.
+    fn locks_for(&self, fencing: bool) -> DistributedLock {
+        if fencing {
+            self.locks.clone()
+        } else {
+            self.locks.with_fencing(false)
+        }
+    }
+}
+
 #[pymethods]
 impl Locks {
     /// Acquires `name` for `ttl` seconds. `wait`: None waits as long as it takes, 0 tries once
     /// (ConflictError if held), otherwise waits at most that long (TimeoutError).
-    #[pyo3(signature = (name, ttl, wait=None))]
+    /// `fencing=False`: no fencing token (one round trip less on Redlock).
+    #[pyo3(signature = (name, ttl, wait=None, fencing=true))]
     fn acquire(
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
         ttl: &Bound<'_, PyAny>,
         wait: Option<&Bound<'_, PyAny>>,
+        fencing: bool,
     ) -> PyResult<Lock> {
         let name = str_arg(name, "name")?;
         let (ttl, wait) = (lock_ttl(ttl)?, opt_seconds(wait, "wait")?);
-        let g = run(py, acquire(self.locks.clone(), name, ttl, wait))?;
+        let g = run(py, acquire(self.locks_for(fencing), name, ttl, wait))?;
         Ok(Lock::new(g))
     }
 
     /// One attempt: the lock, or None if someone else holds it.
+    #[pyo3(signature = (name, ttl, fencing=true))]
     fn try_acquire(
         &self,
         py: Python<'_>,
         name: &Bound<'_, PyAny>,
         ttl: &Bound<'_, PyAny>,
+        fencing: bool,
     ) -> PyResult<Option<Lock>> {
         let name = str_arg(name, "name")?;
         let ttl = lock_ttl(ttl)?;
-        Ok(run(py, self.locks.try_acquire(&name, ttl))?.map(Lock::new))
+        let locks = self.locks_for(fencing);
+        Ok(run(py, locks.try_acquire(&name, ttl))?.map(Lock::new))
     }
 
-    #[pyo3(signature = (name, ttl, wait=None))]
+    #[pyo3(signature = (name, ttl, wait=None, fencing=true))]
     fn acquire_async<'py>(
         &self,
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
         ttl: &Bound<'py, PyAny>,
         wait: Option<&Bound<'py, PyAny>>,
+        fencing: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = str_arg(name, "name")?;
         let (ttl, wait) = (lock_ttl(ttl)?, opt_seconds(wait, "wait")?);
-        aio::spawn(py, acquire(self.locks.clone(), name, ttl, wait), py_lock)
+        aio::spawn(
+            py,
+            acquire(self.locks_for(fencing), name, ttl, wait),
+            py_lock,
+        )
     }
 
+    #[pyo3(signature = (name, ttl, fencing=true))]
     fn try_acquire_async<'py>(
         &self,
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
         ttl: &Bound<'py, PyAny>,
+        fencing: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let name = str_arg(name, "name")?;
         let ttl = lock_ttl(ttl)?;
-        let locks = self.locks.clone();
+        let locks = self.locks_for(fencing);
         aio::spawn(
             py,
             async move { locks.try_acquire(&name, ttl).await },
@@ -184,10 +209,18 @@ impl Lock {
         &self.token
     }
 
-    /// Strictly increasing across successive holders of this name.
+    /// Strictly increasing across successive holders of this name. NotFoundError when the
+    /// lock was acquired with `fencing=False`.
     #[getter]
-    fn fencing_token(&self) -> u64 {
+    fn fencing_token(&self) -> PyResult<u64> {
         self.fence
+            .ok_or_else(|| crate::errors::to_py(clusterkit::lock::no_fencing_token(&self.name)))
+    }
+
+    /// Whether this lock carries a fencing token.
+    #[getter]
+    fn has_fencing_token(&self) -> bool {
+        self.fence.is_some()
     }
 
     /// Remaining validity in seconds (0 once expired, lost or released).
@@ -248,7 +281,7 @@ impl Lock {
         format!(
             "<clusterkit.Lock name={:?} fencing_token={} held={}>",
             self.name,
-            self.fence,
+            self.fence.map_or("None".to_string(), |f| f.to_string()),
             self.watch.is_held()
         )
     }

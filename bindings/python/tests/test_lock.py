@@ -149,3 +149,37 @@ def test_async_locks(ck: clusterkit.Clusterkit) -> None:
                 await ck.aio.locks.acquire(name, 5, wait=0.05)
 
     asyncio.run(main())
+
+
+def test_without_fencing(ck: clusterkit.Clusterkit) -> None:
+    """``fencing=False`` (issue #18): no token (NotFoundError naming the option), still
+    exclusive, fenced tokens keep increasing around it; both faces."""
+    name = fresh_ns("nofence")
+    with ck.locks.acquire(name, 5) as fenced:
+        assert fenced.has_fencing_token
+        first = fenced.fencing_token
+    plain = ck.locks.acquire(name, 5, wait=0, fencing=False)
+    assert plain.is_held and not plain.has_fencing_token
+    with pytest.raises(clusterkit.NotFoundError) as e:
+        plain.fencing_token
+    assert "fencing = false" in str(e.value) and name in str(e.value)
+    assert plain.token not in str(e.value)
+    assert "fencing_token=None" in repr(plain)
+    assert ck.locks.try_acquire(name, 5) is None
+    assert ck.locks.try_acquire(name, 5, fencing=False) is None
+    plain.release()
+    again = ck.locks.try_acquire(name, 5)
+    assert again is not None and again.fencing_token > first
+    again.release()
+
+    async def main() -> None:
+        async with ck.aio.locks.acquire(name, 5, fencing=False) as l1:
+            assert not l1.has_fencing_token
+            with pytest.raises(clusterkit.NotFoundError):
+                l1.fencing_token
+            assert await ck.aio.locks.try_acquire(name, 5, fencing=False) is None
+        l2 = await ck.aio.locks.try_acquire(name, 5, fencing=False)
+        assert l2 is not None and not l2.has_fencing_token
+        await l2.release()
+
+    asyncio.run(main())

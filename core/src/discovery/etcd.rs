@@ -381,8 +381,9 @@ impl WatchState {
         for (key, reason) in &listing.skipped {
             still_bad.insert(key.clone());
             if self.reported.get(key) != Some(reason) {
+                // The reason (which may quote the entry) goes to the pool's event only.
                 tracing::warn!(target: "clusterkit::discovery", source = SOURCE, key = %key,
-                    reason = %reason, "skipped a malformed registry entry");
+                    "skipped a malformed registry entry");
                 emit(cluster, format!("skipped registry entry {key}: {reason}"));
                 self.reported.insert(key.clone(), reason.clone());
             }

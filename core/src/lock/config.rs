@@ -41,6 +41,11 @@ pub struct LocksConfig {
     /// `prefix` (default `/clusterkit/locks/<key_prefix>/`). Excludes `pool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<crate::etcd::EtcdSection>,
+    /// Hand out a fencing token with every acquisition (default true). `false` skips it:
+    /// Redlock acquires in one fan-out round trip instead of two (see
+    /// [`crate::lock::LockOptions::fencing`] for the trade-off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fencing: Option<bool>,
 }
 
 impl LocksConfig {
@@ -56,6 +61,9 @@ impl LocksConfig {
         }
         if let Some(r) = self.auto_renew {
             o = o.with_auto_renew(r);
+        }
+        if let Some(f) = self.fencing {
+            o = o.with_fencing(f);
         }
         o
     }

@@ -19,7 +19,10 @@ impl fmt::Debug for LockWatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockWatch")
             .field("name", &self.inner.name)
-            .field("fencing_token", &self.inner.fence)
+            .field(
+                "fencing_token",
+                &self.inner.fenced.then_some(self.inner.fence),
+            )
             .finish()
     }
 }

@@ -46,6 +46,25 @@
 //!   i.e. after our store: it reads a counter `>=` ours (or, if it expired, a clock past ours,
 //!   see above) and hands out a larger one. (A one-round-trip "maximum of the quorum's INCRs"
 //!   is not enough: the master holding the maximum may be outside the next holder's quorum.)
+//! - **Skipping the fencing token** ([`LockOptions::fencing`] `false`, `[locks] fencing =
+//!   false`, or per acquisition [`DistributedLock::with_fencing`]). Redlock then acquires in
+//!   phase 1 only (one fan-out round trip instead of two) and one Redis does not touch the
+//!   fence counter. The guard has no token ([`LockGuard::fence`] is `None`,
+//!   [`LockGuard::try_fencing_token`] fails with `not_found`), so nothing protects the
+//!   resource from a holder that paused past its validity: mutual exclusion holds within the
+//!   validity only, as with plain Redlock. Fenced and unfenced acquisitions of one name
+//!   exclude each other, share the waiter queue and hand-over, and fenced tokens keep
+//!   increasing across unfenced holders (the counter is untouched; the clock floor still
+//!   applies). Default: fenced.
+//! - **Release notifications only for waiters** (issue #18). A release publishes on the
+//!   channel only when it hands the lock to a queued waiter. No waiter misses it: the first
+//!   waiting attempt of a process waits (bounded by the connect timeout) until the
+//!   subscriptions to a quorum of masters are live; every attempt registers its wake-up,
+//!   then tries; a refused attempt joins the queue in the same
+//!   script that found the lock held, so a release either ran before (the attempt found the
+//!   lock free or handed to it) or finds it queued and publishes. Several waiters of one process
+//!   are one queue entry: the releasing process wakes its own next waiter in-process. If a
+//!   subscription is down (reconnecting), the jittered backoff is the safety net, as before.
 //! - **Fencing across masters restarted with empty memory** (no persistence), also restarted
 //!   at once. Take two acquisitions X then Y of one name (Y's phase 1 starts after X's
 //!   token was handed out, as for successive holders or one process acquiring in a loop).
@@ -183,6 +202,15 @@ pub struct LockOptions {
     pub retry_max: Duration,
     /// Extend every lock at a third of its TTL until it is released (default off).
     pub auto_renew: bool,
+    /// Hand out a fencing token with every acquisition (default on). Off, an acquisition
+    /// skips the token: on one Redis the acquiring script does not touch the fence counter,
+    /// and Redlock skips its second phase (storing the token on a majority), so an
+    /// acquisition is one fan-out round trip instead of two. The guard then has no token
+    /// ([`LockGuard::fence`] is `None`, [`LockGuard::try_fencing_token`] fails): mutual
+    /// exclusion holds only within the lock's validity, and a paused former holder's late
+    /// write cannot be refused by the resource. See "Skipping the fencing token" in the
+    /// module docs.
+    pub fencing: bool,
 }
 
 impl Default for LockOptions {
@@ -194,6 +222,7 @@ impl Default for LockOptions {
             retry_min: Duration::from_millis(10),
             retry_max: Duration::from_millis(250),
             auto_renew: false,
+            fencing: true,
         }
     }
 }
@@ -202,6 +231,11 @@ impl LockOptions {
     /// Enables or disables auto-renewal.
     pub fn with_auto_renew(mut self, on: bool) -> Self {
         self.auto_renew = on;
+        self
+    }
+    /// Enables or disables fencing tokens (see [`LockOptions::fencing`]).
+    pub fn with_fencing(mut self, on: bool) -> Self {
+        self.fencing = on;
         self
     }
     /// Sets the connection settings.
@@ -265,6 +299,14 @@ pub fn check_ttl(ttl: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The error when a lock acquired without fencing is asked for its token.
+pub fn no_fencing_token(name: &str) -> Error {
+    Error::NotFound(format!(
+        "lock {name:?} was acquired without a fencing token (fencing = false): \
+         acquire it with fencing on to get one"
+    ))
+}
+
 /// A uniformly random number in `[0, 1]` (for retry jitter).
 fn unit_random() -> f64 {
     crate::rng::next_u64() as f64 / u64::MAX as f64
@@ -275,7 +317,13 @@ pub(crate) fn new_token() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
         .map_err(|e| Error::Internal(format!("no OS randomness for a lock token: {e}")))?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(32);
+    for x in b {
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 15)] as char);
+    }
+    Ok(s)
 }
 
 /// The result of one acquisition attempt.
@@ -309,10 +357,14 @@ impl Backend {
         ttl: Duration,
         waiting_since: Option<u64>,
         retried: bool,
+        fencing: bool,
     ) -> Result<Attempt> {
         match self {
             Backend::Memory(m) => m.try_once(name, token, ttl),
-            Backend::Redis(r) => r.try_once(name, token, ttl, waiting_since, retried).await,
+            Backend::Redis(r) => {
+                r.try_once(name, token, ttl, waiting_since, retried, fencing)
+                    .await
+            }
             #[cfg(feature = "etcd")]
             Backend::Etcd(e) => e.try_once(name, token, ttl).await,
         }
@@ -499,6 +551,24 @@ impl DistributedLock {
         }
     }
 
+    /// This lock service with fencing tokens on or off (same backend, same key space, same
+    /// counters): lets a caller skip the fencing phase per acquisition (see
+    /// [`LockOptions::fencing`]).
+    pub fn with_fencing(&self, on: bool) -> DistributedLock {
+        let mut options = (*self.options).clone();
+        options.fencing = on;
+        DistributedLock {
+            backend: self.backend.clone(),
+            options: Arc::new(options),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Whether acquisitions through this service get a fencing token.
+    pub fn fencing(&self) -> bool {
+        self.options.fencing
+    }
+
     /// Acquires `name` for `ttl` if it is free now; `None` if someone else holds it.
     ///
     /// Fails with [`Error::InvalidArgument`] on a bad name or TTL, or with `unavailable` /
@@ -510,7 +580,7 @@ impl DistributedLock {
         let started = Instant::now();
         match self
             .backend
-            .try_once(name, &token, ttl, None, false)
+            .try_once(name, &token, ttl, None, false, self.options.fencing)
             .await?
         {
             Attempt::Acquired { fence, validity } => {
@@ -607,7 +677,14 @@ impl DistributedLock {
             let started = Instant::now();
             let outcome = self
                 .backend
-                .try_once(name, &token, ttl, Some(since), retried)
+                .try_once(
+                    name,
+                    &token,
+                    ttl,
+                    Some(since),
+                    retried,
+                    self.options.fencing,
+                )
                 .await;
             retried = true;
             let now = Instant::now();
@@ -715,6 +792,7 @@ impl DistributedLock {
             name: name.to_string(),
             token,
             fence,
+            fenced: self.options.fencing,
             ttl,
             valid_until: Mutex::new(started + validity),
             lost: AtomicBool::new(false),
@@ -735,7 +813,11 @@ struct GuardInner {
     lock: DistributedLock,
     name: String,
     token: String,
+    /// The fencing token, or (unfenced) a random id of this acquisition that only the
+    /// release notification carries (waiters dedupe Redlock's copies by it).
     fence: u64,
+    /// Whether `fence` is a fencing token (see [`LockOptions::fencing`]).
+    fenced: bool,
     ttl: Duration,
     valid_until: Mutex<Instant>,
     lost: AtomicBool,
@@ -776,7 +858,7 @@ impl fmt::Debug for LockGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard")
             .field("name", &self.inner.name)
-            .field("fencing_token", &self.inner.fence)
+            .field("fencing_token", &self.fence())
             .field("validity", &self.validity())
             .finish()
     }
@@ -791,9 +873,22 @@ impl LockGuard {
     pub fn token(&self) -> &str {
         &self.inner.token
     }
-    /// The fencing token: strictly increasing across successive holders of this name.
+    /// The fencing token: strictly increasing across successive holders of this name; 0
+    /// (never a real token) when the lock was acquired without one (fencing off, see
+    /// [`LockOptions::fencing`]): prefer [`LockGuard::fence`] or
+    /// [`LockGuard::try_fencing_token`] where fencing may be off.
     pub fn fencing_token(&self) -> u64 {
-        self.inner.fence
+        self.fence().unwrap_or(0)
+    }
+    /// The fencing token, or `None` when the lock was acquired without one.
+    pub fn fence(&self) -> Option<u64> {
+        self.inner.fenced.then_some(self.inner.fence)
+    }
+    /// The fencing token; fails with [`Error::NotFound`] when the lock was acquired with
+    /// fencing off (the message says so and names the option).
+    pub fn try_fencing_token(&self) -> Result<u64> {
+        self.fence()
+            .ok_or_else(|| no_fencing_token(&self.inner.name))
     }
     /// Remaining validity by the local monotonic clock; zero once expired or lost.
     pub fn validity(&self) -> Duration {

@@ -22,12 +22,14 @@ use crate::lock::{Attempt, LockOptions, Waiters};
 /// client joins the name's waiter queue (a sorted set scored by when it started waiting; `NX`
 /// keeps its place across retries). KEYS: lock, fence, queue. ARGV: token, ttl ms, fence ttl
 /// ms, this client's hand-over marker (`~h:<client>`), client, wait start (µs; `0`: not
-/// waiting, do not queue), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held.
+/// waiting, do not queue), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held. A fence
+/// TTL of `0` means fencing is off: the counter is not touched and the reply is `{1, 0}`.
 const ACQUIRE_ONE: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v == false or v == ARGV[4] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  redis.call('ZREM', KEYS[3], ARGV[5])
+  if ARGV[6] ~= '0' then redis.call('ZREM', KEYS[3], ARGV[5]) end
+  if ARGV[3] == '0' then return {1, 0} end
   local t = redis.call('TIME')
   local f = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -47,7 +49,12 @@ return {0, redis.call('PTTL', KEYS[1])}";
 /// popped and the lock set to `~h:<that client>` for `handoff` ms, which only that client can
 /// take (any other, the releaser included, sees it held); if it does not come, the marker
 /// expires and the lock is free for anyone; the notification then names that client
-/// (`<message>:<client>`), so only its process wakes a waiter (no herd). KEYS: lock, queue.
+/// (`<message>:<client>`), so only its process wakes a waiter (no herd). With nobody in the
+/// queue, nothing is published (issue #18): every waiting client is in the queue, because a
+/// refused waiting attempt joins it in the same script that found the lock held (so a
+/// release either ran before that check — the attempt then found the lock free — or finds
+/// the waiter queued), and it subscribed before its first waiting attempt. Waiters of the
+/// releasing process are woken locally (see [`RedisLocks::release`]). KEYS: lock, queue.
 /// ARGV: token, channel, message, handoff ms. → 1, or 0 when `token` does not hold the lock.
 const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -57,7 +64,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('PUBLISH', ARGV[2], ARGV[3] .. ':' .. head[1])
   else
     redis.call('DEL', KEYS[1])
-    redis.call('PUBLISH', ARGV[2], ARGV[3])
   end
   return 1
 end
@@ -219,6 +225,15 @@ pub(crate) struct RedisLocks {
     subscribers: crate::fork::Mutex<Vec<Arc<crate::fork::Background>>>,
     /// Set once the subscribers were started (a fast check for every acquisition).
     started: std::sync::atomic::AtomicBool,
+    /// How many masters' release subscriptions are live (a waiting attempt waits, bounded,
+    /// until all are, so that its queue entry is never announced before it can hear the
+    /// release).
+    /// (Counted per process: the process id, and the count of that process.)
+    subscribed: Arc<tokio::sync::watch::Sender<(u32, usize)>>,
+    /// How long a waiting attempt waits for the subscriptions (the connect timeout).
+    subscribe_wait: Duration,
+    /// The process id that waited for its subscriptions once (see `wait_subscribed`).
+    subscribed_once: std::sync::atomic::AtomicU32,
 }
 
 impl RedisLocks {
@@ -275,6 +290,9 @@ impl RedisLocks {
             waiters: Arc::new(Waiters::default()),
             subscribers: crate::fork::Mutex::new(Vec::new()),
             started: std::sync::atomic::AtomicBool::new(false),
+            subscribed: Arc::new(tokio::sync::watch::Sender::new((0, 0))),
+            subscribe_wait: options.redis.connect_timeout,
+            subscribed_once: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -341,7 +359,9 @@ impl RedisLocks {
     /// One acquisition attempt. `waiting_since` (µs since the epoch, when the caller started
     /// waiting) makes a refused attempt join the name's waiter queue; `None` (a
     /// `try_acquire`) does not queue. `retried`: this waiter was refused before (it then
-    /// queues on every Redlock master, see [`ACQUIRE_READ`]).
+    /// queues on every Redlock master, see [`ACQUIRE_READ`]). `fencing` off: no fencing
+    /// token (one Redis: the counter is not touched; Redlock: no second phase), and the
+    /// `fence` of the returned attempt is a random id for the release notification only.
     pub(crate) async fn try_once(
         &self,
         name: &str,
@@ -349,8 +369,12 @@ impl RedisLocks {
         ttl: Duration,
         waiting_since: Option<u64>,
         retried: bool,
+        fencing: bool,
     ) -> Result<Attempt> {
         self.ensure_subscribed();
+        if waiting_since.is_some() {
+            self.wait_subscribed().await;
+        }
         let key = self.key(name);
         let fence_key = self.fence_key(name);
         let queue_key = self.queue_key(name);
@@ -359,7 +383,11 @@ impl RedisLocks {
         let since = waiting_since.unwrap_or(0).to_string();
         let queue_ttl = (self.queue_ttl.as_millis() as u64).to_string();
         let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
-        let fence_ttl = fence_ttl_ms(ttl);
+        let fence_ttl = if fencing {
+            fence_ttl_ms(ttl)
+        } else {
+            "0".to_string()
+        };
         let started = Instant::now();
         if self.masters.len() == 1 {
             let m = &self.masters[0];
@@ -374,15 +402,16 @@ impl RedisLocks {
                 )
                 .await?;
             if ok == 1 {
+                let fence = match fencing {
+                    true => value.max(0) as u64,
+                    false => release_id(),
+                };
                 let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
                 if validity.is_zero() {
-                    let _ = self.release(name, token, value.max(0) as u64).await;
+                    let _ = self.release(name, token, fence).await;
                     return Ok(Attempt::Busy(None));
                 }
-                return Ok(Attempt::Acquired {
-                    fence: value.max(0) as u64,
-                    validity,
-                });
+                return Ok(Attempt::Acquired { fence, validity });
             }
             return Ok(Attempt::Busy(
                 (value > 0).then(|| Duration::from_millis(value as u64)),
@@ -486,6 +515,30 @@ impl RedisLocks {
                 });
             }
             return Ok(Attempt::Busy(hint));
+        }
+
+        if !fencing {
+            // No second phase. A waiter that queued on some master leaves the queues before
+            // the lock is handed out (phase 2 does it otherwise): else its own release could
+            // hand the lock to itself.
+            // Queued where refused: on an earlier attempt, or on this one by a master that
+            // answered "held" (wait for the removal); a master that has not answered may
+            // still refuse and queue us (remove in the background: it runs on the same
+            // connection, behind the acquisition).
+            if waiting_since.is_some() {
+                if retried || !busy.is_empty() {
+                    self.leave_queue_now(name).await;
+                } else if acquired.len() < n {
+                    self.leave_queue(name);
+                }
+            }
+            let validity = ttl.saturating_sub(started.elapsed() + Self::drift(ttl));
+            let fence = release_id();
+            if validity.is_zero() {
+                self.release_on(name, token, fence, None).await;
+                return Ok(Attempt::Busy(None));
+            }
+            return Ok(Attempt::Acquired { fence, validity });
         }
 
         // Phase 2: store max(max counter + 1, max clock) on every master (never lowering a
@@ -645,9 +698,47 @@ impl RedisLocks {
         }
     }
 
-    /// Releases everywhere; true if this token held the lock on at least one master.
+    /// Like [`RedisLocks::leave_queue`], but waits until every master answered (or timed
+    /// out); the masters are asked in parallel.
+    async fn leave_queue_now(&self, name: &str) {
+        let (queue_key, client) = (self.queue_key(name), self.client_id());
+        let (queue_key, client) = (&queue_key, &client);
+        futures_util::future::join_all(self.masters.iter().map(|m| async move {
+            let Ok(mut conn) = m.conn.get() else { return };
+            let mut cmd = redis::cmd("ZREM");
+            cmd.arg(queue_key).arg(client);
+            let _ = tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await;
+        }))
+        .await;
+    }
+
+    /// Releases everywhere; true if this token held the lock on at least one master. Then
+    /// wakes one waiter of this process for the name, if any: a release without queued
+    /// waiters publishes nothing, and this process's waiters may not be queued (the queue
+    /// holds one entry per client, popped when the lock was handed to this client).
     pub(crate) async fn release(&self, name: &str, token: &str, fence: u64) -> Result<bool> {
-        Ok(self.release_on(name, token, fence, None).await)
+        let released = self.release_on(name, token, fence, None).await;
+        self.waiters.wake(crate::lock::name_hash(name), fence);
+        Ok(released)
+    }
+
+    /// On this process's first waiting attempt, waits (at most the connect timeout) until the
+    /// release subscriptions of a quorum of masters are live. Only the first time: a master
+    /// that is down later (reconnecting) must not slow every waiting attempt; a waiter that
+    /// misses a release then retries with its backoff, as before.
+    async fn wait_subscribed(&self) {
+        use std::sync::atomic::Ordering;
+        let pid = std::process::id();
+        if self.subscribed_once.load(Ordering::Relaxed) == pid {
+            return;
+        }
+        let quorum = self.quorum;
+        let ready = |&(p, c): &(u32, usize)| p == pid && c >= quorum;
+        if !ready(&self.subscribed.borrow()) {
+            let mut rx = self.subscribed.subscribe();
+            let _ = tokio::time::timeout(self.subscribe_wait, rx.wait_for(ready)).await;
+        }
+        self.subscribed_once.store(pid, Ordering::Relaxed);
     }
 
     pub(crate) async fn extend(
@@ -692,11 +783,12 @@ impl RedisLocks {
             return;
         }
         for m in &self.masters {
-            let (client, channel, waiters, client_id) = (
+            let (client, channel, waiters, client_id, live) = (
                 m.sub.clone(),
                 self.channel(),
                 self.waiters.clone(),
                 self.client.clone(),
+                self.subscribed.clone(),
             );
             match crate::fork::Background::start(move || {
                 subscribe_loop(
@@ -704,6 +796,7 @@ impl RedisLocks {
                     channel.clone(),
                     waiters.clone(),
                     client_id.clone(),
+                    live.clone(),
                 )
             }) {
                 Ok(b) => subs.push(b),
@@ -711,6 +804,25 @@ impl RedisLocks {
             }
         }
         self.started.store(true, Ordering::Release);
+    }
+}
+
+/// A random id for the release notification of an acquisition without fencing token (the
+/// waiters dedupe Redlock's per-master copies of one release by it).
+fn release_id() -> u64 {
+    crate::rng::next_u64()
+}
+
+/// Decrements a live-subscription count when dropped.
+struct Uncount<'a>(&'a tokio::sync::watch::Sender<(u32, usize)>, u32);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|(p, c)| {
+            if *p == self.1 {
+                *c = c.saturating_sub(1);
+            }
+        });
     }
 }
 
@@ -722,6 +834,7 @@ async fn subscribe_loop(
     channel: String,
     waiters: Arc<Waiters>,
     client_id: String,
+    live: Arc<tokio::sync::watch::Sender<(u32, usize)>>,
 ) {
     // This process's client name in hand-over messages (a forked child runs its own loop).
     let me = format!("{client_id}.{}", std::process::id());
@@ -738,6 +851,17 @@ async fn subscribe_loop(
         };
         if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(1), connect).await {
             backoff = Duration::from_millis(50);
+            // Counted while subscribed; uncounted when the connection ends (also when this
+            // task is aborted: the guard's drop).
+            let pid = std::process::id();
+            // A forked child inherits its parent's count: it counts its own from 0.
+            live.send_modify(|(p, c)| {
+                if *p != pid {
+                    (*p, *c) = (pid, 0);
+                }
+                *c += 1;
+            });
+            let _counted = Uncount(&live, pid);
             while let Some(push) = rx.recv().await {
                 match push.kind {
                     redis::PushKind::Message => {

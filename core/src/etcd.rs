@@ -242,6 +242,13 @@ pub(crate) fn map_error(what: &str, e: &etcd_client::Error) -> Error {
         E::GRpcStatus(s) => match format!("{:?}", s.code()).as_str() {
             "DeadlineExceeded" => Error::Timeout(message),
             "Unavailable" | "Cancelled" | "Unknown" | "Aborted" => Error::Unavailable(message),
+            // Refused credentials or permissions: the store cannot be used with this
+            // configuration, as a Redis AUTH failure is `unavailable` (never the password).
+            "Unauthenticated" | "PermissionDenied" => Error::Unavailable(message),
+            // etcd 3.4 answers a wrong password with InvalidArgument "authentication failed".
+            "InvalidArgument" if message.contains("authentication failed") => {
+                Error::Unavailable(message)
+            }
             _ => Error::Backend(message),
         },
         E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => {

@@ -128,7 +128,7 @@ fn every_bad_value_names_its_field_path() {
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"\" }"), "pools.app.discovery.service"),
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"a b\" }"), "pools.app.discovery.service"),
         (pool(&format!("discovery = {{ redis = \"127.0.0.1:6379\", service = \"{big}\" }}")), "pools.app.discovery.service"),
-        (pool("discovery = { redis = \"127.0.0.1:6379\" }"), "pools.app.discovery"),
+        (pool("discovery = { redis = \"127.0.0.1:6379\" }"), "pools.app.discovery.service"),
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"web\", ttl = \"10ms\" }"), "pools.app.discovery.ttl"),
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"web\", ttl = \"48h\" }"), "pools.app.discovery.ttl"),
         (pool("discovery = { redis = \"127.0.0.1:6379\", service = \"web\", interval = \"1ms\" }"), "pools.app.discovery.interval"),

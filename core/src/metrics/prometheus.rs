@@ -381,7 +381,13 @@ impl Collector for SnapshotCollector {
             "clusterkit_queue_reserve_wait_seconds",
             "Time a reserve waited for its jobs.",
             Histogram,
-            vec![(vec![], Sample::Histogram(q.reserve_wait.clone()))],
+            // Labelled like every other histogram here (operation): an unlabelled histogram
+            // is valid text, but the Node suite's parser (parse-prometheus-text-format)
+            // cannot read one.
+            vec![(
+                vec![("operation", "reserve".to_string())],
+                Sample::Histogram(q.reserve_wait.clone()),
+            )],
         )?;
         let r = &s.redis;
         for (name, help, v) in [

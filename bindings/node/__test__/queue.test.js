@@ -172,6 +172,7 @@ for (const kind of ['embedded', 'redis']) {
       s = await q.stats('it')
       // delayed, not waiting: the failed job waits for its backoff.
       assert.equal(s.delayed, 1, JSON.stringify(s))
+      assert.equal(s.waiting, 0, JSON.stringify(s))
       assert.equal(s.in_flight, 0)
     })
 
@@ -247,6 +248,9 @@ const { Clusterkit, Worker } = require(${JSON.stringify(path.join(__dirname, '..
 const fs = require('node:fs')
 const [cfg, marker] = [JSON.parse(process.argv[1]), process.argv[2]]
 const q = new Clusterkit(cfg).queue
+// A job that never ends, in a process kept alive by a timer: a pending promise alone keeps no
+// Node process running, and the child used to exit by itself before the SIGKILL.
+setInterval(() => {}, 1000)
 new Worker(q, 'k', async (job) => { fs.writeFileSync(marker, job.id); await new Promise(() => {}) })
 `
 
@@ -261,8 +265,10 @@ test('a worker process SIGKILLed mid-job: its job is reclaimed after the visibil
   await until(() => fs.existsSync(marker), 'child started the job', 20000)
   assert.equal(fs.readFileSync(marker, 'utf8'), id)
   assert.equal((await q.stats('k')).in_flight, 1)
+  assert.equal(child.exitCode, null, 'the child must still be running its job')
+  const exited = new Promise((resolve) => child.once('exit', resolve))
   child.kill('SIGKILL')
-  await new Promise((resolve) => child.once('exit', resolve))
+  await exited
   const c = q.consumer('k')
   const job = await until(() => c.reserve({ timeout: 300 }), 'reclaimed job')
   assert.equal(job.id, id)

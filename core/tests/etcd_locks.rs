@@ -117,7 +117,7 @@ fn mutual_exclusion_with_8_clients_through_a_paused_member_and_a_killed_leader()
         })
         .collect();
 
-    // Faults, while the clients run: a follower frozen for 2 s, then the leader killed and
+    // Faults, while the clients run: a follower frozen for 4 s, then the leader killed and
     // restarted 2 s later.
     let wait_for = |n: u64| {
         let t = Instant::now();
@@ -129,7 +129,10 @@ fn mutual_exclusion_with_8_clients_through_a_paused_member_and_a_killed_leader()
     let f = etcd.follower();
     etcd.pause(f);
     let before = done.load(Ordering::SeqCst);
-    std::thread::sleep(Duration::from_secs(2));
+    // 4 s: a request routed to the frozen member waits out the 1 s request timeout before it
+    // is retried on another one, and an acquisition makes several requests (seen: 0 in a 2 s
+    // window in a full run, 1 to 3 in others). Known weakness: see the issue #17 note.
+    std::thread::sleep(Duration::from_secs(4));
     let during_pause = done.load(Ordering::SeqCst) - before;
     etcd.resume(f);
     wait_for(done.load(Ordering::SeqCst) + 200);

@@ -258,6 +258,46 @@ async fn idempotency_keys() {
     let c = q.enqueue("i", b"4", &o).await.unwrap();
     assert_ne!(a, c);
     assert_eq!(q.stats("i").await.unwrap().waiting, 2);
+
+    // A batch is one script call, whatever it holds, and keeps the order of its jobs: a key
+    // repeated inside the batch returns the batch's own first job; delayed and plain jobs mix.
+    let k = EnqueueOptions::new().idempotency_key("order-2", None);
+    let spec = |p: &'static [u8], options: &EnqueueOptions| NewJobSpec {
+        payload: Bytes::from_static(p),
+        options: options.clone(),
+    };
+    let k3 = EnqueueOptions::new().idempotency_key("order-3", None);
+    let d = q.enqueue("i", b"d", &k3).await.unwrap();
+    let scripts_before = calls(&server, "evalsha") + calls(&server, "eval");
+    let ids = q
+        .enqueue_many(
+            "i",
+            &[
+                spec(b"5", &k),
+                spec(b"6", &EnqueueOptions::new().delay(Duration::from_secs(60))),
+                spec(b"7", &k),
+                spec(b"8", &k3),
+                spec(b"9", &EnqueueOptions::new()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&server, "evalsha") + calls(&server, "eval") - scripts_before,
+        1,
+        "one script call for the whole batch"
+    );
+    assert_eq!(ids.len(), 5);
+    assert_eq!(
+        ids[2], ids[0],
+        "a key repeated in the batch returns its first job"
+    );
+    assert_eq!(ids[3], d, "a key from before the batch returns that job");
+    let fresh: std::collections::HashSet<&String> = [&ids[0], &ids[1], &ids[4], &a, &c, &d].into();
+    assert_eq!(fresh.len(), 6, "fresh jobs get fresh ids");
+    let s = q.stats("i").await.unwrap();
+    assert_eq!((s.waiting, s.delayed), (5, 1));
+    assert_eq!(q.metrics().duplicates, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,10 +28,13 @@ test('deployment from nothing, object, JSON, TOML, file; bad documents name the 
   assert.deepEqual(Clusterkit.fromJSON(JSON.stringify(doc)).poolNames, ['app'])
   const toml = '[pools.app]\nstrategy = "p2c"\nnodes = [ { id = "w1", host = "127.0.0.1", port = 8081 } ]\n'
   assert.equal(Clusterkit.fromTOML(toml).pool('app').strategy, 'p2c')
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ck-')), 'clusterkit.toml')
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ck-'))
+  const file = path.join(tmp, 'clusterkit.toml')
+  try {
   fs.writeFileSync(file, toml)
   assert.deepEqual(Clusterkit.fromFile(file).poolNames, ['app'])
   throws(() => Clusterkit.fromFile(file + '.missing'), 'not_found')
+  } finally { fs.rmSync(tmp, { recursive: true, force: true }) }
   throws(() => new Clusterkit({ pools: { app: { nodes: [{ id: 'w1', host: '127.0.0.1', port: 0 }] } } }), 'invalid_argument')
   assert.throws(() => new Clusterkit({ pools: { app: { nodes: [{ id: 'w1', host: 'h', port: 0 }] } } }), /port/)
   throws(() => new Clusterkit('[[[ not toml'), 'invalid_argument')

@@ -7,8 +7,13 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 
-const live = new Set()
-process.on('exit', () => { for (const p of live) { try { process.kill(p.pid, 'SIGKILL') } catch {} } })
+const live = new Map() // process -> its data directory
+process.on('exit', () => {
+  for (const [p, dir] of live) {
+    try { process.kill(p.pid, 'SIGKILL') } catch {}
+    try { fs.rmSync(dir, { recursive: true, force: true }) } catch {}
+  }
+})
 
 function freePort () {
   return new Promise((resolve, reject) => {
@@ -38,7 +43,7 @@ async function startRedis (t, extraArgs = []) {
   const port = await freePort()
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ck-node-redis-'))
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs], { stdio: 'ignore' })
-  live.add(proc)
+  live.set(proc, dir)
   const stop = () => {
     if (!live.has(proc)) return
     live.delete(proc)

@@ -259,7 +259,9 @@ test('a worker process SIGKILLed mid-job: its job is reclaimed after the visibil
   const cfg = config('redis', redis, { visibility_timeout: '500ms' })
   const q = new Clusterkit(cfg).queue
   const id = await q.enqueue('k', 'work', { maxAttempts: 3 })
-  const marker = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ck-q-')), 'started')
+  const markerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ck-q-'))
+  t.after(() => fs.rmSync(markerDir, { recursive: true, force: true }))
+  const marker = path.join(markerDir, 'started')
   const child = spawn(process.execPath, ['-e', CHILD, JSON.stringify(cfg), marker], { stdio: 'inherit' })
   t.after(() => { try { child.kill('SIGKILL') } catch {} })
   await until(() => fs.existsSync(marker), 'child started the job', 20000)

@@ -353,6 +353,9 @@ class Worker extends EventEmitter {
         const free = this.#concurrency - this.#active
         if (free === 0) {
           await new Promise((resolve) => { this.#wake = resolve })
+          // Let the other jobs finishing in this turn of the event loop free their slots too,
+          // so that one reserve fetches for all of them (not one round trip per job).
+          await new Promise((resolve) => setImmediate(resolve))
           continue
         }
         let jobs

@@ -65,26 +65,48 @@ fn script(body: &str) -> Script {
 }
 
 const ENQUEUE: &str = r#"
--- KEYS: lane, delayed, wake stream, [idempotency key]
--- ARGV: id, payload, max, backoff, delay ms, idempotency ttl ms, lane index
-if KEYS[4] then
-  local prev = redis.call('GET', KEYS[4])
-  if prev then return {prev, 0} end
-  redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[6])
-end
+-- Any number of jobs in one call (enqueue is a batch of one).
+-- KEYS: lane h, n, l, delayed, wake stream, then the batch's idempotency keys
+-- ARGV: 8 per job: id, payload, max, backoff, delay ms, lane (1..3), idempotency key's
+--       index in KEYS (0: none), idempotency ttl ms
+-- Returns {id, fresh (1/0)} per job, flat; a duplicate key returns the first job's id.
 local now = now_ms()
-local delay = tonumber(ARGV[5])
-if delay > 0 then
-  local m = cmsgpack.pack({tonumber(ARGV[7]), 'i', ARGV[1], 'p', ARGV[2], 'a', '1', 'm', ARGV[3],
-    'b', ARGV[4], 't', n2s(now)})
-  redis.call('ZADD', KEYS[2], now + delay, m)
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0)
-  if first[1] == m then redis.call('XADD', KEYS[3], 'MAXLEN', '1', '*', 'w', '1') end
-else
-  redis.call('XADD', KEYS[1], '*', 'i', ARGV[1], 'p', ARGV[2], 'a', '1', 'm', ARGV[3],
-    'b', ARGV[4], 't', n2s(now))
+local ts = n2s(now)
+local out = {}
+local earliest = false
+for j = 1, #ARGV, 8 do
+  local id = ARGV[j]
+  local ik = tonumber(ARGV[j + 6])
+  local prev = false
+  if ik > 0 then
+    prev = redis.call('GET', KEYS[ik])
+    if not prev then redis.call('SET', KEYS[ik], id, 'PX', ARGV[j + 7]) end
+  end
+  if prev then
+    out[#out + 1] = prev
+    out[#out + 1] = 0
+  else
+    local delay = tonumber(ARGV[j + 4])
+    local lane = tonumber(ARGV[j + 5])
+    if delay > 0 then
+      local m = cmsgpack.pack({lane, 'i', id, 'p', ARGV[j + 1], 'a', '1', 'm', ARGV[j + 2],
+        'b', ARGV[j + 3], 't', ts})
+      redis.call('ZADD', KEYS[4], now + delay, m)
+      if not earliest then
+        local first = redis.call('ZRANGE', KEYS[4], 0, 0)
+        earliest = first[1] == m
+      end
+    else
+      redis.call('XADD', KEYS[lane], '*', 'i', id, 'p', ARGV[j + 1], 'a', '1', 'm', ARGV[j + 2],
+        'b', ARGV[j + 3], 't', ts)
+    end
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  end
 end
-return {ARGV[1], 1}
+-- A job that became the earliest delayed one re-arms the timers of blocked consumers.
+if earliest then redis.call('XADD', KEYS[5], 'MAXLEN', '1', '*', 'w', '1') end
+return out
 "#;
 
 const RESERVE: &str = r#"
@@ -457,29 +479,54 @@ impl RedisQueue {
         &self.target.display
     }
 
-    fn enqueue_invocation<'a>(
+    /// One script call for the whole batch (`ENQUEUE`): a bulk enqueue is one round trip and
+    /// one script run on the server, not one per job.
+    async fn enqueue_batch(
         &self,
-        inv: &mut redis::ScriptInvocation<'a>,
-        k: &Keys,
-        id: &str,
-        payload: &[u8],
-        job: &NewJob,
-    ) {
-        let lane = job.priority.index();
-        let delay = job.due_ms.saturating_sub(now_ms());
-        inv.key(&k.lanes[lane]).key(&k.delayed).key(&k.wake);
-        let mut ttl = 0u128;
-        if let Some((key, t)) = &job.idempotency {
-            inv.key(format!("{}u:{key}", k.base));
-            ttl = t.as_millis();
+        queue: &str,
+        jobs: &[(&[u8], &NewJob)],
+    ) -> Result<Vec<(String, bool)>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        inv.arg(id)
-            .arg(payload)
-            .arg(job.max_attempts)
-            .arg(job.backoff.encode())
-            .arg(delay)
-            .arg(ttl.to_string())
-            .arg(lane + 1);
+        let k = keys(&self.options.namespace, queue);
+        let mut inv = self.scripts.enqueue.prepare_invoke();
+        inv.key(&k.lanes[0])
+            .key(&k.lanes[1])
+            .key(&k.lanes[2])
+            .key(&k.delayed)
+            .key(&k.wake);
+        let mut idem_keys = 5usize;
+        let now = now_ms();
+        for (payload, job) in jobs {
+            let lane = job.priority.index();
+            let delay = job.due_ms.saturating_sub(now);
+            let (index, ttl) = match &job.idempotency {
+                Some((key, t)) => {
+                    inv.key(format!("{}u:{key}", k.base));
+                    idem_keys += 1;
+                    (idem_keys, t.as_millis().max(1))
+                }
+                None => (0, 0),
+            };
+            inv.arg(super::new_job_id())
+                .arg(*payload)
+                .arg(job.max_attempts)
+                .arg(job.backoff.encode())
+                .arg(delay)
+                .arg(lane + 1)
+                .arg(index)
+                .arg(ttl.to_string());
+        }
+        let v: Value = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| map_err(e, self.address()))?;
+        let a = array_of(&v);
+        if a.len() != jobs.len() * 2 {
+            return Err(protocol("enqueue"));
+        }
+        a.chunks(2).map(parse_enqueued).collect()
     }
 
     pub(crate) async fn enqueue(
@@ -488,15 +535,10 @@ impl RedisQueue {
         payload: &[u8],
         job: &NewJob,
     ) -> Result<(String, bool)> {
-        let k = keys(&self.options.namespace, queue);
-        let id = super::new_job_id();
-        let mut inv = self.scripts.enqueue.prepare_invoke();
-        self.enqueue_invocation(&mut inv, &k, &id, payload, job);
-        let v: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
-        parse_enqueued(&v)
+        self.enqueue_batch(queue, &[(payload, job)])
+            .await?
+            .pop()
+            .ok_or_else(|| protocol("enqueue"))
     }
 
     pub(crate) async fn enqueue_many(
@@ -504,23 +546,8 @@ impl RedisQueue {
         queue: &str,
         jobs: &[(Bytes, NewJob)],
     ) -> Result<Vec<(String, bool)>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let k = keys(&self.options.namespace, queue);
-        let mut pipe = redis::pipe();
-        pipe.load_script(&self.scripts.enqueue).ignore();
-        let ids: Vec<String> = jobs.iter().map(|_| super::new_job_id()).collect();
-        for ((payload, job), id) in jobs.iter().zip(&ids) {
-            let mut inv = self.scripts.enqueue.prepare_invoke();
-            self.enqueue_invocation(&mut inv, &k, id, payload, job);
-            pipe.invoke_script(&inv);
-        }
-        let vs: Vec<Value> = pipe
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
-        vs.iter().map(parse_enqueued).collect()
+        let batch: Vec<(&[u8], &NewJob)> = jobs.iter().map(|(p, j)| (&p[..], j)).collect();
+        self.enqueue_batch(queue, &batch).await
     }
 
     pub(crate) fn consumer(&self, queue: &str) -> Result<RedisConsumer> {
@@ -634,13 +661,12 @@ impl RedisQueue {
     }
 }
 
-fn parse_enqueued(v: &Value) -> Result<(String, bool)> {
-    let a = array_of(v);
-    let id = a
+fn parse_enqueued(pair: &[Value]) -> Result<(String, bool)> {
+    let id = pair
         .first()
         .and_then(text_of)
         .ok_or_else(|| protocol("enqueue"))?;
-    let fresh = a
+    let fresh = pair
         .get(1)
         .and_then(int_of)
         .ok_or_else(|| protocol("enqueue"))?

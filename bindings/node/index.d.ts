@@ -445,6 +445,8 @@ export declare class Consumer {
   readonly isStopped: boolean
   reserve(options?: ReserveOptions): Promise<Job | null>
   reserveMany(max: number, options?: ReserveOptions): Promise<Job[]>
+  /** Acks many jobs (or receipts) in one round trip: one boolean each, false when its lease was gone. */
+  ackMany(jobs: Array<Job | string>): Promise<boolean[]>
   stop(): void
   /** stop() and return every job still leased here; resolves to how many. */
   shutdown(): Promise<number>

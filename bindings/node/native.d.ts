@@ -53,6 +53,11 @@ export declare class Consumer {
   /** Up to `max` jobs in one round trip, waiting up to `timeoutMs` for the first. */
   reserveMany(max: number, timeoutMs: number): Promise<JobData[]>
   ack(receipt: string): Promise<void>
+  /**
+   * Acks many jobs in one round trip: resolves to one boolean per receipt (`false`: the
+   * lease was gone).
+   */
+  ackMany(receipts: Array<string>): Promise<boolean[]>
   /** Resolves to `{"outcome":"retry","at_ms":..,"attempt":..}` or `{"outcome":"dead"}` (JSON). */
   fail(receipt: string, error: string): Promise<string>
   extend(receipt: string): Promise<void>

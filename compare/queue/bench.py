@@ -6,7 +6,7 @@ Scenarios: enqueue single (one awaited call at a time), enqueue bulk (batches of
 process throughput with 1 and 4 worker processes (jobs pre-filled; time from "go" to the last
 job done, worker start-up excluded). Run through ./run (which installs the peers).
 
-Environment: QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
+Environment: QB_ONLY (run only the scenarios whose "lang name" contains it), QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
 process, both libraries), QB_PY_CONC (1: RQ's SimpleWorker runs one job at a time).
 """
 
@@ -32,6 +32,8 @@ PY_N = int(os.environ.get("QB_PY_N", "5000"))
 NODE_CONC = int(os.environ.get("QB_NODE_CONC", "16"))
 PY_CONC = int(os.environ.get("QB_PY_CONC", "1"))
 BUDGET_S = float(os.environ.get("QB_BUDGET_S", "1500"))
+# Only the scenarios whose "lang name" contains this text (all when empty).
+ONLY = os.environ.get("QB_ONLY", "")
 
 
 def free_port() -> int:
@@ -134,6 +136,7 @@ def main() -> None:
             ("python", "rq", f"process, 1 worker x{PY_CONC}", PY_N, ("process", 1, PY_CONC)),
             ("python", "rq", f"process, 4 workers x{PY_CONC}", PY_N, ("process", 4, PY_CONC)),
         ]
+        scenarios = [s for s in scenarios if ONLY in f"{s[0]} {s[2]}"]
         results: Dict[Tuple[str, str, str], List[float]] = {}
         for r in range(ROUNDS):
             for lang, peer, name, n, spec in scenarios:

@@ -529,3 +529,45 @@ async fn an_idle_consumer_does_not_poll() {
     assert!(scripts <= 1, "{scripts} script runs while idle");
     assert_eq!(q.metrics().blocking_reads, blocking);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_many_is_one_script_and_settles_each_receipt_once() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts());
+    let high = EnqueueOptions::new().priority(Priority::High);
+    q.enqueue("m", b"a", &high).await.unwrap();
+    q.enqueue("m", b"b", &EnqueueOptions::new()).await.unwrap();
+    q.enqueue("m", b"c", &EnqueueOptions::new()).await.unwrap();
+    let c = q.consumer("m").unwrap();
+    let jobs = c.reserve_many(3, Duration::from_secs(1)).await.unwrap();
+    assert_eq!(jobs.len(), 3);
+    let (r0, r1) = (jobs[0].receipt.as_str(), jobs[1].receipt.as_str());
+    let e = c.ack_many(&[r0, "garbage"]).await.unwrap_err();
+    assert_eq!(field(e), "receipts[1]");
+    assert_eq!(q.stats("m").await.unwrap().in_flight, 3);
+    c.ack(&jobs[2].receipt).await.unwrap(); // (the script is loaded now)
+                                            // Two lanes (high and normal) and a repeated receipt, in one script run.
+    let before = calls(&server, "evalsha") + calls(&server, "eval");
+    assert_eq!(
+        c.ack_many(&[r0, r1, r0]).await.unwrap(),
+        [true, true, false]
+    );
+    assert_eq!(
+        calls(&server, "evalsha") + calls(&server, "eval") - before,
+        1
+    );
+    assert_eq!(c.ack(r1).await.unwrap_err().kind(), ErrorKind::Conflict);
+    assert_eq!(q.stats("m").await.unwrap(), QueueStats::default());
+    // Acked entries are deleted from their lanes, not only acked.
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    for lane in ["h", "n", "l"] {
+        let len: u64 = redis::cmd("XLEN")
+            .arg(format!("app:q:{{m}}:{lane}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(len, 0, "lane {lane}");
+    }
+    let m = q.metrics();
+    assert_eq!((m.completed, m.lease_lost, m.in_flight), (3, 2, 0));
+}

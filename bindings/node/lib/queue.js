@@ -103,6 +103,8 @@ class Job {
   /** The payload as UTF-8 text. */
   text () { return this.payload.toString('utf8') }
   get settled () { return this.#settled }
+  /** @internal (Consumer.ackMany) */
+  _markSettled () { this.#settled = true }
 
   /** Done: removes the job. Rejects with `conflict` if the lease was lost (reclaimed). */
   async ack () { this.#settled = true; await promise(() => this.#c.ack(this.receipt)) }
@@ -159,6 +161,20 @@ class Consumer {
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
+  }
+
+  /**
+   * Acks many jobs (or receipts) in one round trip; resolves to one boolean per job, `false`
+   * when its lease was gone (what `job.ack()` rejects with `conflict`).
+   */
+  async ackMany (jobs) {
+    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array of jobs or receipts')
+    const receipts = jobs.map((j, i) => {
+      if (j instanceof Job) { j._markSettled(); return j.receipt }
+      if (typeof j === 'string') return j
+      throw invalid(`jobs[${i}]`, 'must be a Job or its receipt')
+    })
+    return promise(() => this.#n.ackMany(receipts))
   }
 
   /** Waiting reserves resolve to null at once, later ones too. */
@@ -314,7 +330,7 @@ class Queue {
  */
 class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
-  #inFlight = new Set(); #controllers = new Map(); #block
+  #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
   constructor (queue, name, handler, { concurrency = 1, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
@@ -369,7 +385,7 @@ class Worker extends EventEmitter {
         }
         for (const job of jobs) this.#run(job)
       }
-      while (this.#active > 0) await new Promise((resolve) => { this.#wake = resolve })
+      while (this.#active > 0 || this.#settling > 0) await new Promise((resolve) => { this.#wake = resolve })
     } finally {
       this.#beatStop()
     }
@@ -381,40 +397,76 @@ class Worker extends EventEmitter {
     this.#inFlight.add(job)
     const ac = new AbortController()
     this.#controllers.set(job, ac)
+    let result
+    let failed = null
     try {
-      let result
-      let failed = null
-      try {
-        result = await this.#handler(job, ac.signal)
-      } catch (e) {
-        failed = e ?? new Error('handler rejected')
+      result = await this.#handler(job, ac.signal)
+    } catch (e) {
+      failed = e ?? new Error('handler rejected')
+    }
+    // The handler is done: its slot is free now, while the job is being settled, so the next
+    // reserve goes out together with this ack (close() still waits for every settlement).
+    const settled = failed === null ? this.#ack(job) : job.fail(failed)
+    this.#inFlight.delete(job)
+    this.#controllers.delete(job)
+    this.#active--
+    this.#settling++
+    this.#signal()
+    try {
+      const outcome = await settled
+      if (failed === null) {
+        this.completed++
+        this.emit('completed', job, result)
+      } else {
+        this.failed++
+        this.emit('failed', job, failed, outcome)
       }
-      try {
-        if (failed === null) {
-          await job.ack()
-          this.completed++
-          this.emit('completed', job, result)
-        } else {
-          const outcome = await job.fail(failed)
-          this.failed++
-          this.emit('failed', job, failed, outcome)
-        }
-      } catch (e) {
-        if (e && e.code === 'conflict') {
-          this.lost++
-          this.emit('lost', job)
-        } else if (this.listenerCount('error') > 0) {
-          this.emit('error', e)
-        }
+    } catch (e) {
+      if (e && e.code === 'conflict') {
+        this.lost++
+        this.emit('lost', job)
+      } else if (this.listenerCount('error') > 0) {
+        this.emit('error', e)
       }
     } finally {
-      this.#inFlight.delete(job)
-      this.#controllers.delete(job)
-      this.#active--
-      const w = this.#wake
-      this.#wake = null
-      if (w) w()
+      this.#settling--
+      this.#signal()
     }
+  }
+
+  #signal () {
+    const w = this.#wake
+    this.#wake = null
+    if (w) w()
+  }
+
+  // Jobs that finish in one turn of the event loop are acked together: one round trip and one
+  // script run for all of them (the core's ackMany).
+  #ack (job) {
+    job._markSettled()
+    return new Promise((resolve, reject) => {
+      if (this.#acks === null) {
+        this.#acks = []
+        setImmediate(() => this.#flushAcks())
+      }
+      this.#acks.push({ job, resolve, reject })
+    })
+  }
+
+  async #flushAcks () {
+    const batch = this.#acks
+    this.#acks = null
+    let acked
+    try {
+      acked = await this.#consumer.ackMany(batch.map((b) => b.job.receipt))
+    } catch (e) {
+      for (const b of batch) b.reject(e)
+      return
+    }
+    batch.forEach((b, i) => {
+      if (acked[i]) b.resolve()
+      else b.reject(new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
+    })
   }
 
   /** Stops taking jobs, waits for those in progress, returns what is still leased; resolves to that count. */

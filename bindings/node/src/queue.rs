@@ -322,6 +322,19 @@ impl Consumer {
         )
     }
 
+    /// Acks many jobs in one round trip: resolves to one boolean per receipt (`false`: the
+    /// lease was gone).
+    #[napi(ts_return_type = "Promise<boolean[]>")]
+    pub fn ack_many<'e>(&self, env: &'e Env, receipts: Vec<String>) -> napi::Result<Unknown<'e>> {
+        let c = self.inner.clone();
+        spawn(
+            env,
+            self.inline,
+            async move { c.ack_many(&receipts).await },
+            |_, acked| Ok(acked),
+        )
+    }
+
     /// Resolves to `{"outcome":"retry","at_ms":..,"attempt":..}` or `{"outcome":"dead"}` (JSON).
     #[napi(ts_return_type = "Promise<string>")]
     pub fn fail<'e>(

@@ -294,8 +294,20 @@ impl MemoryQueue {
         f(queues.entry(queue.to_string()).or_default())
     }
 
-    pub(crate) fn ack(&self, queue: &str, receipt: &str) -> Result<bool> {
-        self.with(queue, |q| Ok(q.held(receipt)?.is_some()))
+    /// Acks each receipt (`false`: its lease is gone), all checked first (a malformed one fails the
+    /// call naming `receipts[i]`, nothing acked).
+    pub(crate) fn ack_many(&self, queue: &str, receipts: &[&str]) -> Result<Vec<bool>> {
+        for (i, r) in receipts.iter().enumerate() {
+            if receipts.len() > 1 && parse_receipt(r).is_err() {
+                return Err(Error::invalid(
+                    format!("receipts[{i}]"),
+                    "not a receipt of this queue's embedded backend",
+                ));
+            }
+        }
+        self.with(queue, |q| {
+            receipts.iter().map(|r| Ok(q.held(r)?.is_some())).collect()
+        })
     }
 
     pub(crate) fn fail(

@@ -1204,17 +1204,45 @@ impl Consumer {
     /// was reclaimed by another consumer after the visibility timeout, or already settled),
     /// `invalid_argument` naming `receipt` for a malformed receipt.
     pub async fn ack(&self, receipt: &str) -> Result<()> {
-        let i = &self.inner;
-        let ok = match &i.state {
-            ConsumerState::Memory(m) => m.ack(&i.queue, receipt)?,
-            ConsumerState::Redis(r) => r.ack(receipt).await?,
-        };
-        if !ok {
-            return Err(self.lost("ack"));
+        let acked = self.ack_many(&[receipt]).await?;
+        if acked.first() == Some(&true) {
+            Ok(())
+        } else {
+            Err(Error::Conflict(
+                "ack: the lease is gone (expired and reclaimed, or already settled)".into(),
+            ))
         }
-        i.counters.done();
-        QueueCounters::inc(&i.counters.completed);
-        Ok(())
+    }
+
+    /// Acks many jobs at once: one round trip and one script run on Redis for all of them
+    /// (a worker running jobs concurrently settles those that finish together). Returns, per
+    /// receipt in order, `true` when it was acked and `false` when its lease was gone (what
+    /// [`Consumer::ack`] reports as `conflict`; a receipt repeated in the call is acked
+    /// once). Fails with `invalid_argument` naming `receipts[i]` for a malformed receipt
+    /// (then nothing is acked), or `receipts` for more than 10 000, and as the backend fails.
+    pub async fn ack_many<S: AsRef<str>>(&self, receipts: &[S]) -> Result<Vec<bool>> {
+        if receipts.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "receipts",
+                format!("at most {MAX_BATCH} per call, got {}", receipts.len()),
+            ));
+        }
+        let receipts: Vec<&str> = receipts.iter().map(AsRef::as_ref).collect();
+        let i = &self.inner;
+        let acked = match &i.state {
+            ConsumerState::Memory(m) => m.ack_many(&i.queue, &receipts)?,
+            ConsumerState::Redis(r) => r.ack_many(&receipts).await?,
+        };
+        for &ok in &acked {
+            if ok {
+                i.counters.done();
+                QueueCounters::inc(&i.counters.completed);
+            } else {
+                // Counted and logged as a lost lease; the caller gets `false` (or conflict).
+                let _ = self.lost("ack");
+            }
+        }
+        Ok(acked)
     }
 
     /// The attempt failed with `error` (kept with the job, at most 4096 bytes; never logged):

@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redis::aio::MultiplexedConnection;
-use redis::{Script, Value};
+use redis::{FromRedisValue, Script, Value};
 
 use super::{
     now_ms, Backoff, DeadJob, FailOutcome, Job, NewJob, Priority, QueueCounters, QueueOptions,
     QueueStats,
 };
+use crate::cache::redis::{RedisOptions, SyncPool};
 use crate::connection::link::{Link, LinkConnection};
 use crate::connection::{prepare, ConnectionSettings, Resolution, Target};
 use crate::error::{Error, Result};
@@ -184,12 +185,32 @@ return {out, reclaimed, dead, nxt[2] or '-1', n2s(now)}
 "#;
 
 const ACK: &str = r#"
--- KEYS: lane; ARGV: entry id, consumer
-local p = redis.call('XPENDING', KEYS[1], 'ck', ARGV[1], ARGV[1], 1, ARGV[2])
-if #p == 0 then return 0 end
-redis.call('XACK', KEYS[1], 'ck', ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-return 1
+-- Any number of acks in one call (ack is a batch of one).
+-- KEYS: lane h, n, l; ARGV: 3 per job: lane (1..3), entry id, consumer
+-- Returns per job 1 (acked) or 0 (the lease is gone: reclaimed, or settled already, also
+-- earlier in this batch). Entries are acked one by one (so a receipt repeated in the batch
+-- is settled once) and deleted with one XDEL per lane and 1000 ids.
+local out, done = {}, {{}, {}, {}}
+for j = 1, #ARGV, 3 do
+  local li = tonumber(ARGV[j])
+  local id = ARGV[j + 1]
+  local p = redis.call('XPENDING', KEYS[li], 'ck', id, id, 1, ARGV[j + 2])
+  if #p == 0 then
+    out[#out + 1] = 0
+  else
+    redis.call('XACK', KEYS[li], 'ck', id)
+    local d = done[li]
+    d[#d + 1] = id
+    out[#out + 1] = 1
+  end
+end
+for li = 1, 3 do
+  local d = done[li]
+  for k = 1, #d, 1000 do
+    redis.call('XDEL', KEYS[li], unpack(d, k, math.min(k + 999, #d)))
+  end
+end
+return out
 "#;
 
 const EXTEND: &str = r#"
@@ -353,6 +374,8 @@ impl Scripts {
 pub(crate) struct RedisQueue {
     options: QueueOptions,
     link: Arc<Link>,
+    /// Synchronous connections for blocking callers' own threads ([`Srv`]).
+    sync: Option<Arc<SyncPool>>,
     target: Target,
     scripts: Arc<Scripts>,
 }
@@ -378,6 +401,88 @@ fn keys(ns: &str, queue: &str) -> Keys {
 
 fn map_err(e: redis::RedisError, address: &str) -> Error {
     crate::cache::redis::map_err(e, address)
+}
+
+/// Where a request goes: on a blocking caller's own thread (C, PHP, sync Python), a
+/// synchronous connection of the pool, written and read on that thread like phpredis or
+/// redis-py do (no hand-off to the runtime and back); everywhere else the shared multiplexed
+/// link, where concurrent requests are pipelined.
+#[derive(Clone, Copy)]
+struct Srv<'a> {
+    link: &'a Arc<Link>,
+    sync: Option<&'a SyncPool>,
+    address: &'a str,
+}
+
+impl Srv<'_> {
+    fn inline(&self) -> Option<&SyncPool> {
+        self.sync.filter(|_| crate::blocking::inline_io_allowed())
+    }
+}
+
+/// A request the queue sends ([`Srv`]): a script invocation, a command or a pipeline.
+trait Request: Sync {
+    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T>;
+    fn async_query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        c: &'a mut LinkConnection,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a;
+
+    /// Sends the request and reads its answer; fails as the connection does (`unavailable`,
+    /// `timeout`, `backend`).
+    fn run_on<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        srv: Srv<'a>,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        async move {
+            if let Some(pool) = srv.inline() {
+                return pool.with(srv.address, |c| self.sync_query(c));
+            }
+            let mut c = LinkConnection(srv.link.clone());
+            self.async_query(&mut c)
+                .await
+                .map_err(|e| map_err(e, srv.address))
+        }
+    }
+}
+
+impl Request for redis::ScriptInvocation<'_> {
+    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T> {
+        self.invoke(c)
+    }
+    fn async_query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        c: &'a mut LinkConnection,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
+        self.invoke_async(c)
+    }
+}
+
+impl Request for redis::Cmd {
+    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T> {
+        self.query(c)
+    }
+    fn async_query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        c: &'a mut LinkConnection,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
+        self.query_async(c)
+    }
+}
+
+impl Request for redis::Pipeline {
+    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T> {
+        self.query(c)
+    }
+    fn async_query<'a, T: FromRedisValue + Send + 'a>(
+        &'a self,
+        c: &'a mut LinkConnection,
+    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
+        self.query_async(c)
+    }
 }
 
 fn bytes_of(v: &Value) -> Option<&[u8]> {
@@ -463,20 +568,25 @@ impl RedisQueue {
     ) -> Result<RedisQueue> {
         let target = prepare(address, connection, Resolution::Custom)?;
         let link = Arc::new(Link::new(&target, CONNECT_TIMEOUT, RESPONSE_TIMEOUT, SLACK));
+        let sync = SyncPool::for_target(
+            &target,
+            &RedisOptions::default().with_timeouts(CONNECT_TIMEOUT, RESPONSE_TIMEOUT),
+        )?;
         Ok(RedisQueue {
             options,
             link,
+            sync,
             target,
             scripts: Arc::new(Scripts::new()),
         })
     }
 
-    fn conn(&self) -> LinkConnection {
-        LinkConnection(self.link.clone())
-    }
-
-    fn address(&self) -> &str {
-        &self.target.display
+    fn srv(&self) -> Srv<'_> {
+        Srv {
+            link: &self.link,
+            sync: self.sync.as_deref(),
+            address: &self.target.display,
+        }
     }
 
     /// One script call for the whole batch (`ENQUEUE`): a bulk enqueue is one round trip and
@@ -518,10 +628,7 @@ impl RedisQueue {
                 .arg(index)
                 .arg(ttl.to_string());
         }
-        let v: Value = inv
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+        let v: Value = inv.run_on(self.srv()).await?;
         let a = array_of(&v);
         if a.len() != jobs.len() * 2 {
             return Err(protocol("enqueue"));
@@ -557,6 +664,7 @@ impl RedisQueue {
             keys: keys(&self.options.namespace, queue),
             options: self.options.clone(),
             link: self.link.clone(),
+            sync: self.sync.clone(),
             target: self.target.clone(),
             scripts: self.scripts.clone(),
             blocking: crate::fork::PerProcess::new(),
@@ -574,9 +682,8 @@ impl RedisQueue {
             .key(&k.lanes[2])
             .key(&k.delayed)
             .key(&k.dead)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         let a = array_of(&v);
         let n = |i: usize| a.get(i).and_then(int_of).ok_or_else(|| protocol("stats"));
         let oldest = n(4)?;
@@ -597,9 +704,8 @@ impl RedisQueue {
             .arg("+")
             .arg("COUNT")
             .arg(limit)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         let mut out = Vec::new();
         for e in array_of(&v) {
             let e = array_of(e);
@@ -639,9 +745,8 @@ impl RedisQueue {
             .key(&k.lanes[2])
             .key(&k.dead)
             .arg(limit)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         Ok(n.max(0) as u64)
     }
 
@@ -654,9 +759,8 @@ impl RedisQueue {
             .arg(&k.delayed)
             .arg(&k.dead)
             .arg(&k.wake)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         Ok(())
     }
 }
@@ -682,6 +786,7 @@ pub(crate) struct RedisConsumer {
     keys: Keys,
     options: QueueOptions,
     link: Arc<Link>,
+    sync: Option<Arc<SyncPool>>,
     target: Target,
     scripts: Arc<Scripts>,
     /// Connections for blocking reads: one per concurrent reserve (a blocked connection
@@ -699,8 +804,12 @@ enum Read {
 }
 
 impl RedisConsumer {
-    fn conn(&self) -> LinkConnection {
-        LinkConnection(self.link.clone())
+    fn srv(&self) -> Srv<'_> {
+        Srv {
+            link: &self.link,
+            sync: self.sync.as_deref(),
+            address: &self.target.display,
+        }
     }
 
     fn address(&self) -> &str {
@@ -727,9 +836,8 @@ impl RedisConsumer {
             .arg(self.options.visibility_timeout.as_millis() as u64)
             .arg(if reclaim { "1" } else { "0" })
             .arg(self.options.dead_history)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         let a = array_of(&v);
         let jobs: Vec<Job> = a
             .first()
@@ -882,10 +990,7 @@ impl RedisConsumer {
                 pipe.cmd("XACK").arg(key).arg(GROUP).arg(id).ignore();
                 pipe.cmd("XDEL").arg(key).arg(id).ignore();
             }
-            let _: () = pipe
-                .query_async(&mut self.conn())
-                .await
-                .map_err(|e| map_err(e, self.address()))?;
+            let _: () = pipe.run_on(self.srv()).await?;
         }
         if jobs.is_empty() {
             return Ok(Read::Rearm);
@@ -987,18 +1092,37 @@ impl RedisConsumer {
         }
     }
 
-    pub(crate) async fn ack(&self, r: &str) -> Result<bool> {
-        let (lane, entry, consumer) = parse_receipt(r)?;
-        let n: i64 = self
-            .scripts
-            .ack
-            .key(&self.keys.lanes[lane - 1])
-            .arg(entry)
-            .arg(consumer)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
-        Ok(n == 1)
+    /// Acks `receipts` in one script run: per receipt, whether it was acked (`false`: the
+    /// lease is gone). A malformed receipt fails the call (nothing acked), naming its index.
+    pub(crate) async fn ack_many(&self, receipts: &[&str]) -> Result<Vec<bool>> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = self.scripts.ack.prepare_invoke();
+        inv.key(&self.keys.lanes[0])
+            .key(&self.keys.lanes[1])
+            .key(&self.keys.lanes[2]);
+        for (i, r) in receipts.iter().enumerate() {
+            let (lane, entry, consumer) = parse_receipt(r).map_err(|e| {
+                if receipts.len() == 1 {
+                    e
+                } else {
+                    Error::invalid(
+                        format!("receipts[{i}]"),
+                        "not a receipt of this queue's Redis backend",
+                    )
+                }
+            })?;
+            inv.arg(lane).arg(entry).arg(consumer);
+        }
+        let v: Value = inv.run_on(self.srv()).await?;
+        let a = array_of(&v);
+        if a.len() != receipts.len() {
+            return Err(protocol("ack"));
+        }
+        a.iter()
+            .map(|x| int_of(x).map(|n| n == 1).ok_or_else(|| protocol("ack")))
+            .collect()
     }
 
     pub(crate) async fn extend(&self, r: &str) -> Result<bool> {
@@ -1009,9 +1133,8 @@ impl RedisConsumer {
             .key(&self.keys.lanes[lane - 1])
             .arg(entry)
             .arg(consumer)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         Ok(n == 1)
     }
 
@@ -1023,9 +1146,8 @@ impl RedisConsumer {
             .key(&self.keys.lanes[lane - 1])
             .arg(entry)
             .arg(consumer)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         Ok(n == 1)
     }
 
@@ -1050,9 +1172,8 @@ impl RedisConsumer {
             .arg(format!("{draw:.6}"))
             .arg(self.options.dead_history)
             .arg(lane)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         let a = array_of(&v);
         match a.first().and_then(int_of) {
             Some(-1) => Ok(None),
@@ -1075,9 +1196,8 @@ impl RedisConsumer {
             .key(&k.lanes[2])
             .key(&k.wake)
             .arg(&self.name)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| map_err(e, self.address()))?;
+            .run_on(self.srv())
+            .await?;
         if let Ok(pool) = self.pool() {
             pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }

@@ -421,3 +421,34 @@ fn config_section() {
         assert_eq!(field(e), f, "{doc}");
     }
 }
+
+#[test]
+fn ack_many_settles_each_receipt_once() {
+    rt().block_on(async {
+        let q = q();
+        for p in [b"a", b"b", b"c"] {
+            q.enqueue("m", p, &EnqueueOptions::new()).await.unwrap();
+        }
+        let c = q.consumer("m").unwrap();
+        let jobs = c.reserve_many(3, Duration::ZERO).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+        let (r0, r1) = (jobs[0].receipt.as_str(), jobs[1].receipt.as_str());
+        // A malformed receipt fails the call, naming it, and acks nothing.
+        let e = c.ack_many(&[r0, "garbage"]).await.unwrap_err();
+        assert_eq!(field(e), "receipts[1]");
+        assert_eq!(q.stats("m").await.unwrap().in_flight, 3);
+        // A receipt repeated in the call is acked once.
+        assert_eq!(
+            c.ack_many(&[r0, r1, r0]).await.unwrap(),
+            [true, true, false]
+        );
+        assert_eq!(c.ack_many::<&str>(&[]).await.unwrap(), Vec::<bool>::new());
+        let too_many = vec![r0; MAX_BATCH + 1];
+        assert_eq!(field(c.ack_many(&too_many).await.unwrap_err()), "receipts");
+        assert_eq!(c.ack(r1).await.unwrap_err().kind(), ErrorKind::Conflict);
+        c.ack(&jobs[2].receipt).await.unwrap();
+        assert_eq!(q.stats("m").await.unwrap(), QueueStats::default());
+        let m = q.metrics();
+        assert_eq!((m.completed, m.lease_lost, m.in_flight), (3, 2, 0));
+    });
+}

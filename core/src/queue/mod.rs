@@ -765,11 +765,48 @@ pub(crate) fn now_ms() -> u64 {
 /// A new job id: 128 random bits, 32 hex digits.
 pub(crate) fn new_job_id() -> String {
     let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        b[..8].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
-        b[8..].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+    random_id_bytes(&mut b);
+    let mut id = String::with_capacity(32);
+    for x in b {
+        id.push(HEX[usize::from(x >> 4)] as char);
+        id.push(HEX[usize::from(x & 15)] as char);
     }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    id
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Random bytes for job ids from the OS, fetched 4 KiB at a time per thread (one `getrandom`
+/// per 256 ids instead of one per id). A forked child never reuses its parent's buffered
+/// bytes: the buffer belongs to the process id that filled it.
+fn random_id_bytes(out: &mut [u8; 16]) {
+    use std::cell::RefCell;
+    const POOL: usize = 4096;
+    thread_local! {
+        static BUF: RefCell<(u32, usize, Box<[u8; POOL]>)> = RefCell::new((0, POOL, Box::new([0; POOL])));
+    }
+    let pid = std::process::id();
+    let filled = BUF.try_with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (owner, used, bytes) = &mut *guard;
+        const N: usize = 16;
+        if *owner != pid || *used + N > POOL {
+            if getrandom::fill(&mut bytes[..]).is_err() {
+                return false;
+            }
+            *owner = pid;
+            *used = 0;
+        }
+        out.copy_from_slice(&bytes[*used..*used + N]);
+        // Used bytes are wiped so that they cannot be handed out twice.
+        bytes[*used..*used + N].fill(0);
+        *used += N;
+        true
+    });
+    if filled != Ok(true) && getrandom::fill(out).is_err() {
+        out[..8].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+        out[8..].copy_from_slice(&crate::rng::next_u64().to_le_bytes());
+    }
 }
 
 /// A consumer name: 64 random bits and the process id.

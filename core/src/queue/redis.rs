@@ -608,7 +608,13 @@ impl RedisQueue {
             .key(&k.wake);
         let mut idem_keys = 5usize;
         let now = now_ms();
+        // Jobs of one batch nearly always share their backoff: encoded once.
+        let mut backoff: Option<(super::Backoff, String)> = None;
         for (payload, job) in jobs {
+            if backoff.as_ref().is_none_or(|(b, _)| *b != job.backoff) {
+                backoff = Some((job.backoff, job.backoff.encode()));
+            }
+            let encoded = backoff.as_ref().map_or("", |(_, e)| e.as_str());
             let lane = job.priority.index();
             let delay = job.due_ms.saturating_sub(now);
             let (index, ttl) = match &job.idempotency {
@@ -622,11 +628,11 @@ impl RedisQueue {
             inv.arg(super::new_job_id())
                 .arg(*payload)
                 .arg(job.max_attempts)
-                .arg(job.backoff.encode())
+                .arg(encoded)
                 .arg(delay)
                 .arg(lane + 1)
                 .arg(index)
-                .arg(ttl.to_string());
+                .arg(ttl as u64);
         }
         let v: Value = inv.run_on(self.srv()).await?;
         let a = array_of(&v);

@@ -452,3 +452,41 @@ fn ack_many_settles_each_receipt_once() {
         assert_eq!((m.completed, m.lease_lost, m.in_flight), (3, 2, 0));
     });
 }
+
+#[test]
+fn job_ids_are_unique_hex_and_never_shared_with_a_forked_child() {
+    let ids: std::collections::HashSet<String> = (0..2000).map(|_| new_job_id()).collect();
+    assert_eq!(
+        ids.len(),
+        2000,
+        "2000 ids over several refills of the random buffer"
+    );
+    assert!(ids.iter().all(|i| i.len() == 32
+        && i.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())));
+    // The parent has buffered random bytes now; a forked child must not hand out the same.
+    let _ = new_job_id();
+    let mut fds = [0i32; 2];
+    // SAFETY: a pipe and a fork in a test; the child only computes an id, writes it and exits.
+    unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        let pid = libc::fork();
+        assert!(pid >= 0);
+        if pid == 0 {
+            let id = new_job_id();
+            libc::write(fds[1], id.as_ptr().cast(), id.len());
+            libc::_exit(0);
+        }
+        let parent = new_job_id();
+        let mut buf = [0u8; 32];
+        let n = libc::read(fds[0], buf.as_mut_ptr().cast(), 32);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+        assert_eq!(n, 32);
+        let child = std::str::from_utf8(&buf).unwrap();
+        assert_ne!(child, parent, "the child drew the parent's next id");
+        assert!(!ids.contains(child));
+    }
+}

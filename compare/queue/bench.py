@@ -137,6 +137,16 @@ def main() -> None:
             ("python", "rq", f"process, 4 workers x{PY_CONC}", PY_N, ("process", 4, PY_CONC)),
         ]
         scenarios = [s for s in scenarios if ONLY in f"{s[0]} {s[2]}"]
+        # The floor of "one awaited call at a time": one round trip to this server, measured by
+        # redis-benchmark with one client (a SET, so one small command per round trip).
+        floor = subprocess.run(
+            ["redis-benchmark", "-p", str(port), "-c", "1", "-n", "20000", "-q", "-t", "set", "--csv"],
+            capture_output=True, text=True, timeout=120,
+        ).stdout
+        for line in floor.splitlines():
+            if line.startswith('"SET"'):
+                rps = float(line.split(",")[1].strip('"'))
+                print(f"floor: one round trip at a time (redis-benchmark -c 1 SET): {rps:.0f} requests/s", flush=True)
         results: Dict[Tuple[str, str, str], List[float]] = {}
         for r in range(ROUNDS):
             for lang, peer, name, n, spec in scenarios:

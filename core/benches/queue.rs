@@ -6,7 +6,7 @@
 //! - `enqueue (single)`: one client, `enqueue` one job at a time (one round trip each).
 //! - `enqueue (bulk)`: one client, `enqueue_many` of 1000 jobs per call (one round trip each).
 //! - `process, N workers`: N worker tasks, each with its own `Consumer`, `reserve_many(50)`
-//!   and one `ack` per job, until the queue (filled beforehand) is empty. Every job is acked:
+//!   and one `ack_many` per batch (one round trip settles the 50 jobs), until the queue (filled beforehand) is empty. Every job is acked:
 //!   a processed job is a completed one.
 //!
 //! Environment: `QUEUE_BENCH_JOBS` (jobs per figure, default 50 000). Payloads are 64 bytes.
@@ -71,10 +71,10 @@ async fn process(q: &TaskQueue, name: &str, n: usize, workers: usize) -> f64 {
                 if jobs.is_empty() {
                     return done;
                 }
-                for j in jobs {
-                    c.ack(&j.receipt).await.unwrap();
-                    done += 1;
-                }
+                let receipts: Vec<&str> = jobs.iter().map(|j| j.receipt.as_str()).collect();
+                let acked = c.ack_many(&receipts).await.unwrap();
+                assert!(acked.iter().all(|&a| a), "every lease held");
+                done += acked.len();
             }
         }));
     }
@@ -130,7 +130,7 @@ fn main() {
             let m = process(&memory, &name, n, workers).await;
             let r = process(&redis, &name, n, workers).await;
             println!(
-                "| process (reserve + ack), {workers} worker{} | {} | {} |",
+                "| process (reserve_many(50) + ack_many), {workers} worker{} | {} | {} |",
                 if workers > 1 { "s" } else { "" },
                 kfmt(m),
                 kfmt(r)

@@ -484,6 +484,12 @@ export declare class Queue {
 export interface WorkerOptions {
   /** Jobs in progress at once (default 1). */
   concurrency?: number
+  /**
+   * Jobs reserved ahead of the free slots (default: `concurrency`; 0 = none): a slot that frees
+   * starts its next job without a round trip. They are leased (kept by the heartbeat) and
+   * returned by `close()`; other workers cannot take them meanwhile.
+   */
+  prefetch?: number
   /** Lease extension period in ms (default: a third of the visibility timeout). */
   heartbeat?: number
   /** Aborting closes the worker gracefully. */

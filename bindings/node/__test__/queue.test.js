@@ -234,6 +234,27 @@ for (const kind of ['embedded', 'redis']) {
       assert.equal(w.lost, 0)
     })
 
+    await t.test('Worker: prefetch reserves ahead, close() returns what did not start', async () => {
+      const q = mk().queue
+      await q.enqueueMany('p', Array.from({ length: 10 }, (_, i) => String(i)))
+      let started = 0
+      let release
+      const gate = new Promise((resolve) => { release = resolve })
+      const w = new Worker(q, 'p', async () => { started++; await gate }, { concurrency: 2, prefetch: 3 })
+      await until(async () => (await q.stats('p')).in_flight === 5, '2 running + 3 reserved ahead')
+      assert.equal(started, 2)
+      const closing = w.close()
+      release()
+      assert.equal(await closing, 3)
+      assert.equal(started, 2)
+      assert.equal(w.completed, 2)
+      const s = await q.stats('p')
+      assert.deepEqual([s.in_flight, s.waiting], [0, 8])
+      for (const prefetch of [-1, 1.5, 'x']) {
+        assert.throws(() => new Worker(q, 'p', async () => {}, { prefetch }), (e) => e.code === 'invalid_argument' && /prefetch/.test(e.message))
+      }
+    })
+
     await t.test('Worker: close() waits for the job in progress, AbortSignal closes', async () => {
       const q = mk().queue
       await q.enqueueMany('c', ['1', '2', '3'])

@@ -324,23 +324,30 @@ class Queue {
 /**
  * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
  * handler acks the job, a rejection fails it (retry with backoff, or dead letter). `signal`
- * aborts when the job's lease is lost (it was reclaimed elsewhere). Starts at once; `close()`
+ * aborts when the job's lease is lost (it was reclaimed elsewhere). `prefetch` (default:
+ * `concurrency`) jobs are reserved ahead of the free slots. Starts at once; `close()`
  * stops taking jobs, waits for the ones in progress and returns anything still leased.
  * Events: 'completed' (job, result), 'failed' (job, error, outcome), 'lost' (job), 'error' (err).
  */
 class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
   #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
-  constructor (queue, name, handler, { concurrency = 1, heartbeat: every, signal, block = 1000 } = {}) {
+  #prefetch; #buffer = []
+  constructor (queue, name, handler, { concurrency = 1, prefetch, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
     if (typeof handler !== 'function') throw invalid('handler', 'must be a function')
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10000) {
       throw invalid('concurrency', `must be an integer between 1 and 10000, got ${String(concurrency)}`)
     }
+    if (prefetch === undefined) prefetch = concurrency
+    if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 10000) {
+      throw invalid('prefetch', `must be an integer between 0 and 10000, got ${String(prefetch)}`)
+    }
     this.#consumer = queue.consumer(name)
     this.#handler = handler
     this.#concurrency = concurrency
+    this.#prefetch = prefetch
     this.#block = num(block, 'block')
     this.completed = 0
     this.failed = 0
@@ -366,8 +373,11 @@ class Worker extends EventEmitter {
     const c = this.#consumer
     try {
       while (!this.#closing) {
-        const free = this.#concurrency - this.#active
-        if (free === 0) {
+        // Room for the jobs that run now and for `prefetch` more, reserved ahead (leased and
+        // kept alive by the heartbeat) so that a freed slot starts its next job at once
+        // instead of waiting for a round trip.
+        const free = this.#concurrency + this.#prefetch - this.#active - this.#buffer.length
+        if (free <= 0) {
           await new Promise((resolve) => { this.#wake = resolve })
           // Let the other jobs finishing in this turn of the event loop free their slots too,
           // so that one reserve fetches for all of them (not one round trip per job).
@@ -383,8 +393,15 @@ class Worker extends EventEmitter {
           await new Promise((resolve) => setTimeout(resolve, 200).unref())
           continue
         }
-        for (const job of jobs) this.#run(job)
+        for (const job of jobs) {
+          this.#inFlight.add(job)
+          this.#buffer.push(job)
+        }
+        this.#pump()
       }
+      // Reserved jobs that did not start go back with the shutdown below.
+      for (const job of this.#buffer) this.#inFlight.delete(job)
+      this.#buffer.length = 0
       while (this.#active > 0 || this.#settling > 0) await new Promise((resolve) => { this.#wake = resolve })
     } finally {
       this.#beatStop()
@@ -392,9 +409,14 @@ class Worker extends EventEmitter {
     return c.shutdown()
   }
 
+  #pump () {
+    while (!this.#closing && this.#active < this.#concurrency && this.#buffer.length > 0) {
+      this.#run(this.#buffer.shift())
+    }
+  }
+
   async #run (job) {
     this.#active++
-    this.#inFlight.add(job)
     const ac = new AbortController()
     this.#controllers.set(job, ac)
     let result
@@ -411,6 +433,7 @@ class Worker extends EventEmitter {
     this.#controllers.delete(job)
     this.#active--
     this.#settling++
+    this.#pump()
     this.#signal()
     try {
       const outcome = await settled
@@ -474,6 +497,7 @@ class Worker extends EventEmitter {
     if (!this.#closing) {
       this.#closing = true
       this.#consumer.stop()
+      this.#signal()
     }
     return this.#done
   }

@@ -88,6 +88,10 @@ fn py_u64(py: Python<'_>, n: u64) -> PyResult<Py<PyAny>> {
     Ok(n.into_pyobject(py)?.into_any().unbind())
 }
 
+fn py_bools(py: Python<'_>, v: Vec<bool>) -> PyResult<Py<PyAny>> {
+    Ok(PyList::new(py, v)?.into_any().unbind())
+}
+
 fn py_unit(py: Python<'_>, _: ()) -> PyResult<Py<PyAny>> {
     Ok(py.None())
 }
@@ -360,6 +364,20 @@ impl Consumer {
     fn ack_async<'py>(&self, py: Python<'py>, receipt: String) -> PyResult<Bound<'py, PyAny>> {
         let c = self.c.clone();
         aio::spawn(py, async move { c.ack(&receipt).await }, py_unit)
+    }
+
+    /// One bool per receipt: `False` when its lease was gone.
+    fn ack_many(&self, py: Python<'_>, receipts: Vec<String>) -> PyResult<Vec<bool>> {
+        run(py, self.c.ack_many(&receipts))
+    }
+
+    fn ack_many_async<'py>(
+        &self,
+        py: Python<'py>,
+        receipts: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.c.clone();
+        aio::spawn(py, async move { c.ack_many(&receipts).await }, py_bools)
     }
 
     /// `{"outcome": "retry", "at_ms": ..., "attempt": ...}` or `{"outcome": "dead"}`.

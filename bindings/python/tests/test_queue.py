@@ -83,8 +83,26 @@ def test_enqueue_many_priorities_and_str_payloads(ck: clusterkit.Clusterkit) -> 
     got = c.reserve_many(10, 2)
     assert [j.payload for j in got][0] == b"high"
     assert sorted(j.payload for j in got) == sorted([b"high", b"low", b"n", b"lowest"])
-    for j in got:
-        c.ack(j)
+    # ack_many: Jobs or receipts, one bool each; a repeated one is acked once
+    assert c.ack_many([got[0], got[1].receipt, got[2], got[3], got[0]]) == [True, True, True, True, False]
+    with pytest.raises(clusterkit.ConflictError):
+        c.ack(got[1])
+    assert q.stats("work")["in_flight"] == 0
+    with pytest.raises(clusterkit.InvalidArgumentError, match=r"jobs\[1\]"):
+        c.ack_many([got[0], 42])  # type: ignore[list-item]
+    with pytest.raises(clusterkit.InvalidArgumentError, match=r"receipts\[1\]"):
+        c.ack_many([got[0].receipt, "garbage"])
+    with pytest.raises(clusterkit.InvalidArgumentError, match="jobs"):
+        c.ack_many("nope")
+
+    async def batch() -> List[bool]:
+        aq = ck.aio.queue
+        await aq.enqueue_many("work2", ["a", "b"])
+        ac = aq.consumer("work2")
+        jobs = await ac.reserve_many(2, 2)
+        return await ac.ack_many(jobs + [jobs[0]])
+
+    assert asyncio.run(batch()) == [True, True, False]
 
 
 def test_delay_and_run_at(ck: clusterkit.Clusterkit) -> None:

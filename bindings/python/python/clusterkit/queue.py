@@ -36,6 +36,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Sequence,
     Set,
     Tuple,
     Union,
@@ -147,6 +148,20 @@ def _receipt(job: Union[Job, str]) -> str:
     raise InvalidArgumentError("invalid job: must be a Job or its receipt", "job")
 
 
+def _receipts(jobs: Any) -> List[str]:
+    if isinstance(jobs, (str, bytes)) or not isinstance(jobs, Sequence):
+        raise InvalidArgumentError("invalid jobs: must be a list of Jobs or receipts", "jobs")
+    out = []
+    for i, j in enumerate(jobs):
+        if isinstance(j, str):
+            out.append(j)
+        elif isinstance(j, _native.Job):
+            out.append(j.receipt)
+        else:
+            raise InvalidArgumentError(f"invalid jobs[{i}]: must be a Job or its receipt", f"jobs[{i}]")
+    return out
+
+
 class Consumer:
     """Reserves jobs of one queue and settles them (blocking calls, GIL released while
     waiting). Thread-safe: any number of threads may reserve on one consumer."""
@@ -177,6 +192,11 @@ class Consumer:
     def ack(self, job: Union[Job, str]) -> None:
         """Done: removes the job. ConflictError if the lease was lost (the job was reclaimed)."""
         self._n.ack(_receipt(job))
+
+    def ack_many(self, jobs: Sequence[Union[Job, str]]) -> List[bool]:
+        """Acks many jobs in one round trip: one bool each, False when its lease was lost (what
+        ``ack`` raises ConflictError for; a job repeated in the call is acked once)."""
+        return list(self._n.ack_many(_receipts(jobs)))
 
     def fail(self, job: Union[Job, str], error: str) -> Dict[str, Any]:
         """Retry after the backoff (``{"outcome": "retry", "at_ms", "attempt"}``) or dead
@@ -226,6 +246,10 @@ class AsyncConsumer:
 
     async def ack(self, job: Union[Job, str]) -> None:
         await self._n.ack_async(_receipt(job))
+
+    async def ack_many(self, jobs: Sequence[Union[Job, str]]) -> List[bool]:
+        """``Consumer.ack_many``, awaitable."""
+        return list(await self._n.ack_many_async(_receipts(jobs)))
 
     async def fail(self, job: Union[Job, str], error: str) -> Dict[str, Any]:
         return dict(await self._n.fail_async(_receipt(job), str(error)))

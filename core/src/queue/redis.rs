@@ -461,29 +461,27 @@ impl Request for redis::ScriptInvocation<'_> {
     }
 }
 
-impl Request for redis::Cmd {
-    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T> {
-        self.query(c)
-    }
-    fn async_query<'a, T: FromRedisValue + Send + 'a>(
-        &'a self,
-        c: &'a mut LinkConnection,
-    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
-        self.query_async(c)
-    }
+/// `Request` for the types whose calls are `query` / `query_async`.
+macro_rules! request_by_query {
+    ($($t:ty),*) => {$(
+        impl Request for $t {
+            fn sync_query<T: FromRedisValue>(
+                &self,
+                c: &mut redis::Connection,
+            ) -> redis::RedisResult<T> {
+                self.query(c)
+            }
+            fn async_query<'a, T: FromRedisValue + Send + 'a>(
+                &'a self,
+                c: &'a mut LinkConnection,
+            ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
+                self.query_async(c)
+            }
+        }
+    )*};
 }
 
-impl Request for redis::Pipeline {
-    fn sync_query<T: FromRedisValue>(&self, c: &mut redis::Connection) -> redis::RedisResult<T> {
-        self.query(c)
-    }
-    fn async_query<'a, T: FromRedisValue + Send + 'a>(
-        &'a self,
-        c: &'a mut LinkConnection,
-    ) -> impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a {
-        self.query_async(c)
-    }
-}
+request_by_query!(redis::Cmd, redis::Pipeline);
 
 fn bytes_of(v: &Value) -> Option<&[u8]> {
     match v {

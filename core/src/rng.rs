@@ -22,6 +22,17 @@ fn seed() -> u64 {
     u64::from_le_bytes(b) | 1
 }
 
+/// `bytes` as lowercase hexadecimal (lock tokens, job ids).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &x in bytes {
+        s.push(HEX[usize::from(x >> 4)] as char);
+        s.push(HEX[usize::from(x & 15)] as char);
+    }
+    s
+}
+
 /// A uniformly distributed `u64`.
 #[inline]
 pub(crate) fn next_u64() -> u64 {

@@ -317,13 +317,7 @@ pub(crate) fn new_token() -> Result<String> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
         .map_err(|e| Error::Internal(format!("no OS randomness for a lock token: {e}")))?;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for x in b {
-        s.push(HEX[usize::from(x >> 4)] as char);
-        s.push(HEX[usize::from(x & 15)] as char);
-    }
-    Ok(s)
+    Ok(crate::rng::hex(&b))
 }
 
 /// The result of one acquisition attempt.

@@ -766,15 +766,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn new_job_id() -> String {
     let mut b = [0u8; 16];
     random_id_bytes(&mut b);
-    let mut id = String::with_capacity(32);
-    for x in b {
-        id.push(HEX[usize::from(x >> 4)] as char);
-        id.push(HEX[usize::from(x & 15)] as char);
-    }
-    id
+    crate::rng::hex(&b)
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Random bytes for job ids from the OS, fetched 4 KiB at a time per thread (one `getrandom`
 /// per 256 ids instead of one per id). A forked child never reuses its parent's buffered

@@ -690,10 +690,7 @@ impl RedisLocks {
             let (conn, timeout) = (m.conn.get(), self.timeout);
             let (queue_key, client) = (queue_key.clone(), client.clone());
             tokio::spawn(crate::fork::gated(async move {
-                let Ok(mut conn) = conn else { return };
-                let mut cmd = redis::cmd("ZREM");
-                cmd.arg(&queue_key).arg(&client);
-                let _ = tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await;
+                zrem_waiter(conn, &queue_key, &client, timeout).await;
             }));
         }
     }
@@ -702,13 +699,11 @@ impl RedisLocks {
     /// out); the masters are asked in parallel.
     async fn leave_queue_now(&self, name: &str) {
         let (queue_key, client) = (self.queue_key(name), self.client_id());
-        let (queue_key, client) = (&queue_key, &client);
-        futures_util::future::join_all(self.masters.iter().map(|m| async move {
-            let Ok(mut conn) = m.conn.get() else { return };
-            let mut cmd = redis::cmd("ZREM");
-            cmd.arg(queue_key).arg(client);
-            let _ = tokio::time::timeout(self.timeout, cmd.query_async::<i64>(&mut conn)).await;
-        }))
+        futures_util::future::join_all(
+            self.masters
+                .iter()
+                .map(|m| zrem_waiter(m.conn.get(), &queue_key, &client, self.timeout)),
+        )
         .await;
     }
 
@@ -805,6 +800,20 @@ impl RedisLocks {
         }
         self.started.store(true, Ordering::Release);
     }
+}
+
+/// Removes `client` from a name's waiter queue on one master, within `timeout`; a master
+/// that cannot be reached keeps the entry until its TTL.
+async fn zrem_waiter(
+    conn: Result<crate::cache::redis::Conn>,
+    queue_key: &str,
+    client: &str,
+    timeout: Duration,
+) {
+    let Ok(mut conn) = conn else { return };
+    let mut cmd = redis::cmd("ZREM");
+    cmd.arg(queue_key).arg(client);
+    let _ = tokio::time::timeout(timeout, cmd.query_async::<i64>(&mut conn)).await;
 }
 
 /// A random id for the release notification of an acquisition without fencing token (the

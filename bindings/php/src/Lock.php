@@ -24,6 +24,9 @@ final class Lock
     /** The fencing token; null when acquired with `fencing: false`. */
     private readonly ?int $fence;
 
+    /** Why there is no fencing token (the library's not_found error), when there is none. */
+    private readonly ?Exception\ClusterkitException $noFence;
+
     /** @internal */
     public function __construct(private readonly ClusterManager $cluster, FFI\CData $handle)
     {
@@ -33,8 +36,9 @@ final class Lock
         $this->token = (string) $this->ffi->ck_lock_token($handle);
         $fence = $this->ffi->new('uint64_t');
         $status = $this->ffi->ck_lock_get_fencing_token($handle, FFI::addr($fence));
-        // CK_NOT_FOUND: acquired without a fencing token.
+        // CK_NOT_FOUND: acquired without a fencing token (the library's message says so).
         $this->fence = $status === 0 ? (int) $fence->cdata : null;
+        $this->noFence = $status === 0 ? null : $cluster->library->error($status);
     }
 
     /**
@@ -45,10 +49,7 @@ final class Lock
     public function fencingToken(): int
     {
         if ($this->fence === null) {
-            throw new Exception\NotFoundException(sprintf(
-                'lock %s was acquired without a fencing token (fencing = false): acquire it with fencing on to get one',
-                json_encode($this->name, JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE)
-            ));
+            throw $this->noFence ?? new Exception\NotFoundException('no fencing token');
         }
         return $this->fence;
     }

@@ -59,7 +59,9 @@
 //! - **Release notifications only for waiters** (issue #18). A release publishes on the
 //!   channel only when it hands the lock to a queued waiter. No waiter misses it: the first
 //!   waiting attempt of a process waits (bounded by the connect timeout) until the
-//!   subscriptions to a quorum of masters are live; every attempt registers its wake-up,
+//!   subscriptions to every master are live (a quorum was not enough: the waiter can be
+//!   queued only where its subscription was not live yet; a fresh waiter then missed 1
+//!   release in 15); every attempt registers its wake-up,
 //!   then tries; a refused attempt joins the queue in the same
 //!   script that found the lock held, so a release either ran before (the attempt found the
 //!   lock free or handed to it) or finds it queued and publishes. Several waiters of one process

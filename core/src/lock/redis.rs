@@ -718,7 +718,8 @@ impl RedisLocks {
     }
 
     /// On this process's first waiting attempt, waits (at most the connect timeout) until the
-    /// release subscriptions of a quorum of masters are live. Only the first time: a master
+    /// release subscriptions of every master are live (a waiter queues on the masters that
+    /// refused it, which need not be those of a live quorum). Only the first time: a master
     /// that is down later (reconnecting) must not slow every waiting attempt; a waiter that
     /// misses a release then retries with its backoff, as before.
     async fn wait_subscribed(&self) {
@@ -727,8 +728,8 @@ impl RedisLocks {
         if self.subscribed_once.load(Ordering::Relaxed) == pid {
             return;
         }
-        let quorum = self.quorum;
-        let ready = |&(p, c): &(u32, usize)| p == pid && c >= quorum;
+        let all = self.masters.len();
+        let ready = |&(p, c): &(u32, usize)| p == pid && c >= all;
         if !ready(&self.subscribed.borrow()) {
             let mut rx = self.subscribed.subscribe();
             let _ = tokio::time::timeout(self.subscribe_wait, rx.wait_for(ready)).await;

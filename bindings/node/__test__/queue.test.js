@@ -241,8 +241,8 @@ for (const kind of ['embedded', 'redis']) {
       let release
       const gate = new Promise((resolve) => { release = resolve })
       const w = new Worker(q, 'p', async () => { started++; await gate }, { concurrency: 2, prefetch: 3 })
-      await until(async () => (await q.stats('p')).in_flight === 5, '2 running + 3 reserved ahead')
-      assert.equal(started, 2)
+      // Redis shows the leases before the reserve's reply reaches the worker: wait for both.
+      await until(async () => started === 2 && (await q.stats('p')).in_flight === 5, '2 running + 3 reserved ahead')
       const closing = w.close()
       release()
       assert.equal(await closing, 3)

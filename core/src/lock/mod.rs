@@ -21,16 +21,23 @@
 //! - **Fencing tokens.** Every acquisition gets a number, strictly increasing per lock name
 //!   across holders, also under Redlock and also when a holder never released. Pass it to
 //!   the protected resource and have it reject writes with a token lower than the highest it
-//!   has seen: a paused former holder's late write is then refused. On Redis a token is
-//!   `max(stored counter + 1, the master's clock in microseconds)` (about 1.8e15 today, below
-//!   2^53 until the year 2255, so exact in JavaScript and PHP floats); the embedded backend
+//!   has seen: a paused former holder's late write is then refused. Under Redlock a token is
+//!   `max(stored counter + 1, the masters' clock in microseconds)`; on one Redis it is the
+//!   stored counter + 1 (`INCR`), or the server's clock in microseconds when no counter is
+//!   stored (first acquisition, expired, or lost in a restart) — about 1.8e15 today, below
+//!   2^53 until the year 2255, so exact in JavaScript and PHP floats; the embedded backend
 //!   counts from 1. Do not expect consecutive numbers, only increasing ones.
 //! - **Fence counters expire.** A counter lives [`FENCE_TTL`] (or the lock's TTL if longer)
-//!   after the last acquisition of its name, so locking per order id does not leave a key per
-//!   order forever. Tokens still never go backwards, because a counter that is gone is
+//!   after the last acquisition of its name under Redlock (every phase 2 refreshes it), and
+//!   that long after its creation on one Redis (its `INCR` keeps the TTL; when it expires the
+//!   next acquisition starts a new one from the clock), so locking per order id does not leave
+//!   a key per order forever. Tokens still never go backwards, because a counter that is gone is
 //!   replaced by the clock floor, under two stated assumptions: **(1)** a name is not acquired
 //!   more than 10^6 times per second on average (the counter never runs ahead of the
-//!   microsecond clock by as much as the fence TTL), and **(2)** for Redlock, the masters'
+//!   microsecond clock by as much as the fence TTL; on one Redis the counter starts at the
+//!   clock reading when it is created and then counts acquisitions, so the average is over
+//!   its lifetime — one Redis server runs far fewer than 10^6 scripts per second, so the
+//!   counter stays behind the clock), and **(2)** for Redlock, the masters'
 //!   clocks agree within the fence TTL (an hour; NTP keeps them within milliseconds). Why it
 //!   holds: Redis expires the counter by the master's own wall clock, so when it has expired
 //!   that clock reads at least `store time + FENCE_TTL`, which by (1) is more than the stored
@@ -953,7 +960,13 @@ impl LockGuard {
         let i = &self.inner;
         i.released.store(true, Ordering::SeqCst);
         i.stop_renewal();
-        let held = i.lock.backend.release(&i.name, &i.token, i.fence).await?;
+        // A release may run on the caller's task (one Redis master, issue #18): if this future
+        // is dropped before it completes, finish the release in the background, as dropping
+        // the guard would.
+        let mut unfinished = ReleaseOnDrop(Some(self.inner.clone()));
+        let held = i.lock.backend.release(&i.name, &i.token, i.fence).await;
+        unfinished.0 = None;
+        let held = held?;
         tracing::debug!(target: "clusterkit::lock", name_hash = %crate::log::key_hash(i.name.as_bytes()),
             held, "lock released");
         if held {
@@ -983,6 +996,20 @@ impl Drop for LockGuard {
         let _ = crate::fork::spawn(async move {
             let _ = i.lock.backend.release(&i.name, &i.token, i.fence).await;
         });
+    }
+}
+
+/// Releases a guard's lock in the background when dropped armed (a `release` future dropped
+/// before its round trip completed).
+struct ReleaseOnDrop(Option<Arc<GuardInner>>);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if let Some(i) = self.0.take() {
+            let _ = crate::fork::spawn(async move {
+                let _ = i.lock.backend.release(&i.name, &i.token, i.fence).await;
+            });
+        }
     }
 }
 

@@ -16,28 +16,37 @@ use crate::cache::redis::{map_err, ForkSafeManager, SyncPool};
 use crate::error::{Error, Result};
 use crate::lock::{Attempt, LockOptions, Waiters};
 
-/// Single master: take the lock if it is free (or handed over to this client, see
-/// [`RELEASE`]), then assign the fence in the same script: `max(stored + 1, TIME in µs)`,
-/// stored with a TTL (refreshed by every acquisition). When the lock is held, a waiting
-/// client joins the name's waiter queue (a sorted set scored by when it started waiting; `NX`
-/// keeps its place across retries). KEYS: lock, fence, queue. ARGV: token, ttl ms, fence ttl
-/// ms, this client's hand-over marker (`~h:<client>`), client, wait start (µs; `0`: not
-/// waiting, do not queue), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held. A fence
-/// TTL of `0` means fencing is off: the counter is not touched and the reply is `{1, 0}`.
+/// Single master: take the lock if it is free (`SET NX`; or handed over to this client, see
+/// [`RELEASE`]), then assign the fence in the same script: `INCR` of the stored counter (which
+/// keeps its TTL); when there was no counter (the `INCR` gave 1: never acquired, expired, or
+/// lost in a restart without persistence) the fence is the server's clock in µs instead,
+/// stored with the fence TTL (the clock floor; see "Fence counters expire" in the module
+/// docs: a counter that expires an hour after its creation holds less than the clock then,
+/// since it started from the clock and counts fewer than 10^6 acquisitions per second).
+/// When the lock is held, a waiting client joins the name's waiter queue (a sorted set scored
+/// by when it started waiting; `NX` keeps its place across retries). KEYS: lock, fence, and
+/// for a waiting client its queue. ARGV: token, ttl ms, fence ttl ms, this client's hand-over
+/// marker (`~h:<client>`), then only for a waiting client (absent: not waiting, do not queue)
+/// client, wait start (µs), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held. A fence TTL of `0` means fencing is off: the counter is not touched
+/// and the reply is `{1, 0}`. (Issue #18: an uncontended fenced acquisition runs two
+/// commands, `SET NX PX` and `INCR`, where it ran five and a number format.)
 const ACQUIRE_ONE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[4] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if ARGV[6] ~= '0' then redis.call('ZREM', KEYS[3], ARGV[5]) end
+local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if not got and redis.call('GET', KEYS[1]) == ARGV[4] then
+  got = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if got then
+  if ARGV[5] then redis.call('ZREM', KEYS[3], ARGV[5]) end
   if ARGV[3] == '0' then return {1, 0} end
-  local t = redis.call('TIME')
-  local f = (tonumber(redis.call('GET', KEYS[2])) or 0) + 1
-  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  if f < floor then f = floor end
-  redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[3])
+  local f = redis.call('INCR', KEYS[2])
+  if f == 1 then
+    local t = redis.call('TIME')
+    f = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    redis.call('SET', KEYS[2], string.format('%d', f), 'PX', ARGV[3])
+  end
   return {1, f}
 end
-if ARGV[6] ~= '0' then
+if ARGV[5] then
   redis.call('ZADD', KEYS[3], 'NX', ARGV[6], ARGV[5])
   redis.call('PEXPIRE', KEYS[3], ARGV[7])
 end
@@ -84,15 +93,21 @@ return 0";
 /// — unless the grant is a hand-over to it — so that every master's queue holds it and the
 /// queues agree on who is next (a waiter granted on one master and refused on another would
 /// otherwise be missing from the first one's queue, which then hands over to someone else
-/// and nobody gets a majority). → `{1, counter, time_us}` or `{0, pttl}`.
+/// and nobody gets a majority). Without fencing (ARGV[8] = `0`) neither the counter nor the
+/// clock is read (there is no phase 2 to use them). → `{1, counter, time_us}` (`{1, 0, 0}`
+/// unfenced) or `{0, pttl}`.
 const ACQUIRE_READ: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v == false or v == ARGV[3] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if v == false and ARGV[7] == '1' and ARGV[5] ~= '0' then
+local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if got then
+  if ARGV[7] == '1' and ARGV[5] ~= '0' then
     redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
     redis.call('PEXPIRE', KEYS[3], ARGV[6])
   end
+elseif redis.call('GET', KEYS[1]) == ARGV[3] then
+  got = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+if got then
+  if ARGV[8] == '0' then return {1, 0, 0} end
   local t = redis.call('TIME')
   return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 end
@@ -215,8 +230,13 @@ pub(crate) struct RedisLocks {
     /// Random id of this lock service (with the process id appended per call, so a forked
     /// child is another client): the member of the waiter queues, and what a hand-over names.
     client: String,
-    /// How long a released lock stays reserved for the longest-waiting client.
-    handoff: Duration,
+    /// This process's client id and hand-over marker (see [`RedisLocks::ids`]).
+    ids: crate::fork::PerProcess<Arc<(String, String)>>,
+    /// How long a released lock stays reserved for the longest-waiting client, in ms (a
+    /// script argument).
+    handoff_ms: String,
+    /// The release channel (see [`release_channel`]).
+    channel: String,
     /// TTL of a waiter queue, refreshed by every waiting attempt.
     queue_ttl: Duration,
     pub(crate) waiters: Arc<Waiters>,
@@ -285,7 +305,9 @@ impl RedisLocks {
                 extend: Script::new(EXTEND),
             },
             client: crate::lock::new_token()?[..16].to_string(),
-            handoff: crate::lock::HANDOFF,
+            ids: crate::fork::PerProcess::new(),
+            handoff_ms: (crate::lock::HANDOFF.as_millis() as u64).max(1).to_string(),
+            channel: release_channel(&options.key_prefix),
             queue_ttl: (options.retry_max * 4).max(Duration::from_secs(1)),
             waiters: Arc::new(Waiters::default()),
             subscribers: crate::fork::Mutex::new(Vec::new()),
@@ -309,9 +331,6 @@ impl RedisLocks {
     fn fence_key(&self, name: &str) -> String {
         format!("{}:f:{{{name}}}", self.prefix)
     }
-    fn channel(&self) -> String {
-        release_channel(&self.prefix)
-    }
     /// `<ns>:w:{<name>}`: the waiter queue of a name (a sorted set of clients by the time
     /// they started waiting), in the lock's hash slot.
     fn queue_key(&self, name: &str) -> String {
@@ -319,7 +338,21 @@ impl RedisLocks {
     }
     /// This client's id (see [`RedisLocks::client`]).
     fn client_id(&self) -> String {
-        format!("{}.{}", self.client, std::process::id())
+        self.ids().0.clone()
+    }
+    /// This client's id and its hand-over marker `~h:<id>`, built once per process.
+    fn ids(&self) -> Arc<(String, String)> {
+        self.ids
+            .get_or_try_init(|| {
+                let id = format!("{}.{}", self.client, std::process::id());
+                let mine = format!("~h:{id}");
+                Ok(Arc::new((id, mine)))
+            })
+            .unwrap_or_else(|_| {
+                let id = format!("{}.{}", self.client, std::process::id());
+                let mine = format!("~h:{id}");
+                Arc::new((id, mine))
+            })
     }
 
     /// Runs `script` on master `m` within the per-master timeout.
@@ -378,8 +411,8 @@ impl RedisLocks {
         let key = self.key(name);
         let fence_key = self.fence_key(name);
         let queue_key = self.queue_key(name);
-        let client = self.client_id();
-        let mine = format!("~h:{client}");
+        let ids = self.ids();
+        let (client, mine) = (ids.0.as_str(), ids.1.as_str());
         let since = waiting_since.unwrap_or(0).to_string();
         let queue_ttl = (self.queue_ttl.as_millis() as u64).to_string();
         let ttl_ms = (ttl.as_millis() as u64).max(1).to_string();
@@ -391,14 +424,21 @@ impl RedisLocks {
         let started = Instant::now();
         if self.masters.len() == 1 {
             let m = &self.masters[0];
+            // A caller that does not wait passes neither the queue nor its arguments.
+            let keys = [key.as_str(), &fence_key, &queue_key];
+            let args = [
+                token, &ttl_ms, &fence_ttl, mine, client, &since, &queue_ttl,
+            ];
+            let (nkeys, nargs) = match waiting_since {
+                Some(_) => (3, 7),
+                None => (2, 4),
+            };
             let (ok, value): (i64, i64) = self
                 .run(
                     m,
                     &self.scripts.acquire_one,
-                    &[&key, &fence_key, &queue_key],
-                    &[
-                        token, &ttl_ms, &fence_ttl, &mine, &client, &since, &queue_ttl,
-                    ],
+                    &keys[..nkeys],
+                    &args[..nargs],
                 )
                 .await?;
             if ok == 1 {
@@ -430,11 +470,12 @@ impl RedisLocks {
                 let args = [
                     token,
                     ttl_ms.as_str(),
-                    mine.as_str(),
-                    client.as_str(),
+                    mine,
+                    client,
                     since.as_str(),
                     queue_ttl.as_str(),
                     if retried { "1" } else { "0" },
+                    if fencing { "1" } else { "0" },
                 ];
                 let keys = [key.as_str(), fence_key.as_str(), queue_key.as_str()];
                 async move {
@@ -562,7 +603,7 @@ impl RedisLocks {
                     token.to_string(),
                     fence.to_string(),
                     fence_ttl.clone(),
-                    client.clone(),
+                    client.to_string(),
                 );
                 tokio::spawn(crate::fork::gated(async move {
                     let Ok(mut conn) = conn else { return 0 };
@@ -634,9 +675,26 @@ impl RedisLocks {
     ) -> bool {
         let key = self.key(name);
         let queue_key = self.queue_key(name);
-        let channel = self.channel();
         let message = release_message(name, fence);
-        let handoff = (self.handoff.as_millis() as u64).max(1).to_string();
+        if self.masters.len() == 1 && which.is_none_or(|w| w.contains(&0)) {
+            // One master (issue #18): no task per master, the release is this call's own
+            // round trip — on the caller's thread for a blocking caller (see `run`). The
+            // caller must wait for this master anyway; `LockGuard::release` finishes it in
+            // the background if its future is dropped early.
+            let m = &self.masters[0];
+            return matches!(
+                self.run::<i64>(
+                    m,
+                    &self.scripts.release,
+                    &[&key, &queue_key],
+                    &[token, &self.channel, &message, &self.handoff_ms],
+                )
+                .await,
+                Ok(1)
+            );
+        }
+        let channel = self.channel.clone();
+        let handoff = self.handoff_ms.clone();
         let all: Vec<usize> = (0..self.masters.len()).collect();
         let targets = which.unwrap_or(&all);
         let mut pending: FuturesUnordered<_> = targets
@@ -781,7 +839,7 @@ impl RedisLocks {
         for m in &self.masters {
             let (client, channel, waiters, client_id, live) = (
                 m.sub.clone(),
-                self.channel(),
+                self.channel.clone(),
                 self.waiters.clone(),
                 self.client.clone(),
                 self.subscribed.clone(),

@@ -45,6 +45,15 @@ fn rounds() -> usize {
     env_f64("LOCK_BENCH_ROUNDS", 5.0) as usize
 }
 
+/// `LOCK_BENCH_ONLY=i,j`: run only these cases (indices into the case list) and print how
+/// many acquire + release pairs each ran instead of the table: with two runs of different
+/// lengths under `valgrind --tool=callgrind`, the difference of the instruction totals over
+/// the difference of the pairs is the client's instructions per pair (issue #18).
+fn only() -> Option<Vec<usize>> {
+    let v = std::env::var("LOCK_BENCH_ONLY").ok()?;
+    Some(v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+}
+
 fn pinned() -> bool {
     std::env::var("LOCK_BENCH_PIN").is_ok_and(|v| v == "1")
 }
@@ -189,6 +198,22 @@ fn ping_all(conns: &mut [TcpStream]) {
 
 const TTL: Duration = Duration::from_secs(10);
 
+/// clusterkit's lock options: the defaults, with `LOCK_BENCH_RESPONSE_MS` as the per-master
+/// response timeout if set (under valgrind the default 100 ms is too short).
+fn ck_options() -> LockOptions {
+    let o = LockOptions::default();
+    match std::env::var("LOCK_BENCH_RESPONSE_MS").ok().and_then(|v| v.parse().ok()) {
+        Some(ms) => {
+            let r = o
+                .redis
+                .clone()
+                .with_timeouts(Duration::from_secs(5), Duration::from_millis(ms));
+            o.with_redis(r)
+        }
+        None => o,
+    }
+}
+
 impl Contender {
     /// One acquire + release; returns the acquire and release latencies.
     async fn pair(&mut self, name: &str) -> (Duration, Duration) {
@@ -273,7 +298,7 @@ fn main() {
                 "one Redis",
                 "clusterkit",
                 Contender::Clusterkit(
-                    DistributedLock::redis(refs[0], LockOptions::default()).unwrap(),
+                    DistributedLock::redis(refs[0], ck_options()).unwrap(),
                 ),
                 1,
                 0,
@@ -289,7 +314,7 @@ fn main() {
             (
                 "Redlock, 3 masters",
                 "clusterkit",
-                Contender::Clusterkit(DistributedLock::redlock(&refs, LockOptions::default()).unwrap()),
+                Contender::Clusterkit(DistributedLock::redlock(&refs, ck_options()).unwrap()),
                 5,
                 0,
             ),
@@ -297,7 +322,7 @@ fn main() {
                 "Redlock, 3 masters",
                 "clusterkit, fencing = false",
                 Contender::Clusterkit(
-                    DistributedLock::redlock(&refs, LockOptions::default().with_fencing(false))
+                    DistributedLock::redlock(&refs, ck_options().with_fencing(false))
                         .unwrap(),
                 ),
                 5,
@@ -320,18 +345,28 @@ fn main() {
                 release: Vec::new(),
             })
             .collect();
+        let only = only();
+        let mut pairs = vec![0u64; cases.len()];
         for (i, (_, _, c, _, _)) in cases.iter_mut().enumerate() {
+            if !only.as_ref().is_none_or(|o| o.contains(&i)) {
+                continue;
+            }
             let name = format!("cmp:warm:{i}");
             for _ in 0..200 {
                 c.pair(&name).await;
+                pairs[i] += 1;
             }
         }
         for _ in 0..rounds() {
             for (i, (_, _, c, _, _)) in cases.iter_mut().enumerate() {
+                if !only.as_ref().is_none_or(|o| o.contains(&i)) {
+                    continue;
+                }
                 let name = format!("cmp:uncontended:{i}");
                 let warm_until = Instant::now() + Duration::from_millis(200);
                 while Instant::now() < warm_until {
                     c.pair(&name).await;
+                    pairs[i] += 1;
                 }
                 let start = Instant::now();
                 let mut n = 0u64;
@@ -341,8 +376,16 @@ fn main() {
                     figs[i].release.push(r);
                     n += 1;
                 }
+                pairs[i] += n;
                 figs[i].rates.push(n as f64 / start.elapsed().as_secs_f64());
             }
+        }
+        if let Some(only) = only {
+            // Instruction counting (callgrind, see the module docs): pairs run per case.
+            for i in only {
+                println!("pairs case {i} ({} / {}): {}", cases[i].0, cases[i].1, pairs[i]);
+            }
+            return;
         }
         println!("\n| setup | library | acquire+release /s (median, spread) | vs rslock | acquire p50 | acquire p99 | release p50 | release p99 | acquire p50 vs same library (floor: floor) on one Redis |");
         println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");

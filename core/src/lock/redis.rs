@@ -27,8 +27,8 @@ use crate::lock::{Attempt, LockOptions, Waiters};
 /// by when it started waiting; `NX` keeps its place across retries). KEYS: lock, fence, and
 /// for a waiting client its queue. ARGV: token, ttl ms, fence ttl ms, this client's hand-over
 /// marker (`~h:<client>`), then only for a waiting client (absent: not waiting, do not queue)
-/// client, wait start (µs), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held. A fence TTL of `0` means fencing is off: the counter is not touched
-/// and the reply is `{1, 0}`. (Issue #18: an uncontended fenced acquisition runs two
+/// client, wait start (µs), queue ttl ms. → `{1, fence}` or `{0, pttl}` when held. A fence
+/// TTL of `0` means fencing is off: the counter is not touched and the reply is `{1, 0}`. (Issue #18: an uncontended fenced acquisition runs two
 /// commands, `SET NX PX` and `INCR`, where it ran five and a number format.)
 const ACQUIRE_ONE: &str = r"
 local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
@@ -363,9 +363,17 @@ impl RedisLocks {
         keys: &[&str],
         args: &[&str],
     ) -> Result<T> {
-        let keys: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();
-        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-        let inv = crate::cache::redis::invocation(script, &keys, &args);
+        // EVALSHA built in one command buffer (issue #18: not through a `ScriptInvocation`,
+        // which copies every key and argument into a vector of its own first); a server that
+        // does not know the script yet gets it with `SCRIPT LOAD`, as redis-rs does.
+        let len: usize = keys.iter().chain(args).map(|a| a.len()).sum();
+        let mut cmd = redis::Cmd::with_capacity(3 + keys.len() + args.len(), len + 64);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+        for a in keys.iter().chain(args) {
+            cmd.arg(a.as_bytes());
+        }
+        let no_script =
+            |e: &redis::RedisError| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
         // A blocking caller of a single master does the round trip on its own thread (see
         // `crate::blocking::inline_io_allowed`).
         if let Some(pool) = m
@@ -373,10 +381,25 @@ impl RedisLocks {
             .as_ref()
             .filter(|_| crate::blocking::inline_io_allowed())
         {
-            return pool.with(&m.address, |c| inv.invoke(c));
+            return pool.with(&m.address, |c| match cmd.query(c) {
+                Err(e) if no_script(&e) => {
+                    script.load(c)?;
+                    cmd.query(c)
+                }
+                r => r,
+            });
         }
         let mut conn = m.conn.get()?;
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<T>(&mut conn)).await {
+        let call = async {
+            match cmd.query_async(&mut conn).await {
+                Err(e) if no_script(&e) => {
+                    script.load_async(&mut conn).await?;
+                    cmd.query_async(&mut conn).await
+                }
+                r => r,
+            }
+        };
+        match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map_err(|e| map_err(e, &m.address)),
             Err(_) => Err(Error::Timeout(format!(
                 "{}: no answer within {:?}",

@@ -93,21 +93,15 @@ return 0";
 /// — unless the grant is a hand-over to it — so that every master's queue holds it and the
 /// queues agree on who is next (a waiter granted on one master and refused on another would
 /// otherwise be missing from the first one's queue, which then hands over to someone else
-/// and nobody gets a majority). Without fencing (ARGV[8] = `0`) neither the counter nor the
-/// clock is read (there is no phase 2 to use them). → `{1, counter, time_us}` (`{1, 0, 0}`
-/// unfenced) or `{0, pttl}`.
+/// and nobody gets a majority). → `{1, counter, time_us}` or `{0, pttl}`.
 const ACQUIRE_READ: &str = r"
-local got = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-if got then
-  if ARGV[7] == '1' and ARGV[5] ~= '0' then
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if v == false and ARGV[7] == '1' and ARGV[5] ~= '0' then
     redis.call('ZADD', KEYS[3], 'NX', ARGV[5], ARGV[4])
     redis.call('PEXPIRE', KEYS[3], ARGV[6])
   end
-elseif redis.call('GET', KEYS[1]) == ARGV[3] then
-  got = redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-end
-if got then
-  if ARGV[8] == '0' then return {1, 0, 0} end
   local t = redis.call('TIME')
   return {1, tonumber(redis.call('GET', KEYS[2])) or 0, tonumber(t[1]) * 1000000 + tonumber(t[2])}
 end
@@ -498,7 +492,6 @@ impl RedisLocks {
                     since.as_str(),
                     queue_ttl.as_str(),
                     if retried { "1" } else { "0" },
-                    if fencing { "1" } else { "0" },
                 ];
                 let keys = [key.as_str(), fence_key.as_str(), queue_key.as_str()];
                 async move {

@@ -366,8 +366,9 @@ impl RedisLocks {
         for a in keys.iter().chain(args) {
             cmd.arg(a.as_bytes());
         }
-        let no_script =
-            |e: &redis::RedisError| e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript);
+        let no_script = |e: &redis::RedisError| {
+            e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        };
         // A blocking caller of a single master does the round trip on its own thread (see
         // `crate::blocking::inline_io_allowed`).
         if let Some(pool) = m
@@ -443,20 +444,13 @@ impl RedisLocks {
             let m = &self.masters[0];
             // A caller that does not wait passes neither the queue nor its arguments.
             let keys = [key.as_str(), &fence_key, &queue_key];
-            let args = [
-                token, &ttl_ms, &fence_ttl, mine, client, &since, &queue_ttl,
-            ];
+            let args = [token, &ttl_ms, &fence_ttl, mine, client, &since, &queue_ttl];
             let (nkeys, nargs) = match waiting_since {
                 Some(_) => (3, 7),
                 None => (2, 4),
             };
             let (ok, value): (i64, i64) = self
-                .run(
-                    m,
-                    &self.scripts.acquire_one,
-                    &keys[..nkeys],
-                    &args[..nargs],
-                )
+                .run(m, &self.scripts.acquire_one, &keys[..nkeys], &args[..nargs])
                 .await?;
             if ok == 1 {
                 let fence = match fencing {

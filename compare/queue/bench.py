@@ -6,7 +6,8 @@ Scenarios: enqueue single (one awaited call at a time), enqueue bulk (batches of
 process throughput with 1 and 4 worker processes (jobs pre-filled; time from "go" to the last
 job done, worker start-up excluded). Run through ./run (which installs the peers).
 
-Environment: QB_ONLY (run only the scenarios whose "lang name" contains it), QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
+Environment: QB_ONLY (run only the scenarios whose "lang name" contains it), QB_CK_BASE (A/B: the
+path of another clusterkit Node package, measured as "ckbase" in the Node scenarios), QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
 process, both libraries), QB_PY_CONC (1: RQ's SimpleWorker runs one job at a time).
 """
 
@@ -34,6 +35,9 @@ PY_CONC = int(os.environ.get("QB_PY_CONC", "1"))
 BUDGET_S = float(os.environ.get("QB_BUDGET_S", "1500"))
 # Only the scenarios whose "lang name" contains this text (all when empty).
 ONLY = os.environ.get("QB_ONLY", "")
+# A/B: another clusterkit Node package (e.g. a build of main) measured as "ckbase" between
+# the peer and this one, in every Node scenario.
+CK_BASE = os.environ.get("QB_CK_BASE", "")
 
 
 def free_port() -> int:
@@ -150,7 +154,8 @@ def main() -> None:
         results: Dict[Tuple[str, str, str], List[float]] = {}
         for r in range(ROUNDS):
             for lang, peer, name, n, spec in scenarios:
-                for lib in (peer, "ck"):
+                libs = (peer, "ckbase", "ck") if CK_BASE and lang == "node" else (peer, "ck")
+                for lib in libs:
                     if time.time() - started > BUDGET_S:
                         raise SystemExit("time budget exceeded")
                     if spec[0] == "enqueue":
@@ -172,6 +177,15 @@ def main() -> None:
                 f" {statistics.median(o):10.0f} ({min(o):.0f}..{max(o):.0f})   {ratio:5.1f}x "
                 f"(per round {min(ratios):.1f}..{max(ratios):.1f}x)"
             )
+            b = results.get((lang, name, "ckbase"))
+            if b:
+                rb = [x / y for x, y in zip(b, p)]
+                ro = [x / y for x, y in zip(o, b)]
+                print(
+                    f"{'  base build (QB_CK_BASE)':40} {'':>7} {'':8} {'':>10} {statistics.median(b):10.0f} ({min(b):.0f}..{max(b):.0f})"
+                    f"   {statistics.median(b) / statistics.median(p):5.1f}x (per round {min(rb):.1f}..{max(rb):.1f}x);"
+                    f" this build / base {statistics.median(o) / statistics.median(b):.2f}x (per round {min(ro):.2f}..{max(ro):.2f}x)"
+                )
     finally:
         server.kill()
         server.wait()

@@ -81,21 +81,56 @@ function errorText (e) {
   return String(e)
 }
 
+const PRIORITIES = ['high', 'normal', 'low']
+const NO_RECEIPTS = []
+
 /** A reserved job: its data plus ack/fail/extend/release on the consumer that holds it. */
 class Job {
   #c
   #settled = false
-  constructor (consumer, d) {
+  #payload
+  #buf
+  #start
+  #end
+  /**
+   * @internal From a JobData object (`d`), or from slot `k` of a flat batch `b` (see
+   * `batchJobs`) whose payloads are bytes `start..` of `b[1]`: the payload is sliced from the
+   * batch's buffer when it is first read.
+   */
+  constructor (consumer, d, queue, b, k, start) {
     this.#c = consumer
-    this.id = d.id
-    this.queue = d.queue
-    this.payload = d.payload
-    this.attempt = d.attempt
-    this.maxAttempts = d.maxAttempts
-    this.enqueuedAt = d.enqueuedAtMs
-    this.priority = d.priority
-    this.lastError = d.lastError ?? null
-    this.receipt = d.receipt
+    if (d) {
+      this.id = d.id
+      this.queue = d.queue
+      this.#payload = d.payload
+      this.attempt = d.attempt
+      this.maxAttempts = d.maxAttempts
+      this.enqueuedAt = d.enqueuedAtMs
+      this.priority = d.priority
+      this.lastError = d.lastError ?? null
+      this.receipt = d.receipt
+    } else {
+      this.id = b[k]
+      this.queue = queue
+      this.#buf = b[1]
+      this.#start = start
+      this.#end = b[k + 7]
+      this.attempt = b[k + 2]
+      this.maxAttempts = b[k + 3]
+      this.enqueuedAt = b[k + 4]
+      this.priority = PRIORITIES[b[k + 5]]
+      this.lastError = b[k + 6]
+      this.receipt = b[k + 1]
+    }
+  }
+
+  /** The payload, as enqueued (a Buffer). */
+  get payload () {
+    if (this.#payload === undefined) {
+      this.#payload = this.#buf.subarray(this.#start, this.#end)
+      this.#buf = undefined
+    }
+    return this.#payload
   }
 
   /** The payload parsed as JSON. */
@@ -103,6 +138,19 @@ class Job {
   /** The payload as UTF-8 text. */
   text () { return this.payload.toString('utf8') }
   get settled () { return this.#settled }
+  toJSON () {
+    return {
+      id: this.id,
+      queue: this.queue,
+      payload: this.payload,
+      attempt: this.attempt,
+      maxAttempts: this.maxAttempts,
+      enqueuedAt: this.enqueuedAt,
+      priority: this.priority,
+      lastError: this.lastError,
+      receipt: this.receipt
+    }
+  }
   /** @internal (Consumer.ackMany) */
   _markSettled () { this.#settled = true }
 
@@ -118,6 +166,18 @@ class Job {
   async extend () { await promise(() => this.#c.extend(this.receipt)) }
   /** Back to the end of its lane, no attempt used. */
   async release () { this.#settled = true; await promise(() => this.#c.release(this.receipt)) }
+}
+
+/** The jobs of a flat batch from the native `ackAndReserve` (`[acked, payloads, 8 slots per job]`). */
+function batchJobs (consumer, queue, b) {
+  const n = (b.length - 2) / 8
+  const jobs = new Array(n)
+  let start = 0
+  for (let i = 0, k = 2; i < n; i++, k += 8) {
+    jobs[i] = new Job(consumer, null, queue, b, k, start)
+    start = b[k + 7]
+  }
+  return jobs
 }
 
 /** Extends the leases of the jobs in `set` every `every` ms; `onLost(job)` when one is gone. */
@@ -147,8 +207,36 @@ class Consumer {
   }
 
   async reserveMany (max, { timeout = 1000, signal } = {}) {
-    const ds = await this.#withSignal(signal, () => this.#n.reserveMany(num(max, 'max'), num(timeout, 'timeout')))
-    return ds.map((d) => new Job(this.#n, d))
+    return (await this.ackAndReserve(NO_RECEIPTS, max, { timeout, signal })).jobs
+  }
+
+  /**
+   * Acks `jobs` (Jobs or receipts) and reserves up to `max` more: one round trip (and one
+   * script run on Redis) when jobs wait, else the reserve then waits up to `timeout` ms as
+   * `reserveMany` does, the acks already done. Resolves to `{ acked, jobs }` (`acked`: one
+   * boolean per job, as `ackMany`).
+   */
+  async ackAndReserve (jobs, max, { timeout = 1000, signal } = {}) {
+    const receipts = jobs === NO_RECEIPTS ? jobs : this.#receipts(jobs)
+    num(max, 'max')
+    num(timeout, 'timeout')
+    return this._ackAndReserve(receipts, max, timeout, signal)
+  }
+
+  /** @internal receipts already checked */
+  async _ackAndReserve (receipts, max, timeout, signal) {
+    const b = await this.#withSignal(signal, () => this.#n.ackAndReserve(receipts, max, timeout))
+    return { acked: b[0], jobs: batchJobs(this.#n, this.#queue ??= this.#n.queue, b) }
+  }
+
+  #queue
+  #receipts (jobs) {
+    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array of jobs or receipts')
+    return jobs.map((j, i) => {
+      if (j instanceof Job) { j._markSettled(); return j.receipt }
+      if (typeof j === 'string') return j
+      throw invalid(`jobs[${i}]`, 'must be a Job or its receipt')
+    })
   }
 
   async #withSignal (signal, fn) {
@@ -168,14 +256,11 @@ class Consumer {
    * when its lease was gone (what `job.ack()` rejects with `conflict`).
    */
   async ackMany (jobs) {
-    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array of jobs or receipts')
-    const receipts = jobs.map((j, i) => {
-      if (j instanceof Job) { j._markSettled(); return j.receipt }
-      if (typeof j === 'string') return j
-      throw invalid(`jobs[${i}]`, 'must be a Job or its receipt')
-    })
-    return promise(() => this.#n.ackMany(receipts))
+    return this._ackMany(this.#receipts(jobs))
   }
+
+  /** @internal receipts already checked */
+  _ackMany (receipts) { return promise(() => this.#n.ackMany(receipts)) }
 
   /** Waiting reserves resolve to null at once, later ones too. */
   stop () { this.#n.stop() }
@@ -299,8 +384,8 @@ class Queue {
             while (!done) {
               if (buffered.length === 0) {
                 if (consumer.isStopped) break
-                const ds = await promise(() => consumer.reserveMany(prefetch, block))
-                for (const d of ds) buffered.push(new Job(consumer, d))
+                const b = await promise(() => consumer.ackAndReserve(NO_RECEIPTS, prefetch, block))
+                for (const job of batchJobs(consumer, queue, b)) buffered.push(job)
                 continue
               }
               const job = buffered.shift()
@@ -321,6 +406,22 @@ class Queue {
   }
 }
 
+// What a Worker's loop is doing (decides who sends the acks of finished jobs).
+const WAIT = 0 // about to reserve: the acks go with it
+const QUICK = 1 // a reserve that carries acks and does not wait: the next one takes new acks
+const BLOCKING = 2 // waiting for jobs: acks go on their own
+const SLEEP = 3 // after an error: acks go on their own
+const DONE = 4
+
+function ackReceipt (b) { return b.job.receipt }
+
+function settleAcks (batch, acked) {
+  for (let i = 0; i < batch.length; i++) {
+    if (acked[i]) batch[i].resolve()
+    else batch[i].reject(new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
+  }
+}
+
 /**
  * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
  * handler acks the job, a rejection fails it (retry with backoff, or dead letter). `signal`
@@ -332,7 +433,7 @@ class Queue {
 class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
   #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
-  #prefetch; #buffer = []
+  #prefetch; #buffer = []; #phase = WAIT; #flushQueued = false
   constructor (queue, name, handler, { concurrency = 1, prefetch, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
@@ -378,32 +479,49 @@ class Worker extends EventEmitter {
         // instead of waiting for a round trip.
         const free = this.#concurrency + this.#prefetch - this.#active - this.#buffer.length
         if (free <= 0) {
+          if (this.#acks !== null) this.#flushAcks()
+          this.#phase = WAIT
           await new Promise((resolve) => { this.#wake = resolve })
           // Let the other jobs finishing in this turn of the event loop free their slots too,
           // so that one reserve fetches for all of them (not one round trip per job).
           await new Promise((resolve) => setImmediate(resolve))
           continue
         }
-        let jobs
+        // The jobs finished since the last reserve are acked by this one: one round trip and
+        // one script run for both (the core's ackAndReserve). A reserve that carries acks
+        // does not wait for jobs (their settlement would wait with it); the next one does.
+        const acks = this.#acks
+        this.#acks = null
+        const receipts = acks === null ? NO_RECEIPTS : acks.map(ackReceipt)
+        this.#phase = acks === null ? BLOCKING : QUICK
+        let r
         try {
-          jobs = await c.reserveMany(free, { timeout: this.#block })
+          r = await c._ackAndReserve(receipts, free, acks === null ? this.#block : 0)
         } catch (e) {
+          if (acks !== null) for (const b of acks) b.reject(e)
           // Redis down or slow: report it (when someone listens) and try again shortly.
           if (this.listenerCount('error') > 0) this.emit('error', e)
+          this.#phase = SLEEP
+          if (this.#acks !== null) this.#flushAcks()
           await new Promise((resolve) => setTimeout(resolve, 200).unref())
           continue
         }
-        for (const job of jobs) {
+        this.#phase = WAIT
+        if (acks !== null) settleAcks(acks, r.acked)
+        for (const job of r.jobs) {
           this.#inFlight.add(job)
           this.#buffer.push(job)
         }
         this.#pump()
       }
+      this.#phase = DONE
+      if (this.#acks !== null) this.#flushAcks()
       // Reserved jobs that did not start go back with the shutdown below.
       for (const job of this.#buffer) this.#inFlight.delete(job)
       this.#buffer.length = 0
       while (this.#active > 0 || this.#settling > 0) await new Promise((resolve) => { this.#wake = resolve })
     } finally {
+      this.#phase = DONE
       this.#beatStop()
     }
     return c.shutdown()
@@ -463,33 +581,36 @@ class Worker extends EventEmitter {
     if (w) w()
   }
 
-  // Jobs that finish in one turn of the event loop are acked together: one round trip and one
-  // script run for all of them (the core's ackMany).
+  // Jobs that finish in one turn of the event loop are acked together: with the next reserve
+  // when the loop is about to send one (see #loop), else in one ackMany of their own (the
+  // loop waits for jobs on a blocking read, sleeps after an error, or has ended).
   #ack (job) {
     job._markSettled()
     return new Promise((resolve, reject) => {
-      if (this.#acks === null) {
-        this.#acks = []
-        setImmediate(() => this.#flushAcks())
-      }
+      if (this.#acks === null) this.#acks = []
       this.#acks.push({ job, resolve, reject })
+      if (!this.#flushQueued) {
+        this.#flushQueued = true
+        setImmediate(() => {
+          this.#flushQueued = false
+          if (this.#phase !== WAIT && this.#phase !== QUICK) this.#flushAcks()
+        })
+      }
     })
   }
 
   async #flushAcks () {
     const batch = this.#acks
     this.#acks = null
+    if (batch === null) return
     let acked
     try {
-      acked = await this.#consumer.ackMany(batch.map((b) => b.job.receipt))
+      acked = await this.#consumer._ackMany(batch.map(ackReceipt))
     } catch (e) {
       for (const b of batch) b.reject(e)
       return
     }
-    batch.forEach((b, i) => {
-      if (acked[i]) b.resolve()
-      else b.reject(new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
-    })
+    settleAcks(batch, acked)
   }
 
   /** Stops taking jobs, waits for those in progress, returns what is still leased; resolves to that count. */

@@ -72,9 +72,23 @@ def run_json(argv: List[str], timeout: float = 600) -> Dict[str, Any]:
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
-def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int) -> float:
+def redis_cpu_us(port: int) -> float:
+    info = resp(port, "INFO", "cpu").decode()
+    t = 0.0
+    for line in info.splitlines():
+        if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+            t += float(line.split(":")[1])
+    return t * 1e6
+
+
+# Per (lang, scenario, lib): CPU microseconds per job of the worker processes and of Redis.
+CPU: Dict[Tuple[str, str, str], List[Tuple[float, float]]] = {}
+
+
+def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int, name: str = "") -> float:
     resp(port, "FLUSHALL")
     run_json(cmd(lang, lib, "fill", port, n))
+    redis0 = redis_cpu_us(port)
     procs = [
         subprocess.Popen(cmd(lang, lib, "work", port, conc), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
         for _ in range(workers)
@@ -101,6 +115,9 @@ def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int) -> 
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    redis_us = redis_cpu_us(port) - redis0
+    if all("cpu_us" in r for r in results):
+        CPU.setdefault((lang, name, lib), []).append((sum(float(r["cpu_us"]) for r in results) / n, redis_us / n))
     total = sum(int(r["count"]) for r in results)
     if lib == "rq":
         # rq 3 does not count jobs run with result_ttl=0: the list must be drained, none failed.
@@ -162,7 +179,7 @@ def main() -> None:
                         resp(port, "FLUSHALL")
                         v = run_json(cmd(lang, lib, "enqueue", spec[1], port, n))["jobs_s"]
                     else:
-                        v = process(port, lang, lib, n, spec[1], spec[2])
+                        v = process(port, lang, lib, n, spec[1], spec[2], name)
                     results.setdefault((lang, name, lib), []).append(v)
                     print(f"round {r + 1}: {lang:6} {name:28} {lib:7} {v:10.0f} jobs/s", flush=True)
         print()
@@ -186,6 +203,13 @@ def main() -> None:
                     f"   {statistics.median(b) / statistics.median(p):5.1f}x (per round {min(rb):.1f}..{max(rb):.1f}x);"
                     f" this build / base {statistics.median(o) / statistics.median(b):.2f}x (per round {min(ro):.2f}..{max(ro):.2f}x)"
                 )
+        if CPU:
+            print()
+            print("CPU per job (us; median of the rounds): worker processes (all threads, from go until idle) | redis-server")
+            for (lang, name, lib), xs in sorted(CPU.items()):
+                w = statistics.median(x[0] for x in xs)
+                r = statistics.median(x[1] for x in xs)
+                print(f"{lang + ' ' + name:40} {lib:7} worker {w:6.1f}  redis {r:6.1f}  (rounds: {', '.join(f'{a:.0f}|{b:.0f}' for a, b in xs)})")
     finally:
         server.kill()
         server.wait()

@@ -406,13 +406,6 @@ class Queue {
   }
 }
 
-// What a Worker's loop is doing (decides who sends the acks of finished jobs).
-const WAIT = 0 // about to reserve: the acks go with it
-const QUICK = 1 // a reserve that carries acks and does not wait: the next one takes new acks
-const BLOCKING = 2 // waiting for jobs: acks go on their own
-const SLEEP = 3 // after an error: acks go on their own
-const DONE = 4
-
 function ackReceipt (b) { return b.job.receipt }
 
 function settleAcks (batch, acked) {
@@ -433,7 +426,8 @@ function settleAcks (batch, acked) {
 class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
   #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
-  #prefetch; #buffer = []; #phase = WAIT; #flushQueued = false
+  #prefetch; #buffer = []; #flushQueued = false; #running = true; #sleeping = false
+  #calls = 0; #quick = 0; #requested = 0; #dry = false
   constructor (queue, name, handler, { concurrency = 1, prefetch, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
@@ -472,15 +466,21 @@ class Worker extends EventEmitter {
 
   async #loop () {
     const c = this.#consumer
+    // Room for the jobs that run now and for `prefetch` more, reserved ahead (leased and kept
+    // alive by the heartbeat) so that a freed slot starts its next job at once instead of
+    // waiting for a round trip.
+    const slots = this.#concurrency + this.#prefetch
+    const half = Math.ceil(slots / 2)
     try {
       while (!this.#closing) {
-        // Room for the jobs that run now and for `prefetch` more, reserved ahead (leased and
-        // kept alive by the heartbeat) so that a freed slot starts its next job at once
-        // instead of waiting for a round trip.
-        const free = this.#concurrency + this.#prefetch - this.#active - this.#buffer.length
-        if (free <= 0) {
-          if (this.#acks !== null) this.#flushAcks()
-          this.#phase = WAIT
+        const free = slots - this.#active - this.#buffer.length - this.#requested
+        // One reserve at a time; or, while one is out, a second one for at most half the
+        // slots that does not wait for jobs: Redis then runs one batch's script while this
+        // process runs the previous batch's jobs. After a second reserve came back empty,
+        // none until a reserve brings jobs again (an idle worker does not poll).
+        const first = this.#calls === 0 && free > 0
+        const second = this.#calls === 1 && !this.#dry && free >= half && slots > 1
+        if (this.#sleeping || (!first && !second)) {
           await new Promise((resolve) => { this.#wake = resolve })
           // Let the other jobs finishing in this turn of the event loop free their slots too,
           // so that one reserve fetches for all of them (not one round trip per job).
@@ -492,39 +492,55 @@ class Worker extends EventEmitter {
         // does not wait for jobs (their settlement would wait with it); the next one does.
         const acks = this.#acks
         this.#acks = null
-        const receipts = acks === null ? NO_RECEIPTS : acks.map(ackReceipt)
-        this.#phase = acks === null ? BLOCKING : QUICK
-        let r
-        try {
-          r = await c._ackAndReserve(receipts, free, acks === null ? this.#block : 0)
-        } catch (e) {
-          if (acks !== null) for (const b of acks) b.reject(e)
-          // Redis down or slow: report it (when someone listens) and try again shortly.
-          if (this.listenerCount('error') > 0) this.emit('error', e)
-          this.#phase = SLEEP
-          if (this.#acks !== null) this.#flushAcks()
-          await new Promise((resolve) => setTimeout(resolve, 200).unref())
-          continue
-        }
-        this.#phase = WAIT
-        if (acks !== null) settleAcks(acks, r.acked)
-        for (const job of r.jobs) {
-          this.#inFlight.add(job)
-          this.#buffer.push(job)
-        }
-        this.#pump()
+        this.#reserve(c, Math.min(free, half), first && acks === null ? this.#block : 0, acks)
       }
-      this.#phase = DONE
-      if (this.#acks !== null) this.#flushAcks()
+      this.#running = false
+      while (this.#calls > 0 || this.#active > 0 || this.#settling > 0) {
+        if (this.#acks !== null) this.#flushAcks()
+        await new Promise((resolve) => { this.#wake = resolve })
+      }
       // Reserved jobs that did not start go back with the shutdown below.
       for (const job of this.#buffer) this.#inFlight.delete(job)
       this.#buffer.length = 0
-      while (this.#active > 0 || this.#settling > 0) await new Promise((resolve) => { this.#wake = resolve })
     } finally {
-      this.#phase = DONE
+      this.#running = false
       this.#beatStop()
     }
     return c.shutdown()
+  }
+
+  async #reserve (c, max, timeout, acks) {
+    this.#calls++
+    this.#requested += max
+    if (timeout === 0) this.#quick++
+    let r = null
+    let err = null
+    try {
+      r = await c._ackAndReserve(acks === null ? NO_RECEIPTS : acks.map(ackReceipt), max, timeout)
+    } catch (e) {
+      err = e
+    }
+    this.#calls--
+    this.#requested -= max
+    if (timeout === 0) this.#quick--
+    if (err !== null) {
+      if (acks !== null) for (const b of acks) b.reject(err)
+      // Redis down or slow: report it (when someone listens) and try again shortly.
+      if (this.listenerCount('error') > 0) this.emit('error', err)
+      this.#sleeping = true
+      setTimeout(() => { this.#sleeping = false; this.#signal() }, 200).unref()
+    } else {
+      if (acks !== null) settleAcks(acks, r.acked)
+      if (r.jobs.length > 0) this.#dry = false
+      else if (timeout === 0) this.#dry = true
+      for (const job of r.jobs) {
+        this.#inFlight.add(job)
+        this.#buffer.push(job)
+      }
+      this.#pump()
+    }
+    this.#signal()
+    if (this.#acks !== null) this.#checkAcks()
   }
 
   #pump () {
@@ -589,13 +605,22 @@ class Worker extends EventEmitter {
     return new Promise((resolve, reject) => {
       if (this.#acks === null) this.#acks = []
       this.#acks.push({ job, resolve, reject })
-      if (!this.#flushQueued) {
-        this.#flushQueued = true
-        setImmediate(() => {
-          this.#flushQueued = false
-          if (this.#phase !== WAIT && this.#phase !== QUICK) this.#flushAcks()
-        })
-      }
+      this.#checkAcks()
+    })
+  }
+
+  // After this turn of the event loop: when a reserve that does not wait is out (its return
+  // sends the next one, with these acks) or the loop is about to send one, the acks go with
+  // it; otherwise (the loop waits for jobs on a blocking read, sleeps after an error, or has
+  // ended) they go on their own.
+  #checkAcks () {
+    if (this.#flushQueued) return
+    this.#flushQueued = true
+    setImmediate(() => {
+      this.#flushQueued = false
+      if (this.#acks === null) return
+      const taken = this.#quick > 0 || (this.#running && this.#calls === 0 && !this.#sleeping)
+      if (!taken) this.#flushAcks()
     })
   }
 

@@ -164,21 +164,25 @@ if ARGV[4] == '1' then
 end
 for li = 1, 3 do
   if #out >= want then break end
-  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
-    'STREAMS', KEYS[li], '>')
-  if not ok then
-    ensure_group(KEYS[li])
-    ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+  -- An empty lane has nothing to read (XLEN is O(1); XREADGROUP is not cheap). On a reclaim
+  -- round every lane is read, which creates missing groups.
+  if ARGV[4] == '1' or redis.call('XLEN', KEYS[li]) > 0 then
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
       'STREAMS', KEYS[li], '>')
-  end
-  if ok and r then
-    for _, e in ipairs(r[1][2]) do
-      local h = fields(e[2])
-      if h.w then
-        redis.call('XACK', KEYS[li], 'ck', e[1])
-        redis.call('XDEL', KEYS[li], e[1])
-      else
-        out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+    if not ok then
+      ensure_group(KEYS[li])
+      ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+        'STREAMS', KEYS[li], '>')
+    end
+    if ok and r then
+      for _, e in ipairs(r[1][2]) do
+        local h = fields(e[2])
+        if h.w then
+          redis.call('XACK', KEYS[li], 'ck', e[1])
+          redis.call('XDEL', KEYS[li], e[1])
+        else
+          out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+        end
       end
     end
   end
@@ -246,9 +250,35 @@ local function ack_batch(from)
   for li = 1, 3 do
     local d = done[li]
     for k = 1, #d, 1000 do
-      local last = math.min(k + 999, #d)
-      redis.call('XACK', KEYS[li], 'ck', unpack(d, k, last))
-      redis.call('XDEL', KEYS[li], unpack(d, k, last))
+      redis.call('XACK', KEYS[li], 'ck', unpack(d, k, math.min(k + 999, #d)))
+    end
+    if #d > 0 then
+      -- Every entry older than the oldest pending one was delivered and settled: trim them
+      -- in one XTRIM (sequential, whole nodes at once) and XDEL only the acked entries at or
+      -- after it (XDEL seeks each id: it was the most expensive command of an ack).
+      local p = redis.call('XPENDING', KEYS[li], 'ck', '-', '+', 1)
+      local rest = d
+      if p[1] then
+        local pm, pq = sid(p[1][1])
+        redis.call('XTRIM', KEYS[li], 'MINID', p[1][1])
+        rest = {}
+        for _, id in ipairs(d) do
+          local m, q = sid(id)
+          if m > pm or (m == pm and q >= pq) then rest[#rest + 1] = id end
+        end
+      else
+        -- Nothing pending: everything up to the newest acked entry is settled.
+        local hi, hm, hq = d[1], sid(d[1])
+        for _, id in ipairs(d) do
+          local m, q = sid(id)
+          if m > hm or (m == hm and q > hq) then hi, hm, hq = id, m, q end
+        end
+        redis.call('XTRIM', KEYS[li], 'MINID', n2s(hm) .. '-' .. n2s(hq + 1))
+        rest = {}
+      end
+      for k = 1, #rest, 1000 do
+        redis.call('XDEL', KEYS[li], unpack(rest, k, math.min(k + 999, #rest)))
+      end
     end
   end
   return out

@@ -406,14 +406,7 @@ class Queue {
   }
 }
 
-function ackReceipt (b) { return b.job.receipt }
-
-function settleAcks (batch, acked) {
-  for (let i = 0; i < batch.length; i++) {
-    if (acked[i]) batch[i].resolve()
-    else batch[i].reject(new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
-  }
-}
+function jobReceipt (j) { return j.receipt }
 
 /**
  * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
@@ -516,7 +509,7 @@ class Worker extends EventEmitter {
     let r = null
     let err = null
     try {
-      r = await c._ackAndReserve(acks === null ? NO_RECEIPTS : acks.map(ackReceipt), max, timeout)
+      r = await c._ackAndReserve(acks === null ? NO_RECEIPTS : acks.jobs.map(jobReceipt), max, timeout)
     } catch (e) {
       err = e
     }
@@ -524,13 +517,13 @@ class Worker extends EventEmitter {
     this.#requested -= max
     if (timeout === 0) this.#quick--
     if (err !== null) {
-      if (acks !== null) for (const b of acks) b.reject(err)
+      if (acks !== null) this.#acked(acks, null, err)
       // Redis down or slow: report it (when someone listens) and try again shortly.
       if (this.listenerCount('error') > 0) this.emit('error', err)
       this.#sleeping = true
       setTimeout(() => { this.#sleeping = false; this.#signal() }, 200).unref()
     } else {
-      if (acks !== null) settleAcks(acks, r.acked)
+      if (acks !== null) this.#acked(acks, r.acked, null)
       if (r.jobs.length > 0) this.#dry = false
       else if (timeout === 0) this.#dry = true
       for (const job of r.jobs) {
@@ -549,46 +542,73 @@ class Worker extends EventEmitter {
     }
   }
 
-  async #run (job) {
+  #run (job) {
     this.#active++
     const ac = new AbortController()
     this.#controllers.set(job, ac)
-    let result
-    let failed = null
+    let p
     try {
-      result = await this.#handler(job, ac.signal)
+      p = this.#handler(job, ac.signal)
     } catch (e) {
-      failed = e ?? new Error('handler rejected')
+      p = Promise.reject(e)
     }
-    // The handler is done: its slot is free now, while the job is being settled, so the next
-    // reserve goes out together with this ack (close() still waits for every settlement).
-    const settled = failed === null ? this.#ack(job) : job.fail(failed)
+    Promise.resolve(p).then((result) => this.#finish(job, null, result), (e) => this.#finish(job, e ?? new Error('handler rejected')))
+  }
+
+  // The handler is done: its slot is free now, while the job is being settled, so the next
+  // reserve goes out together with this ack (close() still waits for every settlement).
+  #finish (job, failed, result) {
     this.#inFlight.delete(job)
     this.#controllers.delete(job)
     this.#active--
     this.#settling++
-    this.#pump()
-    this.#signal()
-    try {
-      const outcome = await settled
-      if (failed === null) {
-        this.completed++
-        this.emit('completed', job, result)
-      } else {
+    if (failed === null) {
+      job._markSettled()
+      if (this.#acks === null) this.#acks = { jobs: [], results: [] }
+      this.#acks.jobs.push(job)
+      this.#acks.results.push(result)
+      this.#checkAcks()
+    } else {
+      job.fail(failed).then((outcome) => {
         this.failed++
         this.emit('failed', job, failed, outcome)
-      }
-    } catch (e) {
-      if (e && e.code === 'conflict') {
-        this.lost++
-        this.emit('lost', job)
-      } else if (this.listenerCount('error') > 0) {
-        this.emit('error', e)
-      }
-    } finally {
-      this.#settling--
-      this.#signal()
+      }, (e) => this.#settleError(job, e)).finally(() => {
+        this.#settling--
+        this.#signal()
+      })
     }
+    this.#pump()
+    this.#signal()
+  }
+
+  #settleError (job, e) {
+    if (e && e.code === 'conflict') {
+      this.lost++
+      this.emit('lost', job)
+    } else if (this.listenerCount('error') > 0) {
+      this.emit('error', e)
+    }
+  }
+
+  // A batch of acks came back: `acked[i]` per job, or `err` for the whole batch.
+  #acked (batch, acked, err) {
+    const { jobs, results } = batch
+    for (let i = 0; i < jobs.length; i++) {
+      try {
+        if (err) this.#settleError(jobs[i], err)
+        else if (acked[i]) {
+          this.completed++
+          this.emit('completed', jobs[i], results[i])
+        } else {
+          this.#settleError(jobs[i], new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
+        }
+      } catch (e) {
+        // A throwing listener must not leave the other jobs unsettled: reported as an error.
+        if (this.listenerCount('error') > 0) this.emit('error', e)
+      }
+    }
+    this.#settling -= jobs.length
+    this.#signal()
   }
 
   #signal () {
@@ -597,17 +617,7 @@ class Worker extends EventEmitter {
     if (w) w()
   }
 
-  // Jobs that finish in one turn of the event loop are acked together: with the next reserve
-  // when the loop is about to send one (see #loop), else in one ackMany of their own (the
-  // loop waits for jobs on a blocking read, sleeps after an error, or has ended).
-  #ack (job) {
-    job._markSettled()
-    return new Promise((resolve, reject) => {
-      if (this.#acks === null) this.#acks = []
-      this.#acks.push({ job, resolve, reject })
-      this.#checkAcks()
-    })
-  }
+  // Jobs that finish in one turn of the event loop are acked together (#finish, #checkAcks).
 
   // After this turn of the event loop: when a reserve that does not wait is out (its return
   // sends the next one, with these acks) or the loop is about to send one, the acks go with
@@ -630,12 +640,12 @@ class Worker extends EventEmitter {
     if (batch === null) return
     let acked
     try {
-      acked = await this.#consumer._ackMany(batch.map(ackReceipt))
+      acked = await this.#consumer._ackMany(batch.jobs.map(jobReceipt))
     } catch (e) {
-      for (const b of batch) b.reject(e)
+      this.#acked(batch, null, e)
       return
     }
-    settleAcks(batch, acked)
+    this.#acked(batch, acked, null)
   }
 
   /** Stops taking jobs, waits for those in progress, returns what is still leased; resolves to that count. */

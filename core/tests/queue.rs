@@ -603,7 +603,11 @@ async fn ack_and_reserve_is_one_script_run_then_blocks_like_reserve() {
     // Ack two (one repeated: settled once) and reserve the other two: ONE script run.
     let before = calls(&server, "evalsha") + calls(&server, "eval");
     let (acked, jobs) = c
-        .ack_and_reserve(&[r0.as_str(), r1.as_str(), r0.as_str()], 5, Duration::from_secs(1))
+        .ack_and_reserve(
+            &[r0.as_str(), r1.as_str(), r0.as_str()],
+            5,
+            Duration::from_secs(1),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -620,7 +624,9 @@ async fn ack_and_reserve_is_one_script_run_then_blocks_like_reserve() {
     let q2 = q.clone();
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        q2.enqueue("ar", b"e", &EnqueueOptions::new()).await.unwrap();
+        q2.enqueue("ar", b"e", &EnqueueOptions::new())
+            .await
+            .unwrap();
     });
     let t0 = Instant::now();
     let (acked, jobs) = c
@@ -631,7 +637,11 @@ async fn ack_and_reserve_is_one_script_run_then_blocks_like_reserve() {
     assert_eq!(acked, [true, true]);
     assert_eq!(jobs.len(), 1);
     assert_eq!(&jobs[0].payload[..], b"e");
-    assert!(t0.elapsed() >= Duration::from_millis(250), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
     // A stopped consumer still acks, and reserves nothing.
     c.stop();
     let (acked, none) = c

@@ -410,10 +410,7 @@ impl Consumer {
             py,
             async move { c.ack_and_reserve(&receipts, max, t).await },
             |py, (acked, jobs)| {
-                let t = pyo3::types::PyTuple::new(
-                    py,
-                    [py_bools(py, acked)?, py_jobs(py, jobs)?],
-                )?;
+                let t = pyo3::types::PyTuple::new(py, [py_bools(py, acked)?, py_jobs(py, jobs)?])?;
                 Ok(t.into_any().unbind())
             },
         )

@@ -5,7 +5,8 @@
 //! - `ns:q:{Q}:h`, `:n`, `:l` — one stream per priority lane, consumer group `ck`. An entry
 //!   is a job: `i` id, `p` payload, `a` attempt of its first delivery, `m` max attempts, `b`
 //!   backoff, `t` enqueued at (ms), `e` last error. Acked entries are deleted (`XDEL`), so a
-//!   lane holds only waiting and in-flight jobs.
+//!   lane holds only waiting and in-flight jobs (an ack batch trims the settled entries older
+//!   than the oldest pending one with `XTRIM MINID` and deletes the others with `XDEL`).
 //! - `ns:q:{Q}:d` — sorted set of delayed and retried jobs (member: the job's fields packed
 //!   with MessagePack, score: due time in ms), promoted to their lane by the reserve script.
 //! - `ns:q:{Q}:x` — the dead-letter stream (`MAXLEN ~ dead_history`).

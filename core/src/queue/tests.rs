@@ -473,7 +473,11 @@ fn ack_and_reserve_acks_then_reserves() {
             .unwrap_err();
         assert_eq!(field(e), "receipts[1]");
         assert_eq!(
-            field(c.ack_and_reserve(&[r0], 0, Duration::ZERO).await.unwrap_err()),
+            field(
+                c.ack_and_reserve(&[r0], 0, Duration::ZERO)
+                    .await
+                    .unwrap_err()
+            ),
             "max"
         );
         let (acked, more) = c

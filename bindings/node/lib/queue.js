@@ -420,7 +420,7 @@ class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
   #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
   #prefetch; #buffer = []; #flushQueued = false; #running = true; #sleeping = false
-  #calls = 0; #quick = 0; #requested = 0; #dry = false
+  #calls = 0; #quick = 0; #requested = 0
   constructor (queue, name, handler, { concurrency = 1, prefetch, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
@@ -463,17 +463,14 @@ class Worker extends EventEmitter {
     // alive by the heartbeat) so that a freed slot starts its next job at once instead of
     // waiting for a round trip.
     const slots = this.#concurrency + this.#prefetch
-    const half = Math.ceil(slots / 2)
     try {
       while (!this.#closing) {
         const free = slots - this.#active - this.#buffer.length - this.#requested
-        // One reserve at a time; or, while one is out, a second one for at most half the
-        // slots that does not wait for jobs: Redis then runs one batch's script while this
-        // process runs the previous batch's jobs. After a second reserve came back empty,
-        // none until a reserve brings jobs again (an idle worker does not poll).
+        // One reserve at a time. (Measured: a second, non-waiting reserve for half the slots
+        // while one is out, to overlap Redis and this process, cost more CPU per job in
+        // smaller batches than the overlap gained on 2 cores.)
         const first = this.#calls === 0 && free > 0
-        const second = this.#calls === 1 && !this.#dry && free >= half && slots > 1
-        if (this.#sleeping || (!first && !second)) {
+        if (this.#sleeping || !first) {
           await new Promise((resolve) => { this.#wake = resolve })
           // Let the other jobs finishing in this turn of the event loop free their slots too,
           // so that one reserve fetches for all of them (not one round trip per job).
@@ -485,7 +482,7 @@ class Worker extends EventEmitter {
         // does not wait for jobs (their settlement would wait with it); the next one does.
         const acks = this.#acks
         this.#acks = null
-        this.#reserve(c, Math.min(free, half), first && acks === null ? this.#block : 0, acks)
+        this.#reserve(c, free, acks === null ? this.#block : 0, acks)
       }
       this.#running = false
       while (this.#calls > 0 || this.#active > 0 || this.#settling > 0) {
@@ -524,8 +521,6 @@ class Worker extends EventEmitter {
       setTimeout(() => { this.#sleeping = false; this.#signal() }, 200).unref()
     } else {
       if (acks !== null) this.#acked(acks, r.acked, null)
-      if (r.jobs.length > 0) this.#dry = false
-      else if (timeout === 0) this.#dry = true
       for (const job of r.jobs) {
         this.#inFlight.add(job)
         this.#buffer.push(job)

@@ -85,11 +85,7 @@ fn flat_batch(env: Env, acked: &[bool], jobs: Vec<CoreJob>) -> napi::Result<Raw>
             &mut arr
         ))?;
         let mut a = std::ptr::null_mut();
-        napi::check_status!(sys::napi_create_array_with_length(
-            raw,
-            acked.len(),
-            &mut a
-        ))?;
+        napi::check_status!(sys::napi_create_array_with_length(raw, acked.len(), &mut a))?;
         for (i, &ok) in acked.iter().enumerate() {
             let mut b = std::ptr::null_mut();
             napi::check_status!(sys::napi_get_boolean(raw, ok, &mut b))?;

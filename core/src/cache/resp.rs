@@ -150,8 +150,13 @@ impl RawSpec {
             for i in 0..replies {
                 let frame = conn.read_frame()?;
                 if let Err(e) = generic(&frame) {
-                    let e = if i == 0 && self.password.is_some() && e.code().is_none() {
-                        RedisError::from((ErrorKind::AuthenticationFailed, "Password authentication failed"))
+                    // A refused AUTH is an authentication failure whatever the server's
+                    // wording (WRONGPASS, or ERR on old servers); no secret is in it.
+                    let e = if i == 0 && self.password.is_some() {
+                        RedisError::from((
+                            ErrorKind::AuthenticationFailed,
+                            "Password authentication failed",
+                        ))
                     } else {
                         e
                     };

@@ -155,7 +155,7 @@ pub unsafe extern "C" fn ck_reader_get_many(
                 let n = v.as_ref().map_or(u32::MAX, |v| v.len() as u32);
                 slot.copy_from_slice(&n.to_le_bytes());
                 if let Some(v) = v {
-                    let (d, rest) = body.split_at_mut(v.len());
+                    let (d, rest) = std::mem::take(&mut body).split_at_mut(v.len());
                     d.copy_from_slice(v);
                     body = rest;
                 }

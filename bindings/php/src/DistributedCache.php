@@ -198,26 +198,61 @@ final class DistributedCache implements CacheInterface
      */
     public function getMultiple($keys, $default = null): iterable
     {
-        $list = self::keyList($keys);
-        if ($list === []) {
-            return [];
-        }
-        if (!$this->readMany) {
-            $values = $this->getManyRaw($list);
-            $out = [];
-            foreach ($list as $i => $k) {
-                $raw = $values[$i];
-                $out[$k] = $raw === null ? $default : $this->decode($raw);
+        if (!$this->readMany || !\is_array($keys)) {
+            $list = self::keyList($keys);
+            if ($list === []) {
+                return [];
             }
-            return $out;
+            if (!$this->readMany) {
+                $values = $this->getManyRaw($list);
+                $out = [];
+                foreach ($list as $i => $k) {
+                    $raw = $values[$i];
+                    $out[$k] = $raw === null ? $default : $this->decode($raw);
+                }
+                return $out;
+            }
+            $lens = [];
+            foreach ($list as $k) {
+                $lens[] = \strlen($k);
+            }
+        } else {
+            // The hot path, written out: keyList() and checkKey() inlined (a remembered
+            // valid key costs one isset), the key lengths gathered in the same loop.
+            $list = [];
+            $lens = [];
+            foreach ($keys as $k) {
+                if (!\is_string($k) || !isset(self::$validKeys[$k])) {
+                    self::checkKey($k);
+                }
+                $list[] = $k;
+                $lens[] = \strlen($k);
+            }
+            if ($list === []) {
+                return [];
+            }
         }
-        // One FFI call; the answer is a table of the value lengths, then the values: one
-        // unpack() for the table and one substr() per value (see ck_reader_get_many).
-        [$s, $lens] = $this->readMany($list);
-        $off = 4 * \count($list);
+        // One FFI call (ck_reader_get_many): a key-length table and the keys in; a
+        // value-length table and the values out, read with one unpack() and one substr()
+        // per value.
+        $count = \count($list);
+        $table = \pack('V*', ...$lens) . \implode('', $list);
+        $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
+        if ($len < 0) {
+            throw $this->cluster->library->error(-$len);
+        }
+        $s = $len <= self::BUFFER_SIZE
+            ? FFI::string($this->readerData, $len)
+            : FFI::string($this->ffi->ck_reader_value($this->reader), $len);
+        $vlens = \unpack('V' . $count, $s);
+        if ($vlens === false || $len < 4 * $count) {
+            throw new Exception\InternalException('ck_reader_get_many answered ' . $len . ' bytes for ' . $count . ' keys');
+        }
+        $off = 4 * $count;
         $out = [];
+        $php = $this->php;
         foreach ($list as $i => $k) {
-            $n = $lens[$i + 1];
+            $n = $vlens[$i + 1];
             if ($n === 0xFFFFFFFF) {
                 $out[$k] = $default;
                 continue;
@@ -233,7 +268,7 @@ final class DistributedCache implements CacheInterface
                     continue;
                 }
             }
-            if ($this->php) {
+            if ($php) {
                 $v = @\unserialize($raw); // bad data: false and a notice; reported below
                 if ($v === false && $raw !== 'b:0;') {
                     throw new Exception\BackendException('stored value is not a PHP-serialized value (' . $n . ' bytes)');
@@ -256,7 +291,11 @@ final class DistributedCache implements CacheInterface
     private function readMany(array $list): array
     {
         $count = \count($list);
-        $table = \pack('V*', ...\array_map('strlen', $list)) . \implode('', $list);
+        $lens = [];
+        foreach ($list as $k) {
+            $lens[] = \strlen($k);
+        }
+        $table = \pack('V*', ...$lens) . \implode('', $list);
         $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
         if ($len < 0) {
             throw $this->cluster->library->error(-$len);
@@ -264,11 +303,11 @@ final class DistributedCache implements CacheInterface
         $s = $len <= self::BUFFER_SIZE
             ? FFI::string($this->readerData, $len)
             : FFI::string($this->ffi->ck_reader_value($this->reader), $len);
-        $lens = \unpack('V' . $count, $s);
-        if ($lens === false || $len < 4 * $count) {
+        $vlens = \unpack('V' . $count, $s);
+        if ($vlens === false || $len < 4 * $count) {
             throw new Exception\InternalException('ck_reader_get_many answered ' . $len . ' bytes for ' . $count . ' keys');
         }
-        return [$s, $lens];
+        return [$s, $vlens];
     }
 
     public function setMultiple($values, $ttl = null): bool

@@ -126,6 +126,8 @@ impl RawSpec {
         let mut conn = RawConn {
             stream,
             buf: BytesMut::new(),
+            scratch: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            wbuf: Vec::new(),
             db: self.db,
             timeout: self.response_timeout,
         };
@@ -199,6 +201,10 @@ pub(crate) struct RawConn {
     stream: Stream,
     /// Bytes read and not consumed yet.
     buf: BytesMut,
+    /// Where small reads land before they are appended to `buf` (zeroed once).
+    scratch: Box<[u8]>,
+    /// The last command written (kept for the next one up to WBUF_KEEP bytes).
+    wbuf: Vec<u8>,
     db: i64,
     timeout: Duration,
 }
@@ -231,24 +237,34 @@ impl RawConn {
             match scan.advance(&self.buf)? {
                 Some(n) => return Ok(self.buf.split_to(n).freeze()),
                 None => {
-                    let want = scan.needed.saturating_sub(self.buf.len()).max(READ_CHUNK);
-                    let old = self.buf.len();
-                    self.buf.resize(old + want, 0);
-                    let r = self.stream.read(&mut self.buf[old..]);
-                    match r {
+                    let missing = scan.needed.saturating_sub(self.buf.len());
+                    let k = if missing > READ_CHUNK {
+                        // A large bulk: read straight into its room (zeroed once, like any
+                        // allocation of its size).
+                        let old = self.buf.len();
+                        self.buf.resize(old + missing, 0);
+                        let r = self.stream.read(&mut self.buf[old..]);
+                        self.buf.truncate(old + *r.as_ref().unwrap_or(&0));
+                        r
+                    } else {
+                        // Small reads go through the connection's scratch buffer: only the
+                        // bytes read are copied, nothing is zeroed per read.
+                        let r = self.stream.read(&mut self.scratch);
+                        if let Ok(k) = r {
+                            self.buf.extend_from_slice(&self.scratch[..k]);
+                        }
+                        r
+                    };
+                    match k {
                         Ok(0) => {
-                            self.buf.truncate(old);
                             return Err(std::io::Error::new(
                                 std::io::ErrorKind::UnexpectedEof,
                                 "the server closed the connection",
                             )
                             .into());
                         }
-                        Ok(k) => self.buf.truncate(old + k),
-                        Err(e) => {
-                            self.buf.truncate(old);
-                            return Err(e.into());
-                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
             }
@@ -258,8 +274,24 @@ impl RawConn {
     /// `MGET keys...`: the values in order, `None` for absent keys, each a slice of one
     /// shared buffer.
     pub(crate) fn mget(&mut self, keys: &[&[u8]]) -> RedisResult<Vec<Option<Bytes>>> {
-        let packed = redis::cmd("MGET").arg(keys).get_packed_command();
-        self.send(&packed)?;
+        // The command, packed into the connection's reusable write buffer.
+        let mut w = std::mem::take(&mut self.wbuf);
+        w.clear();
+        w.push(b'*');
+        push_decimal(&mut w, keys.len() + 1);
+        w.extend_from_slice(b"\r\n$4\r\nMGET\r\n");
+        for k in keys {
+            w.push(b'$');
+            push_decimal(&mut w, k.len());
+            w.extend_from_slice(b"\r\n");
+            w.extend_from_slice(k);
+            w.extend_from_slice(b"\r\n");
+        }
+        let sent = self.send(&w);
+        if w.capacity() <= WBUF_KEEP {
+            self.wbuf = w;
+        }
+        sent?;
         let frame = self.read_frame()?;
         match bulk_array(&frame) {
             Some(v) => Ok(v),
@@ -474,15 +506,39 @@ fn int(text: &[u8]) -> RedisResult<i64> {
         Some((b'-', d)) => (true, d),
         _ => (false, text),
     };
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+    let mut v = 0i64;
+    let ok = !digits.is_empty()
+        && digits.len() <= 18
+        && digits.iter().all(|&d| {
+            v = v * 10 + i64::from(d.wrapping_sub(b'0'));
+            d.is_ascii_digit()
+        });
+    if !ok {
         return Err(parse_error(format!(
             "bad length {:?}",
             String::from_utf8_lossy(&text[..text.len().min(20)])
         )));
     }
-    let v = digits.iter().fold(0i64, |a, &d| a * 10 + (d - b'0') as i64);
     Ok(if neg { -v } else { v })
 }
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Largest write buffer kept between commands.
+const WBUF_KEEP: usize = 64 << 10;
 
 /// A whole reply that is an array of bulk strings (or nils) → slices of `frame`; `None` for
 /// any other shape (the caller falls back to redis-rs's decoder).
@@ -605,6 +661,20 @@ mod tests {
         // Server errors keep redis-rs's kinds (NOSCRIPT, WRONGTYPE, ...).
         let e = generic(b"-WRONGTYPE Operation against a key\r\n").unwrap_err();
         assert_eq!(e.code(), Some("WRONGTYPE"));
+    }
+
+    #[test]
+    fn decimals_and_lengths() {
+        for n in [0usize, 7, 10, 99, 12345, usize::MAX] {
+            let mut v = Vec::new();
+            push_decimal(&mut v, n);
+            assert_eq!(v, n.to_string().into_bytes());
+        }
+        assert_eq!(int(b"-1").unwrap(), -1);
+        assert_eq!(int(b"123456789012345678").unwrap(), 123456789012345678);
+        for bad in [&b""[..], b"-", b"1x", b"+1", b"1234567890123456789", b" 1"] {
+            assert!(int(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -545,6 +545,23 @@ impl RedisConn {
             .map_err(|e| map_err(e, &self.address))
     }
 
+    /// Runs a pipeline (one round trip), on the blocking caller's own connection when it may.
+    pub(crate) async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        if let Some(pool) = self.inline() {
+            if pool.has_raw() {
+                return pool.with_raw(&self.address, |c| pipe.query(c));
+            }
+            return pool.with(&self.address, |c| pipe.query(c));
+        }
+        let mut c = self.conn.get()?;
+        pipe.query_async(&mut c)
+            .await
+            .map_err(|e| map_err(e, &self.address))
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
         let pong: String = self.query(&redis::cmd("PING")).await?;
         if pong == "PONG" {

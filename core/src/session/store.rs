@@ -660,15 +660,30 @@ impl SessionStore {
                     let key = self.key(id);
                     let lock = self.lock_key(id);
                     let ttl = (self.inner.options.lock_ttl.as_millis() as u64).to_string();
-                    let v: redis::Value = eval(
-                        b,
-                        id,
-                        &self.inner.scripts.load_locked,
-                        &[&key, &lock],
-                        &[token.as_bytes(), ttl.as_bytes()],
-                    )
-                    .await?;
-                    match parse_locked(v)? {
+                    let locked = match load_locked_pipeline(b, id, &key, &lock, &token, &ttl).await
+                    {
+                        Some(r) => {
+                            let (locked, missing_but_locked) = r?;
+                            if missing_but_locked {
+                                // The lock was taken for a session that does not exist: give
+                                // it back (one more round trip, for unknown ids only).
+                                let _ = self.release_lock(b, id, &token).await;
+                            }
+                            locked
+                        }
+                        None => {
+                            let v: redis::Value = eval(
+                                b,
+                                id,
+                                &self.inner.scripts.load_locked,
+                                &[&key, &lock],
+                                &[token.as_bytes(), ttl.as_bytes()],
+                            )
+                            .await?;
+                            parse_locked(v)?
+                        }
+                    };
+                    match locked {
                         // No such session: no lock was taken, nothing was written.
                         Locked::Missing => return Ok(None),
                         Locked::Loaded(flat) => {
@@ -1080,6 +1095,62 @@ pub(crate) fn parse_locked(v: redis::Value) -> Result<Locked> {
             "unexpected reply to the session lock script".into(),
         )),
     }
+}
+
+/// LOAD LOCKED without a script, for one server or a pool's owner (`None` for a Redis
+/// Cluster, which runs [`LUA_LOAD_LOCKED`]): `SET lock token NX PX ttl`, `HGETALL session` and
+/// `PTTL lock` in one pipeline (one round trip, no Lua: a script call costs the server about as
+/// much as the whole pipeline). The answer, and whether the lock was taken for a session that
+/// does not exist (the caller releases it then).
+///
+/// Same outcomes as the script: the lock is taken only when it was free; with the lock taken
+/// the HGETALL that follows runs while this request holds it (what another request's locked
+/// save could change is excluded); a missing session is `Missing` whether or not a lock exists.
+async fn load_locked_pipeline(
+    b: &Backend,
+    id: &str,
+    key: &[u8],
+    lock: &[u8],
+    token: &str,
+    ttl_ms: &str,
+) -> Option<Result<(Locked, bool)>> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(lock)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .cmd("HGETALL")
+        .arg(key)
+        .cmd("PTTL")
+        .arg(lock);
+    let r: Result<(redis::Value, Vec<Vec<u8>>, i64)> = match b {
+        Backend::Redis(c) => c.pipeline(&pipe).await,
+        Backend::Distributed(d) => {
+            let (conn, node) = match d.owner_conn(id.as_bytes()) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let started = Instant::now();
+            let r = conn.pipeline(&pipe).await;
+            d.report(&node, r.is_ok(), started.elapsed());
+            r
+        }
+        _ => return None,
+    };
+    Some(r.map(|(set, flat, pttl)| {
+        let taken = !matches!(set, redis::Value::Nil);
+        match (taken, flat.is_empty()) {
+            (true, false) => (Locked::Loaded(flat), false),
+            (true, true) => (Locked::Missing, true),
+            (false, true) => (Locked::Missing, false),
+            (false, false) => (
+                Locked::Busy((pttl > 0).then(|| Duration::from_millis(pttl as u64))),
+                false,
+            ),
+        }
+    }))
 }
 
 /// True when every key lives on one server (so a two-key script can run).

@@ -87,9 +87,30 @@ fn batch_reads_over_the_resp_connection_match_what_was_stored() {
     });
 }
 
+/// Removes the test password again (AUTH, then CONFIG SET requirepass "").
+struct Reset(u16);
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.0)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.write_all(
+                b"*2\r\n$4\r\nAUTH\r\n$9\r\ns3cret-pw\r\n*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$11\r\nrequirepass\r\n$0\r\n\r\n",
+            );
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+        }
+    }
+}
+
 #[test]
 fn batch_reads_authenticate_and_select_the_database() {
-    let server = RedisServer::start_with_args(&["--requirepass", "s3cret-pw"]);
+    let server = RedisServer::start();
+    // The password is set after the start (the harness waits for an unauthenticated PING) and
+    // removed at the end (its audit connects without one).
+    assert_eq!(server.cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw"]), "+OK");
+    let _reset = Reset(server.port());
     let settings = ConnectionSettings::default()
         .with_password(Secret::new("s3cret-pw"))
         .with_db(3);

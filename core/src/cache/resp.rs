@@ -644,7 +644,7 @@ mod tests {
 
     #[test]
     fn bulk_arrays_become_slices_and_other_shapes_fall_back() {
-        let f = Bytes::from_static(b"*4\r\n$1\r\na\r\n$-1\r\n$0\r\n\r\n$5\r\nab\r\ncd\r\n");
+        let f = Bytes::from_static(b"*4\r\n$1\r\na\r\n$-1\r\n$0\r\n\r\n$6\r\nab\r\ncd\r\n");
         let v = bulk_array(&f).unwrap();
         assert_eq!(
             v,

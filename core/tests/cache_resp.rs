@@ -44,8 +44,8 @@ fn batch_reads_over_the_resp_connection_match_what_was_stored() {
     for i in 0..257usize {
         let k = format!("k{i}").into_bytes();
         let v: Option<Vec<u8>> = match i % 5 {
-            0 => None,                                   // absent
-            1 => Some(Vec::new()),                       // empty value
+            0 => None,                                     // absent
+            1 => Some(Vec::new()),                         // empty value
             2 => Some(b"a\r\nb\r\n$3\r\n*1\r\n".to_vec()), // protocol bytes inside a value
             3 => Some((0..=255u8).cycle().take(i * 37).collect()),
             _ => Some(format!("{i}").into_bytes()),
@@ -58,11 +58,18 @@ fn batch_reads_over_the_resp_connection_match_what_was_stored() {
     }
     // 257 keys, chunk 100: three MGETs on one connection.
     assert_eq!(get_many(&c, &keys).unwrap(), want);
-    assert!(resp_mget_clients(&server) >= 1, "the batch read did not use its RESP connection");
+    assert!(
+        resp_mget_clients(&server) >= 1,
+        "the batch read did not use its RESP connection"
+    );
     // Values larger than any read buffer (4 MiB, several reads each), mixed with misses.
     let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-    block_on(c.set(b"big1", big.clone(), None)).unwrap().unwrap();
-    block_on(c.set(b"big2", big[..1 << 20].to_vec(), None)).unwrap().unwrap();
+    block_on(c.set(b"big1", big.clone(), None))
+        .unwrap()
+        .unwrap();
+    block_on(c.set(b"big2", big[..1 << 20].to_vec(), None))
+        .unwrap()
+        .unwrap();
     let ks = vec![b"big1".to_vec(), b"nope".to_vec(), b"big2".to_vec()];
     assert_eq!(
         get_many(&c, &ks).unwrap(),
@@ -109,7 +116,10 @@ fn batch_reads_authenticate_and_select_the_database() {
     let server = RedisServer::start();
     // The password is set after the start (the harness waits for an unauthenticated PING) and
     // removed at the end (its audit connects without one).
-    assert_eq!(server.cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw"]), "+OK");
+    assert_eq!(
+        server.cmd(&["CONFIG", "SET", "requirepass", "s3cret-pw"]),
+        "+OK"
+    );
     let _reset = Reset(server.port());
     let settings = ConnectionSettings::default()
         .with_password(Secret::new("s3cret-pw"))
@@ -145,7 +155,10 @@ fn batch_reads_authenticate_and_select_the_database() {
     let e = get_many(&bad, &[b"a".to_vec()]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.to_string().contains("authentication failed"), "{e}");
-    assert!(!e.to_string().contains("wrong-pw") && !e.to_string().contains("s3cret"), "{e}");
+    assert!(
+        !e.to_string().contains("wrong-pw") && !e.to_string().contains("s3cret"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -154,16 +167,24 @@ fn batch_reads_fail_fast_while_the_server_is_down_and_recover() {
     let c = Cache::redis(
         &server.addr(),
         "app",
-        RedisOptions::default().with_timeouts(Duration::from_millis(300), Duration::from_millis(300)),
+        RedisOptions::default()
+            .with_timeouts(Duration::from_millis(300), Duration::from_millis(300)),
     )
     .unwrap();
     block_on(c.set(b"a", "1", None)).unwrap().unwrap();
-    assert_eq!(get_many(&c, &[b"a".to_vec()]).unwrap(), vec![Some(b"1".to_vec())]);
+    assert_eq!(
+        get_many(&c, &[b"a".to_vec()]).unwrap(),
+        vec![Some(b"1".to_vec())]
+    );
     server.kill();
     let started = std::time::Instant::now();
     let e = get_many(&c, &[b"a".to_vec()]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     server.restart();
     // The dead idle connection was dropped: the next batch reconnects.
     let ok = support::wait_until(Duration::from_secs(5), || {
@@ -180,7 +201,11 @@ fn batch_reads_fail_fast_while_the_server_is_down_and_recover() {
         matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Unavailable),
         "{e}"
     );
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     let ok = support::wait_until(Duration::from_secs(5), || {
         get_many(&c, &[b"a".to_vec()]).is_ok_and(|v| v == vec![Some(b"2".to_vec())])
     });

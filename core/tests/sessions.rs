@@ -308,7 +308,12 @@ async fn two_round_trips_per_request() {
     let mut reads = move || -> u64 {
         let info: String = redis::cmd("INFO").arg("stats").query(&mut stats).unwrap();
         info.lines()
-            .find_map(|l| l.strip_prefix("total_reads_processed:")?.trim().parse().ok())
+            .find_map(|l| {
+                l.strip_prefix("total_reads_processed:")?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap()
     };
     for locked in [false, true] {

@@ -364,7 +364,9 @@ impl SyncPool {
         f: impl FnOnce(&mut crate::cache::resp::RawConn) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let Some(spec) = &self.raw else {
-            return Err(Error::Internal(format!("{address}: no RESP connection for this target")));
+            return Err(Error::Internal(format!(
+                "{address}: no RESP connection for this target"
+            )));
         };
         let idle = self.raw_idle.get_or_try_init(|| Ok(Arc::default()))?;
         let popped = idle.lock().pop();

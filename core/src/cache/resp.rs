@@ -299,7 +299,9 @@ impl RawConn {
                 // An error or an unexpected shape: redis-rs decodes and converts it.
                 let v = generic(&frame)?;
                 let list: Vec<Option<Vec<u8>>> = redis::FromRedisValue::from_redis_value(v)
-                    .map_err(|e| RedisError::from((ErrorKind::UnexpectedReturnType, "MGET", e.to_string())))?;
+                    .map_err(|e| {
+                        RedisError::from((ErrorKind::UnexpectedReturnType, "MGET", e.to_string()))
+                    })?;
                 Ok(list.into_iter().map(|x| x.map(Bytes::from)).collect())
             }
         }
@@ -492,9 +494,7 @@ fn line(buf: &[u8], pos: usize) -> RedisResult<Option<(u8, &[u8], usize)>> {
     };
     let window = &rest[..rest.len().min(MAX_LINE)];
     match window.iter().position(|&b| b == b'\n') {
-        Some(i) if i >= 1 && rest[i - 1] == b'\r' => {
-            Ok(Some((kind, &rest[1..i - 1], pos + i + 1)))
-        }
+        Some(i) if i >= 1 && rest[i - 1] == b'\r' => Ok(Some((kind, &rest[1..i - 1], pos + i + 1))),
         Some(_) => Err(parse_error("line not ended by CRLF".into())),
         None if rest.len() >= MAX_LINE => Err(parse_error("header line too long".into())),
         None => Ok(None),
@@ -602,7 +602,11 @@ mod tests {
             assert_eq!(scan_all(&more).unwrap(), Some(len), "{reply:?}");
             // Every strict prefix is incomplete, never an error.
             for cut in 0..len {
-                assert_eq!(scan_all(&reply[..cut]).unwrap(), None, "{reply:?} cut at {cut}");
+                assert_eq!(
+                    scan_all(&reply[..cut]).unwrap(),
+                    None,
+                    "{reply:?} cut at {cut}"
+                );
             }
         }
     }
@@ -699,8 +703,14 @@ mod tests {
                 "{reply:?}"
             );
         }
-        let e = value(b"-NOSCRIPT No matching script\r\n").unwrap().extract_error().unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Server(redis::ServerErrorKind::NoScript));
+        let e = value(b"-NOSCRIPT No matching script\r\n")
+            .unwrap()
+            .extract_error()
+            .unwrap_err();
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        );
     }
 
     #[test]
@@ -744,10 +754,16 @@ mod tests {
                 if let Some(n) = s.advance(&reply[..have]).unwrap() {
                     break n;
                 }
-                assert!(have < reply.len(), "complete reply not recognised: {reply:?}");
+                assert!(
+                    have < reply.len(),
+                    "complete reply not recognised: {reply:?}"
+                );
             };
             assert_eq!(got, reply.len());
-            assert_eq!(value(&reply).unwrap(), redis::parse_redis_value(&reply).unwrap());
+            assert_eq!(
+                value(&reply).unwrap(),
+                redis::parse_redis_value(&reply).unwrap()
+            );
             // Garbage: flip one byte; the scanner errs, waits or ends early, never panics.
             let i = rnd(reply.len() as u64) as usize;
             reply[i] = rnd(256) as u8;

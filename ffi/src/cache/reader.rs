@@ -187,7 +187,10 @@ fn key_table(table: &[u8], count: usize) -> Result<Vec<&[u8]>, Error> {
         .ok_or_else(|| {
             Error::invalid(
                 "keys",
-                format!("has {} bytes: too short for {count} key lengths", table.len()),
+                format!(
+                    "has {} bytes: too short for {count} key lengths",
+                    table.len()
+                ),
             )
         })?;
     let (lens, mut body) = table.split_at(head);

@@ -477,10 +477,14 @@ fn checks_follow_nodes_added_removed_and_readded() {
     )
     .unwrap();
     let count = |x: &Acceptor| x.accepted.load(Ordering::Relaxed);
-    assert!(wait_for(Duration::from_secs(5), || count(&a) >= 2), "a not checked");
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&a) >= 2),
+        "a not checked"
+    );
     assert_eq!(count(&b), 0);
 
-    pool.add(Node::new("b", "127.0.0.1", b.port).unwrap()).unwrap();
+    pool.add(Node::new("b", "127.0.0.1", b.port).unwrap())
+        .unwrap();
     assert!(
         wait_for(Duration::from_secs(5), || count(&b) >= 3),
         "a node added later was not checked"
@@ -499,7 +503,8 @@ fn checks_follow_nodes_added_removed_and_readded() {
 
     // "b" leaves and comes back at c's address: c is checked, b's listener no longer.
     pool.remove("b").unwrap();
-    pool.add(Node::new("b", "127.0.0.1", c.port).unwrap()).unwrap();
+    pool.add(Node::new("b", "127.0.0.1", c.port).unwrap())
+        .unwrap();
     assert!(
         wait_for(Duration::from_secs(5), || count(&c) >= 3),
         "the re-added id was not checked at its new address"

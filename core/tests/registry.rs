@@ -551,7 +551,9 @@ fn a_join_update_or_leave_reads_only_the_notified_node() {
 
     let pool = cluster();
     let _w = reg.watch(&pool).unwrap();
-    eventually("the watcher lists the N nodes", PATIENCE, || pool.len() == N);
+    eventually("the watcher lists the N nodes", PATIENCE, || {
+        pool.len() == N
+    });
     // Two full reads at start: the first, and the one after the subscription (notifications
     // may have been missed before it).
     eventually("the post-subscription full read", PATIENCE, || {
@@ -562,7 +564,9 @@ fn a_join_update_or_leave_reads_only_the_notified_node() {
     let mgets = calls(&mut conn, "mget");
 
     let joiner = reg.register_blocking(node("joiner", 9_999)).unwrap();
-    eventually("the join is seen", PATIENCE, || pool.get("joiner").is_some());
+    eventually("the join is seen", PATIENCE, || {
+        pool.get("joiner").is_some()
+    });
     assert_eq!(pool.len(), N + 1);
     joiner
         .update_blocking(node("joiner", 9_999).with_weight(7).unwrap())
@@ -571,7 +575,9 @@ fn a_join_update_or_leave_reads_only_the_notified_node() {
         weight(&pool, "joiner") == Some(7)
     });
     joiner.deregister_blocking().unwrap();
-    eventually("the leave is seen", PATIENCE, || pool.get("joiner").is_none());
+    eventually("the leave is seen", PATIENCE, || {
+        pool.get("joiner").is_none()
+    });
     assert_eq!(pool.len(), N);
 
     assert_eq!(

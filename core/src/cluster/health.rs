@@ -561,9 +561,13 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
             if *at > now {
                 break;
             }
-            let Some(Reverse((at, id))) = due.pop() else { break };
+            let Some(Reverse((at, id))) = due.pop() else {
+                break;
+            };
             // Stale entries: the node left, or was re-added with a new due time.
-            let Some(st) = states.get_mut(&id) else { continue };
+            let Some(st) = states.get_mut(&id) else {
+                continue;
+            };
             if st.running || st.next_due != at {
                 continue;
             }

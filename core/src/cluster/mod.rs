@@ -995,11 +995,8 @@ impl Cluster {
             // Index of the kept members by id: one hash lookup per listed node, not a scan
             // (a sync of N nodes is O(N), issue #18).
             let held: Vec<Arc<Node>> = members.iter().map(|m| m.node.clone()).collect();
-            let index: HashMap<&str, usize> = held
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (n.id(), i))
-                .collect();
+            let index: HashMap<&str, usize> =
+                held.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
             for n in &nodes {
                 match index.get(n.id()).map(|&i| &mut members[i]) {
                     Some(m) if *m.node != *n => {

@@ -72,14 +72,6 @@ impl Barrett {
     }
 }
 
-/// One node's probe during the first pass of a Maglev round.
-#[derive(Clone, Copy)]
-struct Lane {
-    c: u32,
-    step: u32,
-    turn: u32,
-}
-
 /// The clear bits below `m` of an occupancy bitset, in increasing order.
 fn free_slots(taken: &[u64], m: u64) -> Vec<u64> {
     let mut out = Vec::new();
@@ -204,75 +196,6 @@ impl MaglevTable {
         // smallest index in its permutation, ((s - pos) * skip^-1) mod M (M is prime). Same
         // table as probing, a third fewer steps.
         let tail = (m / 8).min(128);
-        // Whole rounds while a round cannot reach the tail (issue #18). A round is done in two
-        // passes with the same result as taking the turns one by one:
-        // 1. every node of the round finds its first slot that was free when the round
-        //    started, all nodes at once: one probe per pending node per pass, the nodes still
-        //    on a taken slot compacted to the front without a branch. The probes of different
-        //    nodes are independent, so they overlap, and no loop exit is mispredicted per
-        //    claim as in a per-node probing loop;
-        // 2. the claims, in turn order. A node's slot from pass 1 is its claim unless a node
-        //    before it in this round took it; then it probes on from there (every slot before
-        //    it in its permutation was already taken at the start of the round).
-        let mut turns: Vec<u32> = Vec::with_capacity(n);
-        let mut lanes: Vec<Lane> = Vec::with_capacity(n);
-        let mut found = vec![0u32; n];
-        let pos32: Vec<u32> = pos.iter().map(|&p| p as u32).collect();
-        let skip32: Vec<u32> = skip.iter().map(|&k| k as u32).collect();
-        let mut pos32 = pos32;
-        let m32 = size;
-        while m - filled > tail + n as u64 {
-            turns.clear();
-            for t in 0..n {
-                credit[t] += weights[t];
-                if credit[t] >= max_w {
-                    credit[t] -= max_w;
-                    turns.push(t as u32);
-                }
-            }
-            lanes.clear();
-            lanes.extend(turns.iter().map(|&t| Lane {
-                c: pos32[t as usize],
-                step: skip32[t as usize],
-                turn: t,
-            }));
-            while !lanes.is_empty() {
-                let mut k = 0;
-                for i in 0..lanes.len() {
-                    let l = lanes[i];
-                    let busy = (taken[(l.c >> 6) as usize] >> (l.c & 63)) & 1;
-                    found[l.turn as usize] = l.c;
-                    let next = l.c + l.step;
-                    let next = if next >= m32 { next - m32 } else { next };
-                    lanes[k] = Lane {
-                        c: if busy != 0 { next } else { l.c },
-                        ..l
-                    };
-                    k += busy as usize;
-                }
-                lanes.truncate(k);
-            }
-            for &t in &turns {
-                let t = t as usize;
-                let step = skip32[t];
-                let mut c = found[t];
-                while taken[(c >> 6) as usize] & (1 << (c & 63)) != 0 {
-                    c += step;
-                    if c >= m32 {
-                        c -= m32;
-                    }
-                }
-                taken[(c >> 6) as usize] |= 1 << (c & 63);
-                // Node indexes fit u16: nodes.len() <= MAX_NODES = u16::MAX.
-                table[c as usize] = order[t] as u16;
-                let next = c + step;
-                pos32[t] = if next >= m32 { next - m32 } else { next };
-            }
-            filled += turns.len() as u64;
-        }
-        for (p, &q) in pos.iter_mut().zip(&pos32) {
-            *p = q as u64;
-        }
         let barrett = Barrett::new(m);
         let mut empties: Vec<u64> = Vec::new();
         let mut inverse: Vec<u64> = Vec::new();
@@ -377,7 +300,7 @@ impl MaglevTable {
 mod tests {
     use super::*;
 
-/// `base^exp mod m` (m < 2^32).
+    /// `base^exp mod m` (m < 2^32).
     fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
         let mut r = 1u64;
         base %= m;
@@ -395,7 +318,10 @@ mod tests {
     fn barrett_pow_equals_mod_pow() {
         for m in [3u64, 65537, 100_003, 1_000_003] {
             let b = Barrett::new(m);
-            for k in [1u64, 2, 12345 % m, m - 1, m / 3].into_iter().filter(|k| k % m != 0) {
+            for k in [1u64, 2, 12345 % m, m - 1, m / 3]
+                .into_iter()
+                .filter(|k| k % m != 0)
+            {
                 assert_eq!(b.pow(k, m - 2), mod_pow(k, m - 2, m));
                 assert_eq!(b.rem(b.pow(k, m - 2) * k), 1);
             }
@@ -565,7 +491,9 @@ mod tests {
             (100, 65537, true),
             (1000, 100_003, false),
         ] {
-            let names: Vec<String> = (0..n).map(|i| format!("10.0.{}.{}:11211", i / 256, i % 256)).collect();
+            let names: Vec<String> = (0..n)
+                .map(|i| format!("10.0.{}.{}:11211", i / 256, i % 256))
+                .collect();
             let nodes: Vec<_> = names
                 .iter()
                 .enumerate()

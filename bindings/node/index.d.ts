@@ -447,6 +447,11 @@ export declare class Consumer {
   reserveMany(max: number, options?: ReserveOptions): Promise<Job[]>
   /** Acks many jobs (or receipts) in one round trip: one boolean each, false when its lease was gone. */
   ackMany(jobs: Array<Job | string>): Promise<boolean[]>
+  /**
+   * Acks jobs (or receipts) and reserves up to `max` more: one round trip when jobs wait,
+   * else the reserve waits up to `timeout` ms with the acks already done.
+   */
+  ackAndReserve(jobs: Array<Job | string>, max: number, options?: ReserveOptions): Promise<{ acked: boolean[], jobs: Job[] }>
   stop(): void
   /** stop() and return every job still leased here; resolves to how many. */
   shutdown(): Promise<number>

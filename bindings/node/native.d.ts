@@ -52,6 +52,12 @@ export declare class Consumer {
   reserve(timeoutMs: number): Promise<JobData | null>
   /** Up to `max` jobs in one round trip, waiting up to `timeoutMs` for the first. */
   reserveMany(max: number, timeoutMs: number): Promise<JobData[]>
+  /**
+   * Acks `receipts` and reserves up to `max` jobs (one round trip and one script run on
+   * Redis when jobs wait), waiting up to `timeoutMs` for the first. Resolves to the flat
+   * batch lib/queue.js reads (`[acked, payloads, 8 slots per job]`).
+   */
+  ackAndReserve(receipts: Array<string>, max: number, timeoutMs: number): Promise<unknown[]>
   ack(receipt: string): Promise<void>
   /**
    * Acks many jobs in one round trip: resolves to one boolean per receipt (`false`: the

@@ -6,7 +6,8 @@ Scenarios: enqueue single (one awaited call at a time), enqueue bulk (batches of
 process throughput with 1 and 4 worker processes (jobs pre-filled; time from "go" to the last
 job done, worker start-up excluded). Run through ./run (which installs the peers).
 
-Environment: QB_ONLY (run only the scenarios whose "lang name" contains it), QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
+Environment: QB_ONLY (run only the scenarios whose "lang name" contains it), QB_CK_BASE (A/B: the
+path of another clusterkit Node package, measured as "ckbase" in the Node scenarios), QB_ROUNDS (3), QB_NODE_N (20000), QB_PY_N (5000), QB_NODE_CONC (16, per worker
 process, both libraries), QB_PY_CONC (1: RQ's SimpleWorker runs one job at a time).
 """
 
@@ -34,6 +35,9 @@ PY_CONC = int(os.environ.get("QB_PY_CONC", "1"))
 BUDGET_S = float(os.environ.get("QB_BUDGET_S", "1500"))
 # Only the scenarios whose "lang name" contains this text (all when empty).
 ONLY = os.environ.get("QB_ONLY", "")
+# A/B: another clusterkit Node package (e.g. a build of main) measured as "ckbase" between
+# the peer and this one, in every Node scenario.
+CK_BASE = os.environ.get("QB_CK_BASE", "")
 
 
 def free_port() -> int:
@@ -68,9 +72,23 @@ def run_json(argv: List[str], timeout: float = 600) -> Dict[str, Any]:
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
 
-def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int) -> float:
+def redis_cpu_us(port: int) -> float:
+    info = resp(port, "INFO", "cpu").decode()
+    t = 0.0
+    for line in info.splitlines():
+        if line.startswith(("used_cpu_sys:", "used_cpu_user:")):
+            t += float(line.split(":")[1])
+    return t * 1e6
+
+
+# Per (lang, scenario, lib): CPU microseconds per job of the worker processes and of Redis.
+CPU: Dict[Tuple[str, str, str], List[Tuple[float, float]]] = {}
+
+
+def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int, name: str = "") -> float:
     resp(port, "FLUSHALL")
     run_json(cmd(lang, lib, "fill", port, n))
+    redis0 = redis_cpu_us(port)
     procs = [
         subprocess.Popen(cmd(lang, lib, "work", port, conc), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE)
         for _ in range(workers)
@@ -97,6 +115,9 @@ def process(port: int, lang: str, lib: str, n: int, workers: int, conc: int) -> 
             if p.poll() is None:
                 p.kill()
                 p.wait()
+    redis_us = redis_cpu_us(port) - redis0
+    if all("cpu_us" in r for r in results):
+        CPU.setdefault((lang, name, lib), []).append((sum(float(r["cpu_us"]) for r in results) / n, redis_us / n))
     total = sum(int(r["count"]) for r in results)
     if lib == "rq":
         # rq 3 does not count jobs run with result_ttl=0: the list must be drained, none failed.
@@ -150,14 +171,15 @@ def main() -> None:
         results: Dict[Tuple[str, str, str], List[float]] = {}
         for r in range(ROUNDS):
             for lang, peer, name, n, spec in scenarios:
-                for lib in (peer, "ck"):
+                libs = (peer, "ckbase", "ck") if CK_BASE and lang == "node" else (peer, "ck")
+                for lib in libs:
                     if time.time() - started > BUDGET_S:
                         raise SystemExit("time budget exceeded")
                     if spec[0] == "enqueue":
                         resp(port, "FLUSHALL")
                         v = run_json(cmd(lang, lib, "enqueue", spec[1], port, n))["jobs_s"]
                     else:
-                        v = process(port, lang, lib, n, spec[1], spec[2])
+                        v = process(port, lang, lib, n, spec[1], spec[2], name)
                     results.setdefault((lang, name, lib), []).append(v)
                     print(f"round {r + 1}: {lang:6} {name:28} {lib:7} {v:10.0f} jobs/s", flush=True)
         print()
@@ -172,6 +194,22 @@ def main() -> None:
                 f" {statistics.median(o):10.0f} ({min(o):.0f}..{max(o):.0f})   {ratio:5.1f}x "
                 f"(per round {min(ratios):.1f}..{max(ratios):.1f}x)"
             )
+            b = results.get((lang, name, "ckbase"))
+            if b:
+                rb = [x / y for x, y in zip(b, p)]
+                ro = [x / y for x, y in zip(o, b)]
+                print(
+                    f"{'  base build (QB_CK_BASE)':40} {'':>7} {'':8} {'':>10} {statistics.median(b):10.0f} ({min(b):.0f}..{max(b):.0f})"
+                    f"   {statistics.median(b) / statistics.median(p):5.1f}x (per round {min(rb):.1f}..{max(rb):.1f}x);"
+                    f" this build / base {statistics.median(o) / statistics.median(b):.2f}x (per round {min(ro):.2f}..{max(ro):.2f}x)"
+                )
+        if CPU:
+            print()
+            print("CPU per job (us; median of the rounds): worker processes (all threads, from go until idle) | redis-server")
+            for (lang, name, lib), xs in sorted(CPU.items()):
+                w = statistics.median(x[0] for x in xs)
+                r = statistics.median(x[1] for x in xs)
+                print(f"{lang + ' ' + name:40} {lib:7} worker {w:6.1f}  redis {r:6.1f}  (rounds: {', '.join(f'{a:.0f}|{b:.0f}' for a, b in xs)})")
     finally:
         server.kill()
         server.wait()

@@ -4,14 +4,18 @@
 //   node node_bench.js <ck|bullmq> fill <port> <N>
 //   node node_bench.js <ck|bullmq> work <port> <concurrency>          -> "ready", waits for "go",
 //        processes until idle 500 ms -> {"count": ..., "last_done_ms": ...}
-const [lib, mode, ...rest] = process.argv.slice(2)
+// lib "ckbase" is clusterkit loaded from $QB_CK_BASE (another build, e.g. main's, for A/B).
+const [libArg, mode, ...rest] = process.argv.slice(2)
+const lib = libArg === 'ckbase' ? 'ck' : libArg
+const CK_MODULE = libArg === 'ckbase' ? process.env.QB_CK_BASE : 'clusterkit'
+if (!CK_MODULE) throw new Error('ckbase needs QB_CK_BASE (the path of another clusterkit Node package)')
 const QUEUE = 'bench'
 const BATCH = 1000
 
 function payload (i) { return JSON.stringify({ i }) }
 
 function ckQueue (port) {
-  const { Clusterkit } = require('clusterkit')
+  const { Clusterkit } = require(CK_MODULE)
   return new Clusterkit({ queue: { redis: `127.0.0.1:${port}`, namespace: 'bench' } }).queue
 }
 
@@ -67,7 +71,7 @@ async function work (port, concurrency) {
   let last = 0
   let closeFn
   if (lib === 'ck') {
-    const { Worker } = require('clusterkit')
+    const { Worker } = require(CK_MODULE)
     const q = ckQueue(port)
     await q.stats(QUEUE)
     console.log('ready')
@@ -85,14 +89,17 @@ async function work (port, concurrency) {
     closeFn = () => w.close()
   }
   const started = Date.now()
+  const cpu0 = process.cpuUsage()
   await new Promise((resolve) => {
     const t = setInterval(() => {
       const idle = count > 0 ? Date.now() - last > 500 : Date.now() - started > 15000
       if (idle) { clearInterval(t); resolve() }
     }, 50)
   })
+  // CPU of this process (every thread) from "go" until idle, the idle 500 ms included.
+  const cpu = process.cpuUsage(cpu0)
   await closeFn()
-  console.log(JSON.stringify({ count, last_done_ms: last }))
+  console.log(JSON.stringify({ count, last_done_ms: last, cpu_us: cpu.user + cpu.system }))
   process.exit(0)
 }
 

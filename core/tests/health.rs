@@ -460,3 +460,63 @@ fn slow_start_ramps_a_returning_node() {
         &pool, "b", 100
     ) == 50));
 }
+
+/// The supervisor follows membership (issue #18 made it keep a due-time queue and walk the
+/// members only when they change): a node added later is checked, a removed node is no longer
+/// checked, and an id removed and added again with another address is checked there.
+#[test]
+fn checks_follow_nodes_added_removed_and_readded() {
+    let a = Acceptor::start(0, None);
+    let b = Acceptor::start(0, None);
+    let c = Acceptor::start(0, None);
+    let pool = Cluster::with_health(
+        "app",
+        BalancerOptions::new(Strategy::RoundRobin),
+        HealthOptions::default().with_check(fast_check(CheckKind::Tcp)),
+        [Node::new("a", "127.0.0.1", a.port).unwrap()],
+    )
+    .unwrap();
+    let count = |x: &Acceptor| x.accepted.load(Ordering::Relaxed);
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&a) >= 2),
+        "a not checked"
+    );
+    assert_eq!(count(&b), 0);
+
+    pool.add(Node::new("b", "127.0.0.1", b.port).unwrap())
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&b) >= 3),
+        "a node added later was not checked"
+    );
+    pool.remove("a").unwrap();
+    // A check already running may still land; after that none.
+    std::thread::sleep(Duration::from_millis(700));
+    let a_after = count(&a);
+    let b_before = count(&b);
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&b) >= b_before + 3),
+        "b stopped being checked"
+    );
+    assert_eq!(count(&a), a_after, "a removed node was still checked");
+
+    // "b" leaves and comes back at c's address: c is checked, b's listener no longer.
+    pool.remove("b").unwrap();
+    pool.add(Node::new("b", "127.0.0.1", c.port).unwrap())
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || count(&c) >= 3),
+        "the re-added id was not checked at its new address"
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let b_after = count(&b);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(&b), b_after, "the old address was still checked");
+    let m = pool.health_metrics();
+    assert_eq!(m.check_failures, 0, "{m:?}");
+    drop(pool);
+    a.close();
+    b.close();
+    c.close();
+}

@@ -515,8 +515,10 @@ async fn an_idle_consumer_does_not_poll() {
     assert!(c.reserve(window).await.unwrap().is_none());
     let elapsed = t0.elapsed();
     let scripts = calls(&server, "evalsha") + calls(&server, "eval") - scripts0;
-    // Each script run reads the three lanes without blocking (3 XREADGROUP calls).
-    let blocking = calls(&server, "xreadgroup") - reads0 - 3 * scripts;
+    // A script run reads only the lanes that hold entries (none: the queue is empty), and every
+    // lane on a reclaim round only (every half visibility timeout: none in this window), so
+    // every XREADGROUP counted here is a blocking read.
+    let blocking = calls(&server, "xreadgroup") - reads0;
     let periods = (elapsed.as_millis() / block.as_millis()) as u64;
     println!(
         "idle {elapsed:?}: {blocking} blocking reads, {scripts} script runs, {periods} block periods"
@@ -570,4 +572,96 @@ async fn ack_many_is_one_script_and_settles_each_receipt_once() {
     }
     let m = q.metrics();
     assert_eq!((m.completed, m.lease_lost, m.in_flight), (3, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_and_reserve_is_one_script_run_then_blocks_like_reserve() {
+    let server = RedisServer::start();
+    let q = queue(&server, opts());
+    for p in [b"a", b"b", b"c", b"d"] {
+        q.enqueue("ar", p, &EnqueueOptions::new()).await.unwrap();
+    }
+    let c = q.consumer("ar").unwrap();
+    // Nothing to ack: a reserve.
+    let first = c
+        .ack_and_reserve::<&str>(&[], 2, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(first.0, Vec::<bool>::new());
+    assert_eq!(first.1.len(), 2);
+    let (r0, r1) = (first.1[0].receipt.clone(), first.1[1].receipt.clone());
+    // A malformed receipt fails the call, naming it: nothing acked, nothing reserved.
+    let e = c
+        .ack_and_reserve(&[r0.as_str(), "garbage"], 2, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(field(e), "receipts[1]");
+    let e = c
+        .ack_and_reserve(&[r0.as_str()], 0, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(field(e), "max");
+    assert_eq!(q.stats("ar").await.unwrap().in_flight, 2);
+    // Ack two (one repeated: settled once) and reserve the other two: ONE script run.
+    let before = calls(&server, "evalsha") + calls(&server, "eval");
+    let (acked, jobs) = c
+        .ack_and_reserve(
+            &[r0.as_str(), r1.as_str(), r0.as_str()],
+            5,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        calls(&server, "evalsha") + calls(&server, "eval") - before,
+        1
+    );
+    assert_eq!(acked, [true, true, false]);
+    let payloads: Vec<&[u8]> = jobs.iter().map(|j| &j.payload[..]).collect();
+    assert_eq!(payloads, [&b"c"[..], &b"d"[..]]);
+    assert_eq!(c.ack(&r1).await.unwrap_err().kind(), ErrorKind::Conflict);
+    // The queue is empty now: the acks are done at once and the reserve then blocks until a
+    // job comes (no job is lost to the wait).
+    let (r2, r3) = (jobs[0].receipt.clone(), jobs[1].receipt.clone());
+    let q2 = q.clone();
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        q2.enqueue("ar", b"e", &EnqueueOptions::new())
+            .await
+            .unwrap();
+    });
+    let t0 = Instant::now();
+    let (acked, jobs) = c
+        .ack_and_reserve(&[r2.as_str(), r3.as_str()], 5, Duration::from_secs(5))
+        .await
+        .unwrap();
+    late.await.unwrap();
+    assert_eq!(acked, [true, true]);
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(&jobs[0].payload[..], b"e");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    // A stopped consumer still acks, and reserves nothing.
+    c.stop();
+    let (acked, none) = c
+        .ack_and_reserve(&[jobs[0].receipt.as_str()], 5, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!((acked, none.len()), (vec![true], 0));
+    assert_eq!(q.stats("ar").await.unwrap(), QueueStats::default());
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("app:q:{ar}:n")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 0, "acked entries are deleted");
+    let m = q.metrics();
+    assert_eq!(
+        (m.completed, m.lease_lost, m.in_flight, m.reserved),
+        (5, 2, 0, 5)
+    );
 }

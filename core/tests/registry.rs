@@ -502,3 +502,96 @@ discovery = {{ redis = "{}", service = "web", ttl = "1s", interval = "250ms" }}
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
     assert!(e.to_string().contains("pools.web.discovery"), "{e}");
 }
+
+/// Calls of one command at a test server, from `INFO commandstats` (commands run by Lua
+/// scripts count too).
+fn calls(conn: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|rest| rest.split(',').next().unwrap().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Issue #18: with many registered nodes, a join, an update and a leave each read the notified
+/// node's key (one MGET), not the whole listing (SMEMBERS + a GET per node): the cost of an
+/// event at the registry does not grow with N. The periodic full read (every 60 s here) does
+/// not run during the test.
+#[test]
+fn a_join_update_or_leave_reads_only_the_notified_node() {
+    const N: usize = 300;
+    let redis = RedisServer::start();
+    let options = RegistryOptions::default()
+        .with_ttl(Duration::from_secs(180))
+        .with_heartbeat_interval(Duration::from_secs(60))
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_response_timeout(Duration::from_secs(2));
+    let reg = RedisRegistry::new(&redis.url(), "many", options).unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for i in 0..N {
+        let id = format!("node-{i}");
+        let json = format!(
+            r#"{{"id":"{id}","host":"127.0.0.1","port":{},"weight":1}}"#,
+            10_000 + i
+        );
+        pipe.cmd("SET")
+            .arg(reg.node_key(&id))
+            .arg(json)
+            .arg("PX")
+            .arg(600_000)
+            .ignore();
+        pipe.cmd("SADD").arg(reg.listing_key()).arg(&id).ignore();
+    }
+    pipe.exec(&mut conn).unwrap();
+
+    let pool = cluster();
+    let _w = reg.watch(&pool).unwrap();
+    eventually("the watcher lists the N nodes", PATIENCE, || {
+        pool.len() == N
+    });
+    // Two full reads at start: the first, and the one after the subscription (notifications
+    // may have been missed before it).
+    eventually("the post-subscription full read", PATIENCE, || {
+        calls(&mut conn, "smembers") >= 2
+    });
+    let full_reads = calls(&mut conn, "smembers");
+    assert_eq!(full_reads, 2, "unexpected full reads");
+    let mgets = calls(&mut conn, "mget");
+
+    let joiner = reg.register_blocking(node("joiner", 9_999)).unwrap();
+    eventually("the join is seen", PATIENCE, || {
+        pool.get("joiner").is_some()
+    });
+    assert_eq!(pool.len(), N + 1);
+    joiner
+        .update_blocking(node("joiner", 9_999).with_weight(7).unwrap())
+        .unwrap();
+    eventually("the update is seen", PATIENCE, || {
+        weight(&pool, "joiner") == Some(7)
+    });
+    joiner.deregister_blocking().unwrap();
+    eventually("the leave is seen", PATIENCE, || {
+        pool.get("joiner").is_none()
+    });
+    assert_eq!(pool.len(), N);
+
+    assert_eq!(
+        calls(&mut conn, "smembers"),
+        full_reads,
+        "a join, an update or a leave re-read the whole listing"
+    );
+    let event_reads = calls(&mut conn, "mget") - mgets;
+    assert!(
+        (3..=6).contains(&event_reads),
+        "expected one MGET per event, got {event_reads}"
+    );
+    // The next full read agrees with what the events built.
+    let listing = reg.list_blocking().unwrap();
+    assert_eq!(listing.nodes.len(), N);
+    assert_eq!(ids(&pool).len(), N);
+}

@@ -5,7 +5,7 @@
 // job is reclaimed. Each API test runs on the embedded backend and on a private redis-server.
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { spawn } = require('node:child_process')
+const { spawn, execFileSync } = require('node:child_process')
 const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
@@ -27,6 +27,13 @@ async function rejects (p, code, field) {
     if (field) assert.ok(e.message.includes(`invalid ${field}:`), `${field} not named in: ${e.message}`)
     return true
   })
+}
+
+/** `calls` of `cmdstat_<name>` in the server's `INFO commandstats` (0 when never called). */
+function commandCalls (port, name) {
+  const info = execFileSync('redis-cli', ['-p', String(port), 'INFO', 'commandstats'], { encoding: 'utf8' })
+  const m = new RegExp(`^cmdstat_${name}:calls=(\\d+)`, 'm').exec(info)
+  return m ? Number(m[1]) : 0
 }
 
 async function until (fn, what, ms = 10000) {
@@ -181,6 +188,46 @@ for (const kind of ['embedded', 'redis']) {
       assert.equal(s.delayed, 1, JSON.stringify(s))
       assert.equal(s.waiting, 0, JSON.stringify(s))
       assert.equal(s.in_flight, 0)
+    })
+
+    await t.test('ackAndReserve: acks and reserves in one call (one script run on Redis)', async () => {
+      const q = mk().queue
+      await q.enqueueMany('ar', ['a', 'b', { payload: 'c', options: { priority: 'high', maxAttempts: 3, backoff: { kind: 'fixed', delay: 20 } } }, 'd', 'e'], { maxAttempts: 3, backoff: { kind: 'fixed', delay: 20 } })
+      const c = q.consumer('ar')
+      const first = await c.ackAndReserve([], 2, { timeout: 1000 })
+      assert.deepEqual(first.acked, [])
+      assert.deepEqual(first.jobs.map((j) => j.text()), ['c', 'a'])
+      const [j0, j1] = first.jobs
+      assert.equal(j0.priority, 'high')
+      assert.equal(j1.priority, 'normal')
+      assert.equal(j1.queue, 'ar')
+      assert.equal(j1.attempt, 1)
+      assert.equal(j1.maxAttempts, 3)
+      assert.equal(j1.lastError, null)
+      assert.match(j1.id, /^[0-9a-f]{32}$/)
+      assert.ok(Math.abs(j1.enqueuedAt - Date.now()) < 60000)
+      assert.equal(JSON.parse(JSON.stringify(j1)).id, j1.id)
+      await rejects(c.ackAndReserve([j0.receipt, 'garbage'], 2), 'invalid_argument', 'receipts[1]')
+      await rejects(c.ackAndReserve([j0, 7], 2), 'invalid_argument', 'jobs[1]')
+      await rejects(c.ackAndReserve([j0.receipt], 0), 'invalid_argument', 'max')
+      assert.equal((await q.stats('ar')).in_flight, 2)
+      const scripts = () => redis ? commandCalls(redis.port, 'evalsha') + commandCalls(redis.port, 'eval') : 0
+      const before = scripts()
+      const second = await c.ackAndReserve([j0, j1.receipt, j0.receipt], 2, { timeout: 1000 })
+      if (redis) assert.equal(scripts() - before, 1, 'acks and reserve in one script run')
+      assert.deepEqual(second.acked, [true, true, false])
+      assert.deepEqual(second.jobs.map((j) => j.text()), ['b', 'd'])
+      await rejects(j1.ack(), 'conflict')
+      // A failed job comes back with its error, through the same flat batch.
+      assert.equal((await second.jobs[0].fail(new Error('boom'))).outcome, 'retry')
+      const third = await c.ackAndReserve([second.jobs[1]], 5, { timeout: 3000 })
+      assert.deepEqual(third.acked, [true])
+      const texts = third.jobs.map((j) => j.text()).sort()
+      assert.deepEqual(texts, ['e'])
+      const again = await c.reserveMany(5, { timeout: 3000 })
+      assert.deepEqual(again.map((j) => [j.text(), j.attempt, j.lastError]), [['b', 2, 'Error: boom']])
+      assert.deepEqual((await c.ackAndReserve([third.jobs[0], again[0]], 5, { timeout: 0 })).acked, [true, true])
+      assert.deepEqual(await q.stats('ar'), { waiting: 0, in_flight: 0, delayed: 0, dead: 0, oldest_age_ms: null })
     })
 
     await t.test('Worker: concurrency, failures retried, events, close()', async () => {

@@ -81,21 +81,56 @@ function errorText (e) {
   return String(e)
 }
 
+const PRIORITIES = ['high', 'normal', 'low']
+const NO_RECEIPTS = []
+
 /** A reserved job: its data plus ack/fail/extend/release on the consumer that holds it. */
 class Job {
   #c
   #settled = false
-  constructor (consumer, d) {
+  #payload
+  #buf
+  #start
+  #end
+  /**
+   * @internal From a JobData object (`d`), or from slot `k` of a flat batch `b` (see
+   * `batchJobs`) whose payloads are bytes `start..` of `b[1]`: the payload is sliced from the
+   * batch's buffer when it is first read.
+   */
+  constructor (consumer, d, queue, b, k, start) {
     this.#c = consumer
-    this.id = d.id
-    this.queue = d.queue
-    this.payload = d.payload
-    this.attempt = d.attempt
-    this.maxAttempts = d.maxAttempts
-    this.enqueuedAt = d.enqueuedAtMs
-    this.priority = d.priority
-    this.lastError = d.lastError ?? null
-    this.receipt = d.receipt
+    if (d) {
+      this.id = d.id
+      this.queue = d.queue
+      this.#payload = d.payload
+      this.attempt = d.attempt
+      this.maxAttempts = d.maxAttempts
+      this.enqueuedAt = d.enqueuedAtMs
+      this.priority = d.priority
+      this.lastError = d.lastError ?? null
+      this.receipt = d.receipt
+    } else {
+      this.id = b[k]
+      this.queue = queue
+      this.#buf = b[1]
+      this.#start = start
+      this.#end = b[k + 7]
+      this.attempt = b[k + 2]
+      this.maxAttempts = b[k + 3]
+      this.enqueuedAt = b[k + 4]
+      this.priority = PRIORITIES[b[k + 5]]
+      this.lastError = b[k + 6]
+      this.receipt = b[k + 1]
+    }
+  }
+
+  /** The payload, as enqueued (a Buffer). */
+  get payload () {
+    if (this.#payload === undefined) {
+      this.#payload = this.#buf.subarray(this.#start, this.#end)
+      this.#buf = undefined
+    }
+    return this.#payload
   }
 
   /** The payload parsed as JSON. */
@@ -103,6 +138,19 @@ class Job {
   /** The payload as UTF-8 text. */
   text () { return this.payload.toString('utf8') }
   get settled () { return this.#settled }
+  toJSON () {
+    return {
+      id: this.id,
+      queue: this.queue,
+      payload: this.payload,
+      attempt: this.attempt,
+      maxAttempts: this.maxAttempts,
+      enqueuedAt: this.enqueuedAt,
+      priority: this.priority,
+      lastError: this.lastError,
+      receipt: this.receipt
+    }
+  }
   /** @internal (Consumer.ackMany) */
   _markSettled () { this.#settled = true }
 
@@ -118,6 +166,18 @@ class Job {
   async extend () { await promise(() => this.#c.extend(this.receipt)) }
   /** Back to the end of its lane, no attempt used. */
   async release () { this.#settled = true; await promise(() => this.#c.release(this.receipt)) }
+}
+
+/** The jobs of a flat batch from the native `ackAndReserve` (`[acked, payloads, 8 slots per job]`). */
+function batchJobs (consumer, queue, b) {
+  const n = (b.length - 2) / 8
+  const jobs = new Array(n)
+  let start = 0
+  for (let i = 0, k = 2; i < n; i++, k += 8) {
+    jobs[i] = new Job(consumer, null, queue, b, k, start)
+    start = b[k + 7]
+  }
+  return jobs
 }
 
 /** Extends the leases of the jobs in `set` every `every` ms; `onLost(job)` when one is gone. */
@@ -147,8 +207,36 @@ class Consumer {
   }
 
   async reserveMany (max, { timeout = 1000, signal } = {}) {
-    const ds = await this.#withSignal(signal, () => this.#n.reserveMany(num(max, 'max'), num(timeout, 'timeout')))
-    return ds.map((d) => new Job(this.#n, d))
+    return (await this.ackAndReserve(NO_RECEIPTS, max, { timeout, signal })).jobs
+  }
+
+  /**
+   * Acks `jobs` (Jobs or receipts) and reserves up to `max` more: one round trip (and one
+   * script run on Redis) when jobs wait, else the reserve then waits up to `timeout` ms as
+   * `reserveMany` does, the acks already done. Resolves to `{ acked, jobs }` (`acked`: one
+   * boolean per job, as `ackMany`).
+   */
+  async ackAndReserve (jobs, max, { timeout = 1000, signal } = {}) {
+    const receipts = jobs === NO_RECEIPTS ? jobs : this.#receipts(jobs)
+    num(max, 'max')
+    num(timeout, 'timeout')
+    return this._ackAndReserve(receipts, max, timeout, signal)
+  }
+
+  /** @internal receipts already checked */
+  async _ackAndReserve (receipts, max, timeout, signal) {
+    const b = await this.#withSignal(signal, () => this.#n.ackAndReserve(receipts, max, timeout))
+    return { acked: b[0], jobs: batchJobs(this.#n, this.#queue ??= this.#n.queue, b) }
+  }
+
+  #queue
+  #receipts (jobs) {
+    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array of jobs or receipts')
+    return jobs.map((j, i) => {
+      if (j instanceof Job) { j._markSettled(); return j.receipt }
+      if (typeof j === 'string') return j
+      throw invalid(`jobs[${i}]`, 'must be a Job or its receipt')
+    })
   }
 
   async #withSignal (signal, fn) {
@@ -168,14 +256,11 @@ class Consumer {
    * when its lease was gone (what `job.ack()` rejects with `conflict`).
    */
   async ackMany (jobs) {
-    if (!Array.isArray(jobs)) throw invalid('jobs', 'must be an array of jobs or receipts')
-    const receipts = jobs.map((j, i) => {
-      if (j instanceof Job) { j._markSettled(); return j.receipt }
-      if (typeof j === 'string') return j
-      throw invalid(`jobs[${i}]`, 'must be a Job or its receipt')
-    })
-    return promise(() => this.#n.ackMany(receipts))
+    return this._ackMany(this.#receipts(jobs))
   }
+
+  /** @internal receipts already checked */
+  _ackMany (receipts) { return promise(() => this.#n.ackMany(receipts)) }
 
   /** Waiting reserves resolve to null at once, later ones too. */
   stop () { this.#n.stop() }
@@ -299,8 +384,8 @@ class Queue {
             while (!done) {
               if (buffered.length === 0) {
                 if (consumer.isStopped) break
-                const ds = await promise(() => consumer.reserveMany(prefetch, block))
-                for (const d of ds) buffered.push(new Job(consumer, d))
+                const b = await promise(() => consumer.ackAndReserve(NO_RECEIPTS, prefetch, block))
+                for (const job of batchJobs(consumer, queue, b)) buffered.push(job)
                 continue
               }
               const job = buffered.shift()
@@ -321,6 +406,8 @@ class Queue {
   }
 }
 
+function jobReceipt (j) { return j.receipt }
+
 /**
  * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
  * handler acks the job, a rejection fails it (retry with backoff, or dead letter). `signal`
@@ -332,7 +419,8 @@ class Queue {
 class Worker extends EventEmitter {
   #consumer; #handler; #concurrency; #active = 0; #wake = null; #closing = false; #done; #beatStop
   #inFlight = new Set(); #controllers = new Map(); #block; #acks = null; #settling = 0
-  #prefetch; #buffer = []
+  #prefetch; #buffer = []; #flushQueued = false; #running = true; #sleeping = false
+  #calls = 0; #quick = 0; #requested = 0
   constructor (queue, name, handler, { concurrency = 1, prefetch, heartbeat: every, signal, block = 1000 } = {}) {
     super()
     if (!(queue instanceof Queue)) throw invalid('queue', 'must be a clusterkit Queue (ck.queue)')
@@ -371,42 +459,76 @@ class Worker extends EventEmitter {
 
   async #loop () {
     const c = this.#consumer
+    // Room for the jobs that run now and for `prefetch` more, reserved ahead (leased and kept
+    // alive by the heartbeat) so that a freed slot starts its next job at once instead of
+    // waiting for a round trip.
+    const slots = this.#concurrency + this.#prefetch
     try {
       while (!this.#closing) {
-        // Room for the jobs that run now and for `prefetch` more, reserved ahead (leased and
-        // kept alive by the heartbeat) so that a freed slot starts its next job at once
-        // instead of waiting for a round trip.
-        const free = this.#concurrency + this.#prefetch - this.#active - this.#buffer.length
-        if (free <= 0) {
+        const free = slots - this.#active - this.#buffer.length - this.#requested
+        // One reserve at a time. (Measured: a second, non-waiting reserve for half the slots
+        // while one is out, to overlap Redis and this process, cost more CPU per job in
+        // smaller batches than the overlap gained on 2 cores.)
+        const first = this.#calls === 0 && free > 0
+        if (this.#sleeping || !first) {
           await new Promise((resolve) => { this.#wake = resolve })
           // Let the other jobs finishing in this turn of the event loop free their slots too,
           // so that one reserve fetches for all of them (not one round trip per job).
           await new Promise((resolve) => setImmediate(resolve))
           continue
         }
-        let jobs
-        try {
-          jobs = await c.reserveMany(free, { timeout: this.#block })
-        } catch (e) {
-          // Redis down or slow: report it (when someone listens) and try again shortly.
-          if (this.listenerCount('error') > 0) this.emit('error', e)
-          await new Promise((resolve) => setTimeout(resolve, 200).unref())
-          continue
-        }
-        for (const job of jobs) {
-          this.#inFlight.add(job)
-          this.#buffer.push(job)
-        }
-        this.#pump()
+        // The jobs finished since the last reserve are acked by this one: one round trip and
+        // one script run for both (the core's ackAndReserve). A reserve that carries acks
+        // does not wait for jobs (their settlement would wait with it); the next one does.
+        const acks = this.#acks
+        this.#acks = null
+        this.#reserve(c, free, acks === null ? this.#block : 0, acks)
+      }
+      this.#running = false
+      while (this.#calls > 0 || this.#active > 0 || this.#settling > 0) {
+        if (this.#acks !== null) this.#flushAcks()
+        await new Promise((resolve) => { this.#wake = resolve })
       }
       // Reserved jobs that did not start go back with the shutdown below.
       for (const job of this.#buffer) this.#inFlight.delete(job)
       this.#buffer.length = 0
-      while (this.#active > 0 || this.#settling > 0) await new Promise((resolve) => { this.#wake = resolve })
     } finally {
+      this.#running = false
       this.#beatStop()
     }
     return c.shutdown()
+  }
+
+  async #reserve (c, max, timeout, acks) {
+    this.#calls++
+    this.#requested += max
+    if (timeout === 0) this.#quick++
+    let r = null
+    let err = null
+    try {
+      r = await c._ackAndReserve(acks === null ? NO_RECEIPTS : acks.jobs.map(jobReceipt), max, timeout)
+    } catch (e) {
+      err = e
+    }
+    this.#calls--
+    this.#requested -= max
+    if (timeout === 0) this.#quick--
+    if (err !== null) {
+      if (acks !== null) this.#acked(acks, null, err)
+      // Redis down or slow: report it (when someone listens) and try again shortly.
+      if (this.listenerCount('error') > 0) this.emit('error', err)
+      this.#sleeping = true
+      setTimeout(() => { this.#sleeping = false; this.#signal() }, 200).unref()
+    } else {
+      if (acks !== null) this.#acked(acks, r.acked, null)
+      for (const job of r.jobs) {
+        this.#inFlight.add(job)
+        this.#buffer.push(job)
+      }
+      this.#pump()
+    }
+    this.#signal()
+    if (this.#acks !== null) this.#checkAcks()
   }
 
   #pump () {
@@ -415,46 +537,73 @@ class Worker extends EventEmitter {
     }
   }
 
-  async #run (job) {
+  #run (job) {
     this.#active++
     const ac = new AbortController()
     this.#controllers.set(job, ac)
-    let result
-    let failed = null
+    let p
     try {
-      result = await this.#handler(job, ac.signal)
+      p = this.#handler(job, ac.signal)
     } catch (e) {
-      failed = e ?? new Error('handler rejected')
+      p = Promise.reject(e)
     }
-    // The handler is done: its slot is free now, while the job is being settled, so the next
-    // reserve goes out together with this ack (close() still waits for every settlement).
-    const settled = failed === null ? this.#ack(job) : job.fail(failed)
+    Promise.resolve(p).then((result) => this.#finish(job, null, result), (e) => this.#finish(job, e ?? new Error('handler rejected')))
+  }
+
+  // The handler is done: its slot is free now, while the job is being settled, so the next
+  // reserve goes out together with this ack (close() still waits for every settlement).
+  #finish (job, failed, result) {
     this.#inFlight.delete(job)
     this.#controllers.delete(job)
     this.#active--
     this.#settling++
-    this.#pump()
-    this.#signal()
-    try {
-      const outcome = await settled
-      if (failed === null) {
-        this.completed++
-        this.emit('completed', job, result)
-      } else {
+    if (failed === null) {
+      job._markSettled()
+      if (this.#acks === null) this.#acks = { jobs: [], results: [] }
+      this.#acks.jobs.push(job)
+      this.#acks.results.push(result)
+      this.#checkAcks()
+    } else {
+      job.fail(failed).then((outcome) => {
         this.failed++
         this.emit('failed', job, failed, outcome)
-      }
-    } catch (e) {
-      if (e && e.code === 'conflict') {
-        this.lost++
-        this.emit('lost', job)
-      } else if (this.listenerCount('error') > 0) {
-        this.emit('error', e)
-      }
-    } finally {
-      this.#settling--
-      this.#signal()
+      }, (e) => this.#settleError(job, e)).finally(() => {
+        this.#settling--
+        this.#signal()
+      })
     }
+    this.#pump()
+    this.#signal()
+  }
+
+  #settleError (job, e) {
+    if (e && e.code === 'conflict') {
+      this.lost++
+      this.emit('lost', job)
+    } else if (this.listenerCount('error') > 0) {
+      this.emit('error', e)
+    }
+  }
+
+  // A batch of acks came back: `acked[i]` per job, or `err` for the whole batch.
+  #acked (batch, acked, err) {
+    const { jobs, results } = batch
+    for (let i = 0; i < jobs.length; i++) {
+      try {
+        if (err) this.#settleError(jobs[i], err)
+        else if (acked[i]) {
+          this.completed++
+          this.emit('completed', jobs[i], results[i])
+        } else {
+          this.#settleError(jobs[i], new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
+        }
+      } catch (e) {
+        // A throwing listener must not leave the other jobs unsettled: reported as an error.
+        if (this.listenerCount('error') > 0) this.emit('error', e)
+      }
+    }
+    this.#settling -= jobs.length
+    this.#signal()
   }
 
   #signal () {
@@ -463,33 +612,35 @@ class Worker extends EventEmitter {
     if (w) w()
   }
 
-  // Jobs that finish in one turn of the event loop are acked together: one round trip and one
-  // script run for all of them (the core's ackMany).
-  #ack (job) {
-    job._markSettled()
-    return new Promise((resolve, reject) => {
-      if (this.#acks === null) {
-        this.#acks = []
-        setImmediate(() => this.#flushAcks())
-      }
-      this.#acks.push({ job, resolve, reject })
+  // Jobs that finish in one turn of the event loop are acked together (#finish, #checkAcks).
+
+  // After this turn of the event loop: when a reserve that does not wait is out (its return
+  // sends the next one, with these acks) or the loop is about to send one, the acks go with
+  // it; otherwise (the loop waits for jobs on a blocking read, sleeps after an error, or has
+  // ended) they go on their own.
+  #checkAcks () {
+    if (this.#flushQueued) return
+    this.#flushQueued = true
+    setImmediate(() => {
+      this.#flushQueued = false
+      if (this.#acks === null) return
+      const taken = this.#quick > 0 || (this.#running && this.#calls === 0 && !this.#sleeping)
+      if (!taken) this.#flushAcks()
     })
   }
 
   async #flushAcks () {
     const batch = this.#acks
     this.#acks = null
+    if (batch === null) return
     let acked
     try {
-      acked = await this.#consumer.ackMany(batch.map((b) => b.job.receipt))
+      acked = await this.#consumer._ackMany(batch.jobs.map(jobReceipt))
     } catch (e) {
-      for (const b of batch) b.reject(e)
+      this.#acked(batch, null, e)
       return
     }
-    batch.forEach((b, i) => {
-      if (acked[i]) b.resolve()
-      else b.reject(new ClusterkitError('conflict', 'ack: the lease is gone (expired and reclaimed, or already settled)'))
-    })
+    this.#acked(batch, acked, null)
   }
 
   /** Stops taking jobs, waits for those in progress, returns what is still leased; resolves to that count. */

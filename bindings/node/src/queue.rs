@@ -6,8 +6,8 @@
 use clusterkit::queue::{
     Consumer as CoreConsumer, EnqueueOptions, FailOutcome, Job as CoreJob, NewJobSpec, TaskQueue,
 };
-use napi::bindgen_prelude::{Buffer, Either};
-use napi::{Env, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, ToNapiValue};
+use napi::{sys, Env, Unknown};
 use napi_derive::napi;
 
 use crate::cache::bytes;
@@ -45,6 +45,84 @@ fn job_data(j: CoreJob) -> JobData {
         queue: j.queue,
         id: j.id,
     }
+}
+
+/// A JavaScript value built on the JavaScript thread (returned as it is).
+struct Raw(sys::napi_value);
+
+impl ToNapiValue for Raw {
+    unsafe fn to_napi_value(_env: sys::napi_env, v: Self) -> napi::Result<sys::napi_value> {
+        Ok(v.0)
+    }
+}
+
+/// Slots per job in [`flat_batch`].
+const SLOTS: usize = 8;
+
+/// The acks' results and a batch of jobs in the shape lib/queue.js reads without copying:
+/// `[acked (boolean[]), payloads (one Buffer, all payloads back to back), then per job
+/// id, receipt, attempt, maxAttempts, enqueuedAtMs, priority index (0 high .. 2 low),
+/// lastError (string or null), end offset of its payload]`. One array and one buffer per
+/// batch instead of an object with nine named properties and a buffer per job.
+fn flat_batch(env: Env, acked: &[bool], jobs: Vec<CoreJob>) -> napi::Result<Raw> {
+    let raw = env.raw();
+    let mut total = 0;
+    for j in &jobs {
+        total += j.payload.len();
+    }
+    let mut all = Vec::with_capacity(total);
+    for j in &jobs {
+        all.extend_from_slice(&j.payload);
+    }
+    let mut arr = std::ptr::null_mut();
+    // SAFETY: napi calls on the JavaScript thread (call_js or the inline path) with valid
+    // out-pointers; every value is set into `arr` before the next allocation can collect it
+    // (napi values live until the callback returns).
+    unsafe {
+        napi::check_status!(sys::napi_create_array_with_length(
+            raw,
+            2 + SLOTS * jobs.len(),
+            &mut arr
+        ))?;
+        let mut a = std::ptr::null_mut();
+        napi::check_status!(sys::napi_create_array_with_length(raw, acked.len(), &mut a))?;
+        for (i, &ok) in acked.iter().enumerate() {
+            let mut b = std::ptr::null_mut();
+            napi::check_status!(sys::napi_get_boolean(raw, ok, &mut b))?;
+            napi::check_status!(sys::napi_set_element(raw, a, i as u32, b))?;
+        }
+        napi::check_status!(sys::napi_set_element(raw, arr, 0, a))?;
+        let mut buf = std::ptr::null_mut();
+        let mut data = std::ptr::null_mut();
+        napi::check_status!(sys::napi_create_buffer_copy(
+            raw,
+            all.len(),
+            all.as_ptr().cast(),
+            &mut data,
+            &mut buf
+        ))?;
+        napi::check_status!(sys::napi_set_element(raw, arr, 1, buf))?;
+        let mut k = 2u32;
+        let mut end = 0usize;
+        for j in jobs {
+            end += j.payload.len();
+            let vals = [
+                String::to_napi_value(raw, j.id)?,
+                String::to_napi_value(raw, j.receipt)?,
+                u32::to_napi_value(raw, j.attempt)?,
+                u32::to_napi_value(raw, j.max_attempts)?,
+                f64::to_napi_value(raw, j.enqueued_at_ms as f64)?,
+                u32::to_napi_value(raw, j.priority.index() as u32)?,
+                Option::<String>::to_napi_value(raw, j.last_error)?,
+                f64::to_napi_value(raw, end as f64)?,
+            ];
+            for v in vals {
+                napi::check_status!(sys::napi_set_element(raw, arr, k, v))?;
+                k += 1;
+            }
+        }
+    }
+    Ok(Raw(arr))
 }
 
 /// A dead-lettered job.
@@ -308,6 +386,28 @@ impl Consumer {
             self.inline,
             async move { c.reserve_many(n, t).await },
             |_, jobs| Ok(jobs.into_iter().map(job_data).collect::<Vec<_>>()),
+        )
+    }
+
+    /// Acks `receipts` and reserves up to `max` jobs (one round trip and one script run on
+    /// Redis when jobs wait), waiting up to `timeoutMs` for the first. Resolves to the flat
+    /// batch lib/queue.js reads (`[acked, payloads, 8 slots per job]`).
+    #[napi(ts_return_type = "Promise<unknown[]>")]
+    pub fn ack_and_reserve<'e>(
+        &self,
+        env: &'e Env,
+        receipts: Vec<String>,
+        max: f64,
+        timeout_ms: f64,
+    ) -> napi::Result<Unknown<'e>> {
+        let t = ms("timeout", timeout_ms)?;
+        let n = limit(max, "max")?;
+        let c = self.inner.clone();
+        spawn(
+            env,
+            self.inline,
+            async move { c.ack_and_reserve(&receipts, n, t).await },
+            |env, (acked, jobs)| flat_batch(env, &acked, jobs),
         )
     }
 

@@ -599,6 +599,23 @@ const uint8_t *ck_reader_value(const struct ck_reader *r);
 int64_t ck_reader_get(struct ck_reader *r, const char *key, size_t key_len);
 
 /**
+ * Reads `count` keys at once into the reader (one call, one copy; the batch read for
+ * languages whose calls and string operations cost per item, like PHP's). `keys` is a key
+ * table of `keys_len` bytes: `count` 4-byte little-endian key lengths, then the keys one
+ * after the other (each 1..4096 bytes). Returns the length (>= 0) of the answer, which is
+ * at ck_reader_data(r) when it is <= the capacity, else at ck_reader_value(r): `count`
+ * 4-byte little-endian value lengths (0xFFFFFFFF for an absent key), then the values one
+ * after the other, in the keys' order (`count` 0: 0, no I/O). Returns minus the ck_status of a failure
+ * (-CK_INVALID_ARGUMENT for NULL `r`, a table whose lengths do not add up to `keys_len`, a
+ * bad key; the backend's errors), with the message in ck_last_error(). Keys are
+ * grouped per node like ck_cache_get_many. Blocks the calling thread for network backends.
+ */
+int64_t ck_reader_get_many(struct ck_reader *r,
+                           const char *keys,
+                           size_t keys_len,
+                           size_t count);
+
+/**
  * Frees a reader. NULL is a no-op; never free twice.
  */
 void ck_reader_free(struct ck_reader *r);

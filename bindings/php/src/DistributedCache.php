@@ -62,6 +62,9 @@ final class DistributedCache implements CacheInterface
     private readonly bool $php;
     private readonly int $defaultTtlMs;
 
+    /** Whether the library has ck_reader_get_many (one call, one copy per batch read). */
+    private readonly bool $readMany;
+
     /**
      * @param ?Serializer $serializer how values are stored (default: PHP's serialize())
      * @param ?int $defaultTtl seconds applied when a TTL of null is given (null/0: no expiry)
@@ -94,6 +97,7 @@ final class DistributedCache implements CacheInterface
         }
         $this->reader = $out;
         $this->readerData = $ffi->ck_reader_data($out);
+        $this->readMany = $lib->has('ck_reader_get_many');
     }
 
     public function __destruct()
@@ -194,17 +198,116 @@ final class DistributedCache implements CacheInterface
      */
     public function getMultiple($keys, $default = null): iterable
     {
-        $list = self::keyList($keys);
-        if ($list === []) {
-            return [];
+        if (!$this->readMany || !\is_array($keys)) {
+            $list = self::keyList($keys);
+            if ($list === []) {
+                return [];
+            }
+            if (!$this->readMany) {
+                $values = $this->getManyRaw($list);
+                $out = [];
+                foreach ($list as $i => $k) {
+                    $raw = $values[$i];
+                    $out[$k] = $raw === null ? $default : $this->decode($raw);
+                }
+                return $out;
+            }
+            $lens = [];
+            foreach ($list as $k) {
+                $lens[] = \strlen($k);
+            }
+        } else {
+            // The hot path, written out: keyList() and checkKey() inlined (a remembered
+            // valid key costs one isset), the key lengths gathered in the same loop.
+            $list = [];
+            $lens = [];
+            foreach ($keys as $k) {
+                if (!\is_string($k) || !isset(self::$validKeys[$k])) {
+                    self::checkKey($k);
+                }
+                $list[] = $k;
+                $lens[] = \strlen($k);
+            }
+            if ($list === []) {
+                return [];
+            }
         }
-        $values = $this->getManyRaw($list);
+        // One FFI call (ck_reader_get_many): a key-length table and the keys in; a
+        // value-length table and the values out, read with one unpack() and one substr()
+        // per value.
+        $count = \count($list);
+        $table = \pack('V*', ...$lens) . \implode('', $list);
+        $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
+        if ($len < 0) {
+            throw $this->cluster->library->error(-$len);
+        }
+        $s = $len <= self::BUFFER_SIZE
+            ? FFI::string($this->readerData, $len)
+            : FFI::string($this->ffi->ck_reader_value($this->reader), $len);
+        $vlens = \unpack('V' . $count, $s);
+        if ($vlens === false || $len < 4 * $count) {
+            throw new Exception\InternalException('ck_reader_get_many answered ' . $len . ' bytes for ' . $count . ' keys');
+        }
+        $off = 4 * $count;
         $out = [];
+        $php = $this->php;
         foreach ($list as $i => $k) {
-            $raw = $values[$i];
-            $out[$k] = $raw === null ? $default : $this->decode($raw);
+            $n = $vlens[$i + 1];
+            if ($n === 0xFFFFFFFF) {
+                $out[$k] = $default;
+                continue;
+            }
+            $raw = \substr($s, $off, $n);
+            $off += $n;
+            // decode(), written out (a method call per value counts here).
+            $c = \ord($raw);
+            if ($c <= 57 && ($c >= 48 || $c === 45)) {
+                $int = (int) $raw;
+                if ((string) $int === $raw) {
+                    $out[$k] = $int;
+                    continue;
+                }
+            }
+            if ($php) {
+                $v = @\unserialize($raw); // bad data: false and a notice; reported below
+                if ($v === false && $raw !== 'b:0;') {
+                    throw new Exception\BackendException('stored value is not a PHP-serialized value (' . $n . ' bytes)');
+                }
+                $out[$k] = $v;
+            } else {
+                $out[$k] = $this->serializer->unserialize($raw);
+            }
         }
         return $out;
+    }
+
+    /**
+     * ck_reader_get_many of a non-empty key list: [the answer, its value lengths (keys 1..n,
+     * 0xFFFFFFFF for an absent key)]; the values follow the 4n-byte length table.
+     *
+     * @param list<string> $list
+     * @return array{0: string, 1: array<int, int>}
+     */
+    private function readMany(array $list): array
+    {
+        $count = \count($list);
+        $lens = [];
+        foreach ($list as $k) {
+            $lens[] = \strlen($k);
+        }
+        $table = \pack('V*', ...$lens) . \implode('', $list);
+        $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
+        if ($len < 0) {
+            throw $this->cluster->library->error(-$len);
+        }
+        $s = $len <= self::BUFFER_SIZE
+            ? FFI::string($this->readerData, $len)
+            : FFI::string($this->ffi->ck_reader_value($this->reader), $len);
+        $vlens = \unpack('V' . $count, $s);
+        if ($vlens === false || $len < 4 * $count) {
+            throw new Exception\InternalException('ck_reader_get_many answered ' . $len . ' bytes for ' . $count . ' keys');
+        }
+        return [$s, $vlens];
     }
 
     public function setMultiple($values, $ttl = null): bool
@@ -377,6 +480,21 @@ final class DistributedCache implements CacheInterface
      */
     public function getManyRaw(array $keys): array
     {
+        if ($this->readMany && $keys !== []) {
+            $list = \array_values($keys);
+            [$s, $lens] = $this->readMany($list);
+            $off = 4 * \count($list);
+            $values = [];
+            foreach ($lens as $n) {
+                if ($n === 0xFFFFFFFF) {
+                    $values[] = null;
+                    continue;
+                }
+                $values[] = \substr($s, $off, $n);
+                $off += $n;
+            }
+            return $values;
+        }
         $packed = Library::pack($keys);
         $status = $this->ffi->ck_cache_get_many($this->dep, $packed, \strlen($packed), $this->big);
         if ($status !== 0) {

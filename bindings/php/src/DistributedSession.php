@@ -34,20 +34,39 @@ final class DistributedSession
     private readonly FFI\CData $data;
     private readonly FFI\CData $len;
 
+    /**
+     * Per FFI instance: the `ck_session*` type and the two out-parameters of
+     * ck_session_get, made once (FFI::new() of a type string parses the C declaration every
+     * time: three parses per request before). The out-parameters are only read right after
+     * the call that fills them, so sessions can share them.
+     *
+     * @var array<int, array{0: FFI\CType, 1: FFI\CData, 2: FFI\CData}>
+     */
+    private static array $types = [];
+
+    /** @return array{0: FFI\CType, 1: FFI\CData, 2: FFI\CData} */
+    private static function types(FFI $ffi): array
+    {
+        return self::$types[\spl_object_id($ffi)] ??= [
+            $ffi->type('ck_session*'),
+            $ffi->new('const uint8_t*[1]'),
+            $ffi->new('size_t[1]'),
+        ];
+    }
+
     private function __construct(private readonly ClusterManager $cluster, FFI\CData $handle, ?Serializer $serializer)
     {
         $this->ffi = $cluster->library->ffi;
         $this->handle = $handle;
         $this->serializer = $serializer ?? new PhpSerializer();
-        $this->data = $this->ffi->new('const uint8_t*[1]');
-        $this->len = $this->ffi->new('size_t[1]');
+        [, $this->data, $this->len] = self::types($this->ffi);
     }
 
     /** A new session with a fresh id; nothing is stored until save(). */
     public static function create(ClusterManager $cluster, ?Serializer $serializer = null): self
     {
         $ffi = $cluster->library->ffi;
-        $out = $ffi->new('ck_session*');
+        $out = $ffi->new(self::types($ffi)[0]);
         $status = $ffi->ck_session_create($cluster->handle, FFI::addr($out));
         if ($status !== 0) {
             throw $cluster->library->error($status);
@@ -64,7 +83,7 @@ final class DistributedSession
     public static function load(ClusterManager $cluster, string $id, bool $lock = false, ?Serializer $serializer = null): ?self
     {
         $ffi = $cluster->library->ffi;
-        $out = $ffi->new('ck_session*');
+        $out = $ffi->new(self::types($ffi)[0]);
         $status = $ffi->ck_session_load($cluster->handle, $id, strlen($id), $lock, FFI::addr($out));
         if ($status === Exception\ClusterkitException::NOT_FOUND) {
             return null;

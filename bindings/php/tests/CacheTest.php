@@ -12,6 +12,7 @@ use Clusterkit\Exception\InvalidArgumentException;
 use Clusterkit\Exception\UnavailableException;
 use Clusterkit\IgbinarySerializer;
 use Clusterkit\JsonSerializer;
+use Clusterkit\Library;
 use Clusterkit\PhpSerializer;
 use Clusterkit\Serializer;
 use PHPUnit\Framework\TestCase;
@@ -241,6 +242,41 @@ final class CacheTest extends TestCase
         $many = $cache->getMultiple(['v' . (3 << 20), 'missing']);
         $this->assertSame(strlen(serialize(random_bytes(3 << 20))), strlen(serialize($many['v' . (3 << 20)])));
         $this->assertNull($many['missing']);
+    }
+
+    /** @dataProvider backends */
+    public function testBatchReadsInOneCall(string $backend): void
+    {
+        $cache = $this->cache($backend);
+        // The library has the one-call batch read (ck_reader_get_many): that path is tested.
+        $this->assertTrue(Library::load()->has('ck_reader_get_many'));
+        // An answer larger than the reader's buffer although every value is small.
+        $values = [];
+        for ($i = 0; $i < 200; $i++) {
+            $values["b$i"] = $i % 3 === 0 ? $i : str_repeat(chr(97 + $i % 26), 1000 + $i);
+        }
+        $this->assertTrue($cache->setMultiple($values));
+        $keys = array_keys($values);
+        array_splice($keys, 100, 0, ['absent1', 'absent2']);
+        $got = $cache->getMultiple($keys, 'dflt');
+        $this->assertSame($keys, array_keys($got), 'in the order asked');
+        $want = [];
+        foreach ($keys as $k) {
+            $want[$k] = $values[$k] ?? 'dflt';
+        }
+        $this->assertSame($want, $got);
+        $this->assertSame(99, $got['b99'], 'integers come back as integers');
+        $raw = $cache->getManyRaw(['b1', 'absent1', 'b3']);
+        $this->assertSame([serialize($values['b1']), null, '3'], $raw);
+        // Bytes that are not a serialized value: BackendException, naming the size only.
+        $cache->setRaw('junk', 'not-serialized-secret');
+        try {
+            $cache->getMultiple(['b1', 'junk']);
+            $this->fail('getMultiple decoded junk');
+        } catch (BackendException $e) {
+            $this->assertStringContainsString('21 bytes', $e->getMessage());
+            $this->assertStringNotContainsString('secret', $e->getMessage());
+        }
     }
 
     /** @dataProvider backends */

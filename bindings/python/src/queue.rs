@@ -380,6 +380,42 @@ impl Consumer {
         aio::spawn(py, async move { c.ack_many(&receipts).await }, py_bools)
     }
 
+    /// Acks `receipts` and reserves up to `max` jobs: one round trip (one script run on
+    /// Redis) when jobs wait; else the reserve then waits up to `timeout`, the acks done.
+    /// `(acked, jobs)`.
+    fn ack_and_reserve(
+        &self,
+        py: Python<'_>,
+        receipts: Vec<String>,
+        max: i64,
+        timeout: &Bound<'_, PyAny>,
+    ) -> PyResult<(Vec<bool>, Vec<Job>)> {
+        let t = seconds_arg(timeout, "timeout")?;
+        let max = max_arg(max)?;
+        let (acked, jobs) = run(py, self.c.ack_and_reserve(&receipts, max, t))?;
+        Ok((acked, jobs.into_iter().map(|job| Job { job }).collect()))
+    }
+
+    fn ack_and_reserve_async<'py>(
+        &self,
+        py: Python<'py>,
+        receipts: Vec<String>,
+        max: i64,
+        timeout: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let t = seconds_arg(timeout, "timeout")?;
+        let max = max_arg(max)?;
+        let c = self.c.clone();
+        aio::spawn(
+            py,
+            async move { c.ack_and_reserve(&receipts, max, t).await },
+            |py, (acked, jobs)| {
+                let t = pyo3::types::PyTuple::new(py, [py_bools(py, acked)?, py_jobs(py, jobs)?])?;
+                Ok(t.into_any().unbind())
+            },
+        )
+    }
+
     /// `{"outcome": "retry", "at_ms": ..., "attempt": ...}` or `{"outcome": "dead"}`.
     fn fail(&self, py: Python<'_>, receipt: &str, error: &str) -> PyResult<Py<PyAny>> {
         let o = run(py, self.c.fail(receipt, error))?;

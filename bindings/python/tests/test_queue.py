@@ -15,7 +15,7 @@ import textwrap
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
@@ -103,6 +103,32 @@ def test_enqueue_many_priorities_and_str_payloads(ck: clusterkit.Clusterkit) -> 
         return await ac.ack_many(jobs + [jobs[0]])
 
     assert asyncio.run(batch()) == [True, True, False]
+
+
+def test_ack_and_reserve(ck: clusterkit.Clusterkit) -> None:
+    q = ck.queue
+    q.enqueue_many("ar", [b"a", b"b", b"c"])
+    c = q.consumer("ar")
+    acked, got = c.ack_and_reserve([], 2, 2)
+    assert acked == [] and [j.payload for j in got] == [b"a", b"b"]
+    with pytest.raises(clusterkit.InvalidArgumentError, match=r"receipts\[1\]"):
+        c.ack_and_reserve([got[0].receipt, "garbage"], 2, 0)
+    with pytest.raises(clusterkit.InvalidArgumentError, match="max"):
+        c.ack_and_reserve([got[0]], 0, 0)
+    assert q.stats("ar")["in_flight"] == 2
+    # The acks (one repeated: acked once) and the next reserve in one call.
+    acked, more = c.ack_and_reserve([got[0], got[1].receipt, got[0]], 5, 2)
+    assert acked == [True, True, False] and [j.payload for j in more] == [b"c"]
+    with pytest.raises(clusterkit.ConflictError):
+        c.ack(got[1])
+
+    async def run() -> Tuple[List[bool], int]:
+        ac = ck.aio.queue.consumer("ar")
+        acked, none = await ac.ack_and_reserve(more, 5, 0)
+        return acked, len(none)
+
+    assert asyncio.run(run()) == ([True], 0)
+    assert q.stats("ar") == {"waiting": 0, "in_flight": 0, "delayed": 0, "dead": 0, "oldest_age_ms": None}
 
 
 def test_delay_and_run_at(ck: clusterkit.Clusterkit) -> None:

@@ -22,6 +22,7 @@ pub(crate) mod distributed;
 mod memory;
 pub(crate) mod redis;
 pub(crate) mod redis_cluster;
+pub(crate) mod resp;
 
 use std::fmt;
 use std::future::Future;

@@ -270,6 +270,11 @@ pub(crate) struct SyncPool {
     idle: crate::fork::PerProcess<Arc<crate::fork::Mutex<Vec<redis::Connection>>>>,
     /// A connection was lost: the next one counts as a reconnect (monitoring).
     lost: std::sync::atomic::AtomicBool,
+    /// Where the RESP connections of the batch read go ([`crate::cache::resp`]); `None` for
+    /// targets only redis-rs serves (TLS).
+    raw: Option<crate::cache::resp::RawSpec>,
+    /// This process's idle RESP connections (like `idle`).
+    raw_idle: crate::fork::PerProcess<Arc<crate::fork::Mutex<Vec<crate::cache::resp::RawConn>>>>,
 }
 
 /// Idle synchronous connections kept per server: one per concurrent blocking caller is kept
@@ -279,11 +284,18 @@ const SYNC_IDLE_MAX: usize = 128;
 impl SyncPool {
     /// A pool of connections made by `client` (credentials, db and TLS already applied).
     pub(crate) fn new(client: Client, options: &RedisOptions) -> Result<SyncPool> {
+        let raw = crate::cache::resp::RawSpec::from_client(
+            &client,
+            options.connect_timeout,
+            options.response_timeout,
+        );
         Ok(SyncPool {
             client,
             options: options.clone(),
             idle: crate::fork::PerProcess::new(),
             lost: Default::default(),
+            raw,
+            raw_idle: crate::fork::PerProcess::new(),
         })
     }
 
@@ -335,6 +347,71 @@ impl SyncPool {
         let mut idle = idle.lock();
         if idle.len() < SYNC_IDLE_MAX {
             idle.push(c);
+        }
+    }
+
+    /// Whether [`SyncPool::with_raw`] can serve this server (plain TCP or Unix, RESP2).
+    pub(crate) fn has_raw(&self) -> bool {
+        self.raw.is_some()
+    }
+
+    /// Runs `f` on one of the RESP connections of [`crate::cache::resp`] (fails with
+    /// `internal` when [`SyncPool::has_raw`] is false); failures are handled like
+    /// [`SyncPool::with`]'s.
+    pub(crate) fn with_raw<T>(
+        &self,
+        address: &str,
+        f: impl FnOnce(&mut crate::cache::resp::RawConn) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let Some(spec) = &self.raw else {
+            return Err(Error::Internal(format!(
+                "{address}: no RESP connection for this target"
+            )));
+        };
+        let idle = self.raw_idle.get_or_try_init(|| Ok(Arc::default()))?;
+        let popped = idle.lock().pop();
+        let mut c = match popped {
+            Some(c) => c,
+            None => {
+                let r = &crate::metrics::counters::REDIS;
+                let c = spec.connect().map_err(|e| {
+                    r.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "clusterkit::connection", address, "Redis connection attempt failed");
+                    map_err(e, address)
+                })?;
+                r.connections.fetch_add(1, Ordering::Relaxed);
+                if self.lost.swap(false, Ordering::Relaxed) {
+                    r.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(target: "clusterkit::connection", address, "Redis reconnected");
+                }
+                c
+            }
+        };
+        match f(&mut c) {
+            Ok(v) => {
+                let mut idle = idle.lock();
+                if idle.len() < SYNC_IDLE_MAX {
+                    idle.push(c);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    self.raw_idle.update(|idle| idle.lock().clear());
+                    self.idle.update(|idle| idle.lock().clear());
+                    self.lost.store(true, Ordering::Relaxed);
+                    tracing::warn!(target: "clusterkit::connection", address, "Redis connection lost");
+                } else if !(e.is_timeout()
+                    || e.is_unrecoverable_error()
+                    || e.kind() == redis::ErrorKind::Parse)
+                {
+                    let mut idle = idle.lock();
+                    if idle.len() < SYNC_IDLE_MAX {
+                        idle.push(c);
+                    }
+                }
+                Err(map_err(e, address))
+            }
         }
     }
 
@@ -439,6 +516,9 @@ impl RedisConn {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         if let Some(pool) = self.inline() {
+            if pool.has_raw() {
+                return pool.with_raw(&self.address, |c| cmd.query(c));
+            }
             return pool.with(&self.address, |c| cmd.query(c));
         }
         let mut c = self.conn.get()?;
@@ -456,10 +536,30 @@ impl RedisConn {
     ) -> Result<T> {
         let inv = invocation(script, keys, args);
         if let Some(pool) = self.inline() {
+            if pool.has_raw() {
+                return pool.with_raw(&self.address, |c| inv.invoke(c));
+            }
             return pool.with(&self.address, |c| inv.invoke(c));
         }
         let mut c = self.conn.get()?;
         inv.invoke_async(&mut c)
+            .await
+            .map_err(|e| map_err(e, &self.address))
+    }
+
+    /// Runs a pipeline (one round trip), on the blocking caller's own connection when it may.
+    pub(crate) async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        if let Some(pool) = self.inline() {
+            if pool.has_raw() {
+                return pool.with_raw(&self.address, |c| pipe.query(c));
+            }
+            return pool.with(&self.address, |c| pipe.query(c));
+        }
+        let mut c = self.conn.get()?;
+        pipe.query_async(&mut c)
             .await
             .map_err(|e| map_err(e, &self.address))
     }
@@ -509,7 +609,12 @@ impl RedisConn {
 
     pub(crate) async fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Bytes>>> {
         let mut out = Vec::with_capacity(keys.len());
-        if keys.len() <= self.chunk {
+        if let Some(pool) = self.inline().filter(|p| p.has_raw()) {
+            // The blocking caller's thread: RESP connection, values as slices of one buffer.
+            for chunk in keys.chunks(self.chunk) {
+                out.extend(pool.with_raw(&self.address, |c| c.mget(chunk))?);
+            }
+        } else if keys.len() <= self.chunk {
             let v: Vec<Option<Vec<u8>>> = self.query(redis::cmd("MGET").arg(keys)).await?;
             out.extend(v.into_iter().map(|x| x.map(Bytes::from)));
         } else {

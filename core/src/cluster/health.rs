@@ -11,7 +11,8 @@
 //! Checks run on the core's shared runtime ([`crate::blocking::runtime`]) in one supervisor
 //! task per cluster, never on a pick's path, and stop when the cluster is dropped.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -488,11 +489,63 @@ fn jittered(interval: Duration, jitter: f64) -> Duration {
     interval.mul_f64(1.0 + jitter * (2.0 * r - 1.0))
 }
 
+/// Brings the supervisor's per-node states in line with a new snapshot: drops nodes that left
+/// or lost their check, adds new ones with a first check spread over the interval. O(N), run
+/// only when the snapshot changed (a membership or health change rebuilds it anyway).
+fn reconcile(
+    snap: &crate::cluster::Snapshot,
+    states: &mut HashMap<Arc<str>, NodeCheck>,
+    due: &mut BinaryHeap<Reverse<(Instant, Arc<str>)>>,
+    now: Instant,
+) {
+    states.retain(|id, _| snap.by_id.contains_key(id) && snap.health.check_for(id).is_some());
+    for m in &snap.members {
+        let id = m.node.id();
+        if states.contains_key(id) {
+            continue;
+        }
+        let Some(check) = snap.health.check_for(id) else {
+            continue;
+        };
+        // Spread first checks over one interval.
+        let first = now
+            + check.interval.mul_f64(
+                crate::rng::next_u64() as f64 / u64::MAX as f64 * check.jitter.max(0.05) * 2.0,
+            );
+        let id: Arc<str> = Arc::from(id);
+        states.insert(
+            id.clone(),
+            NodeCheck {
+                successes: 0,
+                failures: 0,
+                next_due: first,
+                running: false,
+            },
+        );
+        due.push(Reverse((first, id)));
+    }
+    // Entries of nodes that left stay in the queue until they come up; rebuild it when they
+    // outnumber the live ones, so it stays O(N).
+    if due.len() > 2 * states.len() + 64 {
+        due.clear();
+        for (id, st) in states.iter() {
+            if !st.running {
+                due.push(Reverse((st.next_due, id.clone())));
+            }
+        }
+    }
+}
+
 /// The supervisor task: runs due checks concurrently, applies rise/fall, and sleeps until the
 /// next check is due or membership changes. Holds only a weak reference to the cluster and
 /// ends when it is dropped or checks are disabled.
+///
+/// Cost per check is O(log N) (issue #18): due checks come from a queue ordered by due time,
+/// and the O(N) walk over the members runs only when the snapshot changed.
 pub(crate) async fn supervise(weak: Weak<Inner>) {
     let mut states: HashMap<Arc<str>, NodeCheck> = HashMap::new();
+    let mut due: BinaryHeap<Reverse<(Instant, Arc<str>)>> = BinaryHeap::new();
+    let mut seen: Option<Arc<crate::cluster::Snapshot>> = None;
     let mut running: JoinSet<(Arc<str>, std::result::Result<(), String>)> = JoinSet::new();
     loop {
         let Some(inner) = weak.upgrade() else { return };
@@ -500,45 +553,44 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
         let snap = cluster.inner.snapshot.load_full();
         let notify = cluster.inner.changed.clone();
         let now = Instant::now();
-        let mut next_wake = now + Duration::from_secs(3600);
-        let mut any = false;
-        states.retain(|id, _| snap.by_id.contains_key(id));
-        for m in &snap.members {
-            let id: Arc<str> = Arc::from(m.node.id());
-            let Some(check) = snap.health.check_for(&id) else {
-                states.remove(&id);
+        if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &snap)) {
+            reconcile(&snap, &mut states, &mut due, now);
+            seen = Some(snap.clone());
+        }
+        while let Some(Reverse((at, _))) = due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, id))) = due.pop() else {
+                break;
+            };
+            // Stale entries: the node left, or was re-added with a new due time.
+            let Some(st) = states.get_mut(&id) else {
                 continue;
             };
-            any = true;
-            let st = states.entry(id.clone()).or_insert_with(|| NodeCheck {
-                successes: 0,
-                failures: 0,
-                // Spread first checks over one interval.
-                next_due: now
-                    + check.interval.mul_f64(
-                        crate::rng::next_u64() as f64 / u64::MAX as f64
-                            * check.jitter.max(0.05)
-                            * 2.0,
-                    ),
-                running: false,
-            });
-            if st.running {
+            if st.running || st.next_due != at {
                 continue;
             }
-            if st.next_due <= now {
-                st.running = true;
-                let node = m.node.clone();
-                let check = check.clone();
-                let id = id.clone();
-                running.spawn(crate::fork::gated(async move {
-                    let r = run_check(&node, &check).await;
-                    (id, r)
-                }));
-            } else {
-                next_wake = next_wake.min(st.next_due);
-            }
+            let (Some(_), Some(&i)) = (snap.health.check_for(&id), snap.by_id.get(&id)) else {
+                continue;
+            };
+            st.running = true;
+            let node = snap.members[i].node.clone();
+            let health = snap.health.clone();
+            running.spawn(crate::fork::gated(async move {
+                let r = match health.check_for(&id) {
+                    Some(check) => run_check(&node, check).await,
+                    // Not reached: these same (immutable) options had a check for the id.
+                    None => Err("no check configured".to_string()),
+                };
+                (id, r)
+            }));
         }
-        if !any && running.is_empty() {
+        let next_wake = due
+            .peek()
+            .map(|Reverse((at, _))| *at)
+            .unwrap_or(now + Duration::from_secs(3600));
+        if states.is_empty() && running.is_empty() {
             // Dropping the supervisor's own handle would abort this task at its end: fine.
             let own = cluster.inner.supervisor.lock().take();
             drop(own);
@@ -553,10 +605,12 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
                 let Some(inner) = weak.upgrade() else { return };
                 let cluster = Cluster { inner };
                 let snap = cluster.inner.snapshot.load_full();
-                let Some(check) = snap.health.check_for(&id).cloned() else { continue };
                 let Some(st) = states.get_mut(&id) else { continue };
                 st.running = false;
+                let health = snap.health.clone();
+                let Some(check) = health.check_for(&id) else { continue };
                 st.next_due = Instant::now() + jittered(check.interval, check.jitter);
+                due.push(Reverse((st.next_due, id.clone())));
                 let failing = snap.by_id.get(&id).map(|&i| snap.members[i].check_failing).unwrap_or(false);
                 let counters = &cluster.inner.counters;
                 counters.checks.fetch_add(1, Ordering::Relaxed);

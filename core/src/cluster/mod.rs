@@ -992,8 +992,13 @@ impl Cluster {
             });
             let now = Instant::now();
             let first = members.is_empty();
+            // Index of the kept members by id: one hash lookup per listed node, not a scan
+            // (a sync of N nodes is O(N), issue #18).
+            let held: Vec<Arc<Node>> = members.iter().map(|m| m.node.clone()).collect();
+            let index: HashMap<&str, usize> =
+                held.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
             for n in &nodes {
-                match members.iter_mut().find(|m| m.node.id() == n.id()) {
+                match index.get(n.id()).map(|&i| &mut members[i]) {
                     Some(m) if *m.node != *n => {
                         let new = Arc::new(n.clone());
                         events.push(ClusterEvent::Updated {

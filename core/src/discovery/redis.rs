@@ -16,9 +16,11 @@
 //! A [`Registration`] writes its node key and set entry atomically (one Lua script) and
 //! refreshes the TTL every heartbeat interval, re-creating the entry if it vanished (a Redis
 //! restart without persistence, a failover to a replica that never saw it). A watcher
-//! ([`RedisRegistry::watch`]) re-reads the whole listing every heartbeat interval, and sooner
-//! when a notification arrives, and applies it with [`Cluster::sync`]. Pub/sub is only a hint:
-//! the periodic full read is the source of truth. See `docs/discovery.md` for the guarantees.
+//! ([`RedisRegistry::watch`]) re-reads the whole listing every heartbeat interval and applies
+//! it with [`Cluster::sync`]; between those reads, a notification naming a node reads that
+//! node's key only (a join or a leave costs one `MGET`, not a read of all N entries), and a
+//! (re)subscription or a burst of more than 64 notifications takes a full read at once.
+//! Pub/sub is only a hint: the periodic full read is the source of truth. See `docs/discovery.md` for the guarantees.
 //!
 //! ```no_run
 //! use clusterkit::discovery::{RedisRegistry, RegistryOptions};
@@ -856,6 +858,49 @@ async fn read(shared: &Shared) -> Result<(Listing, String)> {
     Ok((listing, epoch))
 }
 
+/// Most ids a watcher reads one by one after notifications; more at once take a full read.
+const MAX_INCREMENTAL: usize = 64;
+
+/// Notifications received since the watcher last looked (issue #18: a join or a leave reads
+/// that node's key, not the whole listing).
+#[derive(Default)]
+struct Pending {
+    /// Ids named by `up <id>` / `down <id>` notifications.
+    ids: Vec<String>,
+    /// A full read is due: a (re)subscription (notifications may have been missed), a
+    /// message of another form, or more than [`MAX_INCREMENTAL`] ids.
+    full: bool,
+}
+
+impl Pending {
+    /// Records one notification's payload.
+    fn note(&mut self, payload: Option<&[u8]>) {
+        let id = payload
+            .and_then(|p| p.strip_prefix(b"up ").or_else(|| p.strip_prefix(b"down ")))
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .filter(|id| !id.is_empty());
+        match id {
+            Some(id) if !self.full && self.ids.len() < MAX_INCREMENTAL => {
+                self.ids.push(id.to_string())
+            }
+            _ => {
+                self.full = true;
+                self.ids.clear();
+            }
+        }
+    }
+}
+
+/// Reads the current entries of `ids` (one round trip): `None` for a key that is gone.
+async fn read_ids(shared: &Shared, ids: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    let keys: Vec<String> = ids.iter().map(|id| shared.keys.node(id)).collect();
+    shared
+        .run("reading changed entries", |mut c| async move {
+            redis::cmd("MGET").arg(&keys).query_async(&mut c).await
+        })
+        .await
+}
+
 /// Aborts a task when dropped (the watcher's subscriber dies with the watcher).
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -944,6 +989,62 @@ impl WatchState {
         }
     }
 
+    /// Applies the current entries of a few notified ids (`None`: the key is gone) to the
+    /// applied listing. Redis work is O(ids), not O(N). Returns false if a full read is
+    /// needed instead: an entry that does not parse (the full read reports it) or a sync
+    /// that failed.
+    fn apply_ids(
+        &mut self,
+        cluster: &Cluster,
+        ids: Vec<String>,
+        entries: Vec<Option<Vec<u8>>>,
+    ) -> bool {
+        if ids.len() != entries.len() {
+            return false;
+        }
+        let grace = self.grace_until.is_some_and(|t| Instant::now() < t);
+        let mut changed: HashMap<String, Option<Node>> = HashMap::new();
+        for (id, raw) in ids.into_iter().zip(entries) {
+            match raw {
+                Some(raw) => match parse_entry(&id, &raw) {
+                    Ok(node) => {
+                        changed.insert(id, Some(node));
+                    }
+                    Err(_) => return false,
+                },
+                // While data is lost (grace), a missing key is not a leave.
+                None if grace => {}
+                None => {
+                    changed.insert(id, None);
+                }
+            }
+        }
+        let known: HashMap<&str, &Node> = self.applied.iter().map(|n| (n.id(), n)).collect();
+        if changed.iter().all(|(id, n)| match n {
+            None => !known.contains_key(id.as_str()),
+            Some(n) => known.get(id.as_str()).is_some_and(|a| *a == n),
+        }) {
+            return true;
+        }
+        drop(known);
+        let mut nodes: Vec<Node> = self
+            .applied
+            .iter()
+            .filter(|n| !changed.contains_key(n.id()))
+            .cloned()
+            .collect();
+        let mut added: Vec<Node> = changed.into_values().flatten().collect();
+        added.sort_by(|a, b| a.id().cmp(b.id()));
+        nodes.extend(added);
+        match cluster.sync(nodes.clone()) {
+            Ok(()) => {
+                self.applied = nodes;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn failed(&mut self, shared: &Shared, cluster: &Cluster, error: &Error) {
         let message = format!(
             "cannot read the listing of service {:?}: {error}; keeping the current {} nodes and retrying",
@@ -966,10 +1067,12 @@ impl WatchState {
 
 async fn watch_loop(shared: Arc<Shared>, cluster: WeakCluster) {
     let notify = Arc::new(Notify::new());
+    let pending = Arc::new(crate::fork::Mutex::new(Pending::default()));
     let _subscriber = AbortOnDrop(
         tokio::spawn(crate::fork::gated(subscriber(
             shared.clone(),
             notify.clone(),
+            pending.clone(),
         )))
         .abort_handle(),
     );
@@ -987,9 +1090,33 @@ async fn watch_loop(shared: Arc<Shared>, cluster: WeakCluster) {
                 state.apply(&shared, &c, listing, epoch);
                 drop(c);
                 backoff = MIN_BACKOFF.min(max_backoff);
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = notify.notified() => {}
+                // Until the next periodic full read: notifications naming a few ids read
+                // those keys only (one round trip); anything else ends the wait early.
+                let next_full = tokio::time::Instant::now() + interval;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next_full) => break,
+                        _ = notify.notified() => {}
+                    }
+                    let batch = std::mem::take(&mut *pending.lock());
+                    if batch.full {
+                        break;
+                    }
+                    let mut ids = batch.ids;
+                    ids.sort_unstable();
+                    ids.dedup();
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let Ok(entries) = read_ids(&shared, &ids).await else {
+                        break;
+                    };
+                    let Some(c) = cluster.upgrade() else {
+                        return;
+                    };
+                    if !state.apply_ids(&c, ids, entries) {
+                        break;
+                    }
                 }
             }
             Err(e) => {
@@ -1004,7 +1131,11 @@ async fn watch_loop(shared: Arc<Shared>, cluster: WeakCluster) {
 
 /// Keeps a RESP3 connection subscribed to the channel and wakes the watcher on every
 /// notification and after every (re)subscription. Reconnects with a backoff of at most 1 s.
-async fn subscriber(shared: Arc<Shared>, notify: Arc<Notify>) {
+async fn subscriber(
+    shared: Arc<Shared>,
+    notify: Arc<Notify>,
+    pending: Arc<crate::fork::Mutex<Pending>>,
+) {
     let options = &shared.options;
     let deadline = options.connect_timeout + options.response_timeout + SLACK;
     let mut backoff = MIN_BACKOFF;
@@ -1022,10 +1153,14 @@ async fn subscriber(shared: Arc<Shared>, notify: Arc<Notify>) {
         if let Ok(Ok(conn)) = tokio::time::timeout(deadline, connect).await {
             backoff = MIN_BACKOFF;
             // Notifications may have been missed while unsubscribed: re-read now.
+            pending.lock().full = true;
             notify.notify_one();
             while let Some(push) = rx.recv().await {
                 match push.kind {
-                    PushKind::Message => notify.notify_one(),
+                    PushKind::Message => {
+                        pending.lock().note(push.data.get(1).and_then(bytes_of));
+                        notify.notify_one();
+                    }
                     PushKind::Disconnection => break,
                     _ => {}
                 }

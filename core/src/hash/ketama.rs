@@ -33,10 +33,21 @@ pub struct KetamaServer<'a> {
 }
 
 /// A built continuum: sorted point values and the index of the server owning each point.
+///
+/// Lookups do not binary-search the whole ring: `buckets` splits the hash space into
+/// `2^bits` equal ranges and holds, for each, the position of its first point, so a lookup
+/// reads one bucket entry and scans the few points of its range (about two on average, the
+/// bucket count being the power of two at or just below half the point count). The ring's
+/// placement is unchanged; the index is only a faster way to find the same position.
 #[derive(Debug, Clone, Default)]
 pub struct KetamaRing {
     values: Vec<u32>,
     owners: Vec<u32>,
+    /// `buckets[b]` = first position whose value is `>= b << (32 - bits)`; one extra entry
+    /// at the end holds `values.len()`. Empty for an empty ring.
+    buckets: Vec<u32>,
+    /// log2 of the bucket count (0 for an empty ring).
+    bits: u32,
     servers: u32,
 }
 
@@ -96,6 +107,32 @@ fn radix_sort_by_high_word(points: &mut Vec<u64>) {
     }
 }
 
+/// The bucket index of sorted `values` (see [`KetamaRing`]): `2^bits` buckets, `bits` the
+/// largest with `2^bits <= len / 2` (at least one bucket), and one closing entry.
+fn bucket_index(values: &[u32]) -> (Vec<u32>, u32) {
+    if values.is_empty() {
+        return (Vec::new(), 0);
+    }
+    let half = (values.len() / 2).max(1);
+    let bits = (usize::BITS - 1 - half.leading_zeros()).min(24);
+    let count = 1usize << bits;
+    let mut buckets = Vec::with_capacity(count + 1);
+    let mut pos = 0usize;
+    for b in 0..count {
+        let start = if bits == 0 {
+            0u64
+        } else {
+            (b as u64) << (32 - bits)
+        };
+        while pos < values.len() && (values[pos] as u64) < start {
+            pos += 1;
+        }
+        buckets.push(pos as u32);
+    }
+    buckets.push(values.len() as u32);
+    (buckets, bits)
+}
+
 impl KetamaRing {
     /// Builds the continuum for `servers` (index `i` of the slice is the owner id returned by
     /// lookups). An empty slice gives an empty ring.
@@ -136,9 +173,13 @@ impl KetamaRing {
             }
         }
         radix_sort_by_high_word(&mut points);
+        let values: Vec<u32> = points.iter().map(|p| (p >> 32) as u32).collect();
+        let (buckets, bits) = bucket_index(&values);
         KetamaRing {
-            values: points.iter().map(|p| (p >> 32) as u32).collect(),
+            values,
             owners: points.iter().map(|p| *p as u32).collect(),
+            buckets,
+            bits,
             servers: live,
         }
     }
@@ -160,7 +201,19 @@ impl KetamaRing {
         if self.values.is_empty() {
             return None;
         }
-        let pos = self.values.partition_point(|&v| v < hash);
+        // Bucket `b` covers hashes [b << shift, (b + 1) << shift): the answer lies between
+        // its first position and the next bucket's (inclusive), as values are sorted.
+        let b = if self.bits == 0 {
+            0
+        } else {
+            (hash >> (32 - self.bits)) as usize
+        };
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.values.len()),
+        };
+        let span = self.values.get(lo..hi).unwrap_or(&[]);
+        let pos = lo + span.partition_point(|&v| v < hash);
         Some(if pos == self.values.len() { 0 } else { pos })
     }
 
@@ -211,15 +264,56 @@ impl KetamaRing {
         }
     }
 
-    /// Bytes of heap memory held by the ring.
+    /// Bytes of heap memory held by the ring (points, owners and the bucket index).
     pub fn memory_bytes(&self) -> usize {
-        (self.values.capacity() + self.owners.capacity()) * std::mem::size_of::<u32>()
+        (self.values.capacity() + self.owners.capacity() + self.buckets.capacity())
+            * std::mem::size_of::<u32>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bucket index finds exactly the position a binary search over the whole ring finds,
+    /// for every point value, its neighbours, the ends of the hash space and random hashes.
+    #[test]
+    fn bucket_index_agrees_with_a_full_binary_search() {
+        let hosts: Vec<String> = (0..300)
+            .map(|i| format!("10.0.{}.{}", i / 250, i % 250))
+            .collect();
+        for n in [1usize, 2, 3, 7, 100, 300] {
+            let servers: Vec<KetamaServer<'_>> = hosts[..n]
+                .iter()
+                .enumerate()
+                .map(|(i, h)| KetamaServer {
+                    host: h,
+                    port: 11211 + (i % 3) as u16,
+                    weight: 1 + (i % 5) as u32,
+                })
+                .collect();
+            let ring = KetamaRing::build(&servers);
+            assert!(ring.bits == 0 || (1usize << ring.bits) <= ring.len() / 2);
+            let reference = |h: u32| {
+                let p = ring.values.partition_point(|&v| v < h);
+                if p == ring.values.len() {
+                    0
+                } else {
+                    p
+                }
+            };
+            let mut hashes = vec![0u32, 1, u32::MAX, u32::MAX - 1, 1 << 31];
+            for &v in &ring.values {
+                hashes.extend([v, v.wrapping_sub(1), v.wrapping_add(1)]);
+            }
+            hashes.extend((0..20_000u64).map(|i| crate::hash::mix64(i ^ n as u64) as u32));
+            for h in hashes {
+                assert_eq!(ring.position(h), Some(reference(h)), "n = {n}, hash {h:#x}");
+            }
+        }
+        assert_eq!(KetamaRing::build(&[]).position(7), None);
+        assert_eq!(KetamaRing::default().position(7), None);
+    }
 
     #[test]
     fn equal_weights_give_160_points() {

@@ -33,20 +33,6 @@ pub struct MaglevTable {
     table: Vec<u16>,
 }
 
-/// `base^exp mod m` (m < 2^32).
-fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
-    let mut r = 1u64;
-    base %= m;
-    while exp > 0 {
-        if exp & 1 == 1 {
-            r = r * base % m;
-        }
-        base = base * base % m;
-        exp >>= 1;
-    }
-    r
-}
-
 /// `x mod m` by multiplication (Barrett reduction with a 128-bit product), exact for every
 /// `x < 2^64` and `2 <= m < 2^32`.
 struct Barrett {
@@ -71,6 +57,36 @@ impl Barrett {
         }
         r
     }
+    /// `base^exp mod m`.
+    fn pow(&self, mut base: u64, mut exp: u64) -> u64 {
+        let mut r = 1u64;
+        base = self.rem(base);
+        while exp > 0 {
+            if exp & 1 == 1 {
+                r = self.rem(r * base);
+            }
+            base = self.rem(base * base);
+            exp >>= 1;
+        }
+        r
+    }
+}
+
+/// The clear bits below `m` of an occupancy bitset, in increasing order.
+fn free_slots(taken: &[u64], m: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    for (w, &word) in taken.iter().enumerate() {
+        let base = w as u64 * 64;
+        let mut free = !word;
+        if base + 64 > m {
+            free &= (1u64 << (m - base)) - 1;
+        }
+        while free != 0 {
+            out.push(base + free.trailing_zeros() as u64);
+            free &= free - 1;
+        }
+    }
+    out
 }
 
 /// True if `n` is prime (trial division; table sizes are at most a few million).
@@ -205,10 +221,8 @@ impl MaglevTable {
                     c
                 } else {
                     if empties.is_empty() {
-                        empties = (0..m)
-                            .filter(|&c| taken[(c >> 6) as usize] & (1 << (c & 63)) == 0)
-                            .collect();
-                        inverse = skip.iter().map(|&k| mod_pow(k, m - 2, m)).collect();
+                        empties = free_slots(&taken, m);
+                        inverse = skip.iter().map(|&k| barrett.pow(k, m - 2)).collect();
                     }
                     let (p, inv) = (pos[t], inverse[t]);
                     let mut best = 0;
@@ -285,6 +299,34 @@ impl MaglevTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `base^exp mod m` (m < 2^32).
+    fn mod_pow(mut base: u64, mut exp: u64, m: u64) -> u64 {
+        let mut r = 1u64;
+        base %= m;
+        while exp > 0 {
+            if exp & 1 == 1 {
+                r = r * base % m;
+            }
+            base = base * base % m;
+            exp >>= 1;
+        }
+        r
+    }
+
+    #[test]
+    fn barrett_pow_equals_mod_pow() {
+        for m in [3u64, 65537, 100_003, 1_000_003] {
+            let b = Barrett::new(m);
+            for k in [1u64, 2, 12345 % m, m - 1, m / 3]
+                .into_iter()
+                .filter(|k| k % m != 0)
+            {
+                assert_eq!(b.pow(k, m - 2), mod_pow(k, m - 2, m));
+                assert_eq!(b.rem(b.pow(k, m - 2) * k), 1);
+            }
+        }
+    }
 
     #[test]
     fn barrett_equals_modulo() {
@@ -435,4 +477,47 @@ mod tests {
         let share = c[1] as f64 / 1009.0;
         assert!((share - 0.75).abs() < 0.01, "share {share}");
     }
+
+    /// Pins the placement itself (not just the algorithm): digests of whole tables for fixed
+    /// members, recorded from the plain-probing build before the issue #18 rewrite. A change
+    /// here moves keys between nodes for every deployment and must be deliberate.
+    #[test]
+    fn tables_for_fixed_members_are_pinned() {
+        let mut got = Vec::new();
+        for (n, size, weighted) in [
+            (1usize, 101u32, false),
+            (7, 1009, true),
+            (100, 65537, false),
+            (100, 65537, true),
+            (1000, 100_003, false),
+        ] {
+            let names: Vec<String> = (0..n)
+                .map(|i| format!("10.0.{}.{}:11211", i / 256, i % 256))
+                .collect();
+            let nodes: Vec<_> = names
+                .iter()
+                .enumerate()
+                .map(|(i, x)| MaglevNode {
+                    name: x,
+                    weight: if weighted { 1 + (i as u32 * 7 % 5) } else { 1 },
+                })
+                .collect();
+            let digest = |t: &[u16]| {
+                let bytes: Vec<u8> = t.iter().flat_map(|x| x.to_le_bytes()).collect();
+                xxhash_rust::xxh3::xxh3_64(&bytes)
+            };
+            let t = MaglevTable::build(&nodes, size).unwrap();
+            assert_eq!(digest(&t.table), digest(&reference(&nodes, size)));
+            got.push(digest(&t.table));
+        }
+        assert_eq!(got, PINNED, "{got:#x?}");
+    }
+
+    const PINNED: [u64; 5] = [
+        10561720096717686305,
+        15270274582195088096,
+        3583833782276349322,
+        5848097067365395519,
+        13799762106975944505,
+    ];
 }

@@ -1208,16 +1208,7 @@ impl Consumer {
             }
             ConsumerState::Redis(r) => r.reserve(max, timeout, stop, &i.counters).await?,
         };
-        if !jobs.is_empty() {
-            QueueCounters::add(&i.counters.reserved, jobs.len() as u64);
-            QueueCounters::add(&i.counters.in_flight, jobs.len() as u64);
-            i.counters.reserve_wait.record(started.elapsed());
-        }
-        if reclaimed > 0 {
-            QueueCounters::add(&i.counters.reclaimed, reclaimed);
-            tracing::info!(target: "clusterkit::queue", queue = %i.queue, jobs = reclaimed,
-                "reclaimed jobs whose lease expired");
-        }
+        self.count_reserved(&jobs, reclaimed, started);
         Ok(jobs)
     }
 
@@ -1263,7 +1254,58 @@ impl Consumer {
             ConsumerState::Memory(m) => m.ack_many(&i.queue, &receipts)?,
             ConsumerState::Redis(r) => r.ack_many(&receipts).await?,
         };
-        for &ok in &acked {
+        self.count_acked(&acked);
+        Ok(acked)
+    }
+
+    /// Acks `receipts` and reserves up to `max` jobs, in one round trip and one script run
+    /// on Redis when jobs wait (a worker settling the jobs it finished and fetching the next
+    /// ones, as BullMQ's moveToFinished does); when none waits, the reserve then blocks up to
+    /// `timeout` as [`Consumer::reserve_many`] does, the acks already done. Returns per
+    /// receipt what [`Consumer::ack_many`] returns, and the jobs. `receipts` may be empty.
+    /// A stopped consumer acks and reserves nothing. Fails like both (`receipts[i]`, `max`);
+    /// on a failure the acks may or may not have been done, as with `ack_many`.
+    pub async fn ack_and_reserve<S: AsRef<str>>(
+        &self,
+        receipts: &[S],
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(Vec<bool>, Vec<Job>)> {
+        if max == 0 || max > MAX_BATCH {
+            return Err(Error::invalid(
+                "max",
+                format!("must be between 1 and {MAX_BATCH}, got {max}"),
+            ));
+        }
+        if receipts.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "receipts",
+                format!("at most {MAX_BATCH} per call, got {}", receipts.len()),
+            ));
+        }
+        let i = &self.inner;
+        let ConsumerState::Redis(r) = &i.state else {
+            // Embedded: both are in-process calls already.
+            let acked = self.ack_many(receipts).await?;
+            return Ok((acked, self.reserve_many(max, timeout).await?));
+        };
+        if self.is_stopped() {
+            return Ok((self.ack_many(receipts).await?, Vec::new()));
+        }
+        let receipts: Vec<&str> = receipts.iter().map(AsRef::as_ref).collect();
+        let started = std::time::Instant::now();
+        let stop = self.inner.stop.subscribe();
+        let (acked, jobs, reclaimed) = r
+            .ack_and_reserve(&receipts, max, timeout, stop, &i.counters)
+            .await?;
+        self.count_acked(&acked);
+        self.count_reserved(&jobs, reclaimed, started);
+        Ok((acked, jobs))
+    }
+
+    fn count_acked(&self, acked: &[bool]) {
+        let i = &self.inner;
+        for &ok in acked {
             if ok {
                 i.counters.done();
                 QueueCounters::inc(&i.counters.completed);
@@ -1272,7 +1314,20 @@ impl Consumer {
                 let _ = self.lost("ack");
             }
         }
-        Ok(acked)
+    }
+
+    fn count_reserved(&self, jobs: &[Job], reclaimed: u64, started: std::time::Instant) {
+        let i = &self.inner;
+        if !jobs.is_empty() {
+            QueueCounters::add(&i.counters.reserved, jobs.len() as u64);
+            QueueCounters::add(&i.counters.in_flight, jobs.len() as u64);
+            i.counters.reserve_wait.record(started.elapsed());
+        }
+        if reclaimed > 0 {
+            QueueCounters::add(&i.counters.reclaimed, reclaimed);
+            tracing::info!(target: "clusterkit::queue", queue = %i.queue, jobs = reclaimed,
+                "reclaimed jobs whose lease expired");
+        }
     }
 
     /// The attempt failed with `error` (kept with the job, at most 4096 bytes; never logged):

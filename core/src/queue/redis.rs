@@ -5,7 +5,8 @@
 //! - `ns:q:{Q}:h`, `:n`, `:l` — one stream per priority lane, consumer group `ck`. An entry
 //!   is a job: `i` id, `p` payload, `a` attempt of its first delivery, `m` max attempts, `b`
 //!   backoff, `t` enqueued at (ms), `e` last error. Acked entries are deleted (`XDEL`), so a
-//!   lane holds only waiting and in-flight jobs.
+//!   lane holds only waiting and in-flight jobs (an ack batch trims the settled entries older
+//!   than the oldest pending one with `XTRIM MINID` and deletes the others with `XDEL`).
 //! - `ns:q:{Q}:d` — sorted set of delayed and retried jobs (member: the job's fields packed
 //!   with MessagePack, score: due time in ms), promoted to their lane by the reserve script.
 //! - `ns:q:{Q}:x` — the dead-letter stream (`MAXLEN ~ dead_history`).
@@ -112,7 +113,10 @@ return out
 
 const RESERVE: &str = r#"
 -- KEYS: lane h, n, l, delayed, dead, wake stream
--- ARGV: consumer, count, visibility ms, reclaim (0/1), dead maxlen
+-- ARGV: consumer, count, visibility ms, reclaim (0/1), dead maxlen, then jobs to ack first
+--       (3 per job, as ACK takes them): a worker's "ack the finished jobs and reserve the
+--       next" is one round trip and one script run, as BullMQ's moveToFinished is.
+local acked = ack_batch(6)
 local now = now_ms()
 if ARGV[4] == '1' then ensure_group(KEYS[6]) end
 local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1000)
@@ -161,56 +165,131 @@ if ARGV[4] == '1' then
 end
 for li = 1, 3 do
   if #out >= want then break end
-  local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
-    'STREAMS', KEYS[li], '>')
-  if not ok then
-    ensure_group(KEYS[li])
-    ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+  -- An empty lane has nothing to read (XLEN is O(1); XREADGROUP is not cheap). On a reclaim
+  -- round every lane is read, which creates missing groups.
+  if ARGV[4] == '1' or redis.call('XLEN', KEYS[li]) > 0 then
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
       'STREAMS', KEYS[li], '>')
-  end
-  if ok and r then
-    for _, e in ipairs(r[1][2]) do
-      local h = fields(e[2])
-      if h.w then
-        redis.call('XACK', KEYS[li], 'ck', e[1])
-        redis.call('XDEL', KEYS[li], e[1])
-      else
-        out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+    if not ok then
+      ensure_group(KEYS[li])
+      ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+        'STREAMS', KEYS[li], '>')
+    end
+    if ok and r then
+      for _, e in ipairs(r[1][2]) do
+        local h = fields(e[2])
+        if h.w then
+          redis.call('XACK', KEYS[li], 'ck', e[1])
+          redis.call('XDEL', KEYS[li], e[1])
+        else
+          out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+        end
       end
     end
   end
 end
 local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-return {out, reclaimed, dead, nxt[2] or '-1', n2s(now)}
+return {out, reclaimed, dead, nxt[2] or '-1', n2s(now), acked}
+"#;
+
+const ACK_FN: &str = r#"
+-- Acks the jobs in ARGV[from..]: 3 per job: lane (1..3), entry id, consumer. Returns per job
+-- 1 (acked) or 0 (the lease is gone: reclaimed, or settled already, also earlier in this
+-- batch). The owner check is one XPENDING per lane and consumer over the batch's id range
+-- (the consumer's own pending list), then one XACK and one XDEL per lane and 1000 ids.
+local function sid(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if not ms then return nil end
+  return tonumber(ms), tonumber(seq)
+end
+local function ack_batch(from)
+  local groups, order = {}, {}
+  for j = from, #ARGV, 3 do
+    local g = ARGV[j] .. '@' .. ARGV[j + 2]
+    local t = groups[g]
+    local id = ARGV[j + 1]
+    if not t then
+      t = {li = tonumber(ARGV[j]), c = ARGV[j + 2], n = 0, owned = {}}
+      groups[g] = t
+      order[#order + 1] = g
+    end
+    t.n = t.n + 1
+    local m, q = sid(id)
+    if m then
+      if not t.lo or m < t.lm or (m == t.lm and q < t.lq) then t.lo, t.lm, t.lq = id, m, q end
+      if not t.hi or m > t.hm or (m == t.hm and q > t.hq) then t.hi, t.hm, t.hq = id, m, q end
+    end
+  end
+  for _, g in ipairs(order) do
+    local t = groups[g]
+    if t.lo then
+      local cap = t.n + 1000
+      local p = redis.call('XPENDING', KEYS[t.li], 'ck', t.lo, t.hi, cap, t.c)
+      for _, x in ipairs(p) do t.owned[x[1]] = true end
+      t.full = #p >= cap
+    end
+  end
+  local out, done, seen = {}, {{}, {}, {}}, {}
+  for j = from, #ARGV, 3 do
+    local t = groups[ARGV[j] .. '@' .. ARGV[j + 2]]
+    local id = ARGV[j + 1]
+    local key = ARGV[j] .. ':' .. id
+    local mine = t.owned[id]
+    if not mine and t.full and sid(id) then
+      -- More pending entries in the range than fetched: look at this one alone.
+      mine = #redis.call('XPENDING', KEYS[t.li], 'ck', id, id, 1, t.c) > 0
+    end
+    if mine and not seen[key] then
+      seen[key] = true
+      local d = done[t.li]
+      d[#d + 1] = id
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  for li = 1, 3 do
+    local d = done[li]
+    for k = 1, #d, 1000 do
+      redis.call('XACK', KEYS[li], 'ck', unpack(d, k, math.min(k + 999, #d)))
+    end
+    if #d > 0 then
+      -- Every entry older than the oldest pending one was delivered and settled: trim them
+      -- in one XTRIM (sequential, whole nodes at once) and XDEL only the acked entries at or
+      -- after it (XDEL seeks each id: it was the most expensive command of an ack).
+      local p = redis.call('XPENDING', KEYS[li], 'ck', '-', '+', 1)
+      local rest = d
+      if p[1] then
+        local pm, pq = sid(p[1][1])
+        redis.call('XTRIM', KEYS[li], 'MINID', p[1][1])
+        rest = {}
+        for _, id in ipairs(d) do
+          local m, q = sid(id)
+          if m > pm or (m == pm and q >= pq) then rest[#rest + 1] = id end
+        end
+      else
+        -- Nothing pending: everything up to the newest acked entry is settled.
+        local hi, hm, hq = d[1], sid(d[1])
+        for _, id in ipairs(d) do
+          local m, q = sid(id)
+          if m > hm or (m == hm and q > hq) then hi, hm, hq = id, m, q end
+        end
+        redis.call('XTRIM', KEYS[li], 'MINID', n2s(hm) .. '-' .. n2s(hq + 1))
+        rest = {}
+      end
+      for k = 1, #rest, 1000 do
+        redis.call('XDEL', KEYS[li], unpack(rest, k, math.min(k + 999, #rest)))
+      end
+    end
+  end
+  return out
+end
 "#;
 
 const ACK: &str = r#"
 -- Any number of acks in one call (ack is a batch of one).
 -- KEYS: lane h, n, l; ARGV: 3 per job: lane (1..3), entry id, consumer
--- Returns per job 1 (acked) or 0 (the lease is gone: reclaimed, or settled already, also
--- earlier in this batch). Entries are acked one by one (so a receipt repeated in the batch
--- is settled once) and deleted with one XDEL per lane and 1000 ids.
-local out, done = {}, {{}, {}, {}}
-for j = 1, #ARGV, 3 do
-  local li = tonumber(ARGV[j])
-  local id = ARGV[j + 1]
-  local p = redis.call('XPENDING', KEYS[li], 'ck', id, id, 1, ARGV[j + 2])
-  if #p == 0 then
-    out[#out + 1] = 0
-  else
-    redis.call('XACK', KEYS[li], 'ck', id)
-    local d = done[li]
-    d[#d + 1] = id
-    out[#out + 1] = 1
-  end
-end
-for li = 1, 3 do
-  local d = done[li]
-  for k = 1, #d, 1000 do
-    redis.call('XDEL', KEYS[li], unpack(d, k, math.min(k + 999, #d)))
-  end
-end
-return out
+return ack_batch(1)
 "#;
 
 const EXTEND: &str = r#"
@@ -359,8 +438,8 @@ impl Scripts {
     fn new() -> Scripts {
         Scripts {
             enqueue: script(ENQUEUE),
-            reserve: script(RESERVE),
-            ack: script(ACK),
+            reserve: script(&format!("{ACK_FN}\n{RESERVE}")),
+            ack: script(&format!("{ACK_FN}\n{ACK}")),
             extend: script(EXTEND),
             release: script(&format!("{RELEASE_FN}\n{RELEASE}")),
             shutdown: script(&format!("{RELEASE_FN}\n{SHUTDOWN}")),
@@ -534,6 +613,26 @@ fn parse_receipt(r: &str) -> Result<(usize, &str, &str)> {
         return Err(bad());
     }
     Ok((lane, entry, consumer))
+}
+
+/// Parses a batch of receipts; a malformed one names `receipts[i]` (or `receipt` alone).
+fn parse_receipts<'a>(receipts: &[&'a str]) -> Result<Vec<(usize, &'a str, &'a str)>> {
+    receipts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            parse_receipt(r).map_err(|e| {
+                if receipts.len() == 1 {
+                    e
+                } else {
+                    Error::invalid(
+                        format!("receipts[{i}]"),
+                        "not a receipt of this queue's Redis backend",
+                    )
+                }
+            })
+        })
+        .collect()
 }
 
 /// One job row of the reserve script: `{lane, entry id, attempt, id, payload, max, t, e}`.
@@ -800,6 +899,15 @@ pub(crate) struct RedisConsumer {
     last_reclaim_ms: AtomicU64,
 }
 
+/// One run of the reserve script: the jobs, reclaimed + (dead-lettered << 32), the wait
+/// until the next delayed job (ms), and per receipt acked first whether it was acked.
+struct Reserved {
+    jobs: Vec<Job>,
+    counts: u64,
+    wait: Option<u64>,
+    acked: Vec<bool>,
+}
+
 enum Read {
     Jobs(Vec<Job>),
     /// Only wake-up markers, or the group was missing: run the reserve script again.
@@ -824,12 +932,15 @@ impl RedisConsumer {
         (self.options.visibility_timeout.as_millis() as u64 / 2).max(5)
     }
 
-    async fn run_reserve(&self, max: usize, reclaim: bool) -> Result<(Vec<Job>, u64, Option<u64>)> {
+    async fn run_reserve(
+        &self,
+        max: usize,
+        reclaim: bool,
+        acks: &[(usize, &str, &str)],
+    ) -> Result<Reserved> {
         let k = &self.keys;
-        let v: Value = self
-            .scripts
-            .reserve
-            .key(&k.lanes[0])
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.key(&k.lanes[0])
             .key(&k.lanes[1])
             .key(&k.lanes[2])
             .key(&k.delayed)
@@ -839,9 +950,11 @@ impl RedisConsumer {
             .arg(max)
             .arg(self.options.visibility_timeout.as_millis() as u64)
             .arg(if reclaim { "1" } else { "0" })
-            .arg(self.options.dead_history)
-            .run_on(self.srv())
-            .await?;
+            .arg(self.options.dead_history);
+        for (lane, entry, consumer) in acks {
+            inv.arg(*lane).arg(*entry).arg(*consumer);
+        }
+        let v: Value = inv.run_on(self.srv()).await?;
         let a = array_of(&v);
         let jobs: Vec<Job> = a
             .first()
@@ -860,7 +973,20 @@ impl RedisConsumer {
         let server_now = a.get(4).and_then(int_of).unwrap_or(0);
         // The wait until the next delayed job, by the server's clock.
         let wait = next_due.map(|d| (d - server_now).max(0) as u64);
-        Ok((jobs, reclaimed + (dead << 32), wait))
+        let acked = a.get(5).map(array_of).unwrap_or(&[]);
+        if acked.len() != acks.len() {
+            return Err(protocol("ack"));
+        }
+        let acked = acked
+            .iter()
+            .map(|x| int_of(x).map(|n| n == 1).ok_or_else(|| protocol("ack")))
+            .collect::<Result<Vec<bool>>>()?;
+        Ok(Reserved {
+            jobs,
+            counts: reclaimed + (dead << 32),
+            wait,
+            acked,
+        })
     }
 
     fn pool(&self) -> Result<BlockingPool> {
@@ -1022,16 +1148,40 @@ impl RedisConsumer {
         &self,
         max: usize,
         timeout: Duration,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
         counters: &QueueCounters,
     ) -> Result<(Vec<Job>, u64)> {
+        let (_, jobs, reclaimed) = self
+            .ack_and_reserve(&[], max, timeout, stop, counters)
+            .await?;
+        Ok((jobs, reclaimed))
+    }
+
+    /// Acks `receipts` and reserves up to `max` jobs: the acks travel with the first run of
+    /// the reserve script (one round trip and one script run for both); then, when no job
+    /// waits, the reserve blocks as [`RedisConsumer::reserve`] does. Returns per receipt
+    /// whether it was acked, the jobs, and how many were reclaimed.
+    pub(crate) async fn ack_and_reserve(
+        &self,
+        receipts: &[&str],
+        max: usize,
+        timeout: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        counters: &QueueCounters,
+    ) -> Result<(Vec<bool>, Vec<Job>, u64)> {
+        let parsed = parse_receipts(receipts)?;
+        let mut acks: &[(usize, &str, &str)] = &parsed;
+        let mut acked = Vec::new();
         let deadline = Instant::now() + timeout;
         // After the deadline, one more look when a delayed job fell due meanwhile (a caller
         // descheduled past both would otherwise return empty with a due job unpromoted).
         let mut last_look = false;
         loop {
             if *stop.borrow() {
-                return Ok((Vec::new(), 0));
+                if !acks.is_empty() {
+                    acked = self.ack_parsed(acks).await?;
+                }
+                return Ok((acked, Vec::new(), 0));
             }
             let now = now_ms();
             let last = self.last_reclaim_ms.load(Ordering::Relaxed);
@@ -1039,12 +1189,17 @@ impl RedisConsumer {
             if reclaim {
                 self.last_reclaim_ms.store(now, Ordering::Relaxed);
             }
-            let (jobs, counts, next_due) = self.run_reserve(max, reclaim).await?;
-            let reclaimed = counts & 0xffff_ffff;
-            let dead = counts >> 32;
+            let r = self.run_reserve(max, reclaim, acks).await?;
+            if !acks.is_empty() {
+                acked = r.acked;
+                acks = &[];
+            }
+            let (jobs, next_due) = (r.jobs, r.wait);
+            let reclaimed = r.counts & 0xffff_ffff;
+            let dead = r.counts >> 32;
             QueueCounters::add(&counters.dead, dead);
             if !jobs.is_empty() {
-                return Ok((jobs, reclaimed));
+                return Ok((acked, jobs, reclaimed));
             }
             let script_done = Instant::now();
             // Block until a job comes, the next delayed job is due, leases should be
@@ -1052,7 +1207,7 @@ impl RedisConsumer {
             loop {
                 let now = Instant::now();
                 if *stop.borrow() {
-                    return Ok((Vec::new(), 0));
+                    return Ok((acked, Vec::new(), 0));
                 }
                 if now >= deadline {
                     let due = next_due.is_some_and(|d| {
@@ -1062,7 +1217,7 @@ impl RedisConsumer {
                         last_look = true;
                         break;
                     }
-                    return Ok((Vec::new(), 0));
+                    return Ok((acked, Vec::new(), 0));
                 }
                 let mut wait = (deadline - now).min(self.options.block);
                 let mut timer = false;
@@ -1084,10 +1239,10 @@ impl RedisConsumer {
                 QueueCounters::inc(&counters.blocking_reads);
                 let read = tokio::select! {
                     r = self.block_read(max, wait) => r?,
-                    _ = stop.changed() => return Ok((Vec::new(), 0)),
+                    _ = stop.changed() => return Ok((acked, Vec::new(), 0)),
                 };
                 match read {
-                    Read::Jobs(jobs) => return Ok((jobs, 0)),
+                    Read::Jobs(jobs) => return Ok((acked, jobs, 0)),
                     Read::Rearm => break,
                     Read::Nothing if timer => break,
                     Read::Nothing => {}
@@ -1102,26 +1257,21 @@ impl RedisConsumer {
         if receipts.is_empty() {
             return Ok(Vec::new());
         }
+        let parsed = parse_receipts(receipts)?;
+        self.ack_parsed(&parsed).await
+    }
+
+    async fn ack_parsed(&self, acks: &[(usize, &str, &str)]) -> Result<Vec<bool>> {
         let mut inv = self.scripts.ack.prepare_invoke();
         inv.key(&self.keys.lanes[0])
             .key(&self.keys.lanes[1])
             .key(&self.keys.lanes[2]);
-        for (i, r) in receipts.iter().enumerate() {
-            let (lane, entry, consumer) = parse_receipt(r).map_err(|e| {
-                if receipts.len() == 1 {
-                    e
-                } else {
-                    Error::invalid(
-                        format!("receipts[{i}]"),
-                        "not a receipt of this queue's Redis backend",
-                    )
-                }
-            })?;
-            inv.arg(lane).arg(entry).arg(consumer);
+        for (lane, entry, consumer) in acks {
+            inv.arg(*lane).arg(*entry).arg(*consumer);
         }
         let v: Value = inv.run_on(self.srv()).await?;
         let a = array_of(&v);
-        if a.len() != receipts.len() {
+        if a.len() != acks.len() {
             return Err(protocol("ack"));
         }
         a.iter()

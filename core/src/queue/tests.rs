@@ -454,6 +454,52 @@ fn ack_many_settles_each_receipt_once() {
 }
 
 #[test]
+fn ack_and_reserve_acks_then_reserves() {
+    rt().block_on(async {
+        let q = q();
+        for p in [b"a", b"b", b"c"] {
+            q.enqueue("m", p, &EnqueueOptions::new()).await.unwrap();
+        }
+        let c = q.consumer("m").unwrap();
+        let (acked, jobs) = c
+            .ack_and_reserve::<&str>(&[], 2, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!((acked.len(), jobs.len()), (0, 2));
+        let r0 = jobs[0].receipt.as_str();
+        let e = c
+            .ack_and_reserve(&[r0, "garbage"], 2, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(field(e), "receipts[1]");
+        assert_eq!(
+            field(
+                c.ack_and_reserve(&[r0], 0, Duration::ZERO)
+                    .await
+                    .unwrap_err()
+            ),
+            "max"
+        );
+        let (acked, more) = c
+            .ack_and_reserve(&[r0, r0, jobs[1].receipt.as_str()], 5, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(acked, [true, false, true]);
+        assert_eq!(more.len(), 1);
+        assert_eq!(&more[0].payload[..], b"c");
+        c.stop();
+        let (acked, none) = c
+            .ack_and_reserve(&[more[0].receipt.as_str()], 5, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((acked, none.len()), (vec![true], 0));
+        assert_eq!(q.stats("m").await.unwrap(), QueueStats::default());
+        let m = q.metrics();
+        assert_eq!((m.completed, m.lease_lost, m.in_flight), (3, 1, 0));
+    });
+}
+
+#[test]
 fn job_ids_are_unique_hex_and_never_shared_with_a_forked_child() {
     let ids: std::collections::HashSet<String> = (0..2000).map(|_| new_job_id()).collect();
     assert_eq!(

@@ -443,24 +443,30 @@ impl fmt::Debug for SessionStore {
     }
 }
 
-/// SAVE: KEYS[1] session. ARGV: mode ('create' | 'update'), ttl ms, created ms, number of
-/// fields to set, then name/value pairs, then names to delete. Returns 1, or 0 when an update
-/// finds the session gone (expired or destroyed: it is not resurrected).
+/// SAVE: KEYS[1] session. From `argv[b]`: mode ('create' | 'update'), ttl ms, created ms,
+/// number of fields to set, then name/value pairs, then names to delete. Returns 1, or 0 when
+/// an update finds the session gone (expired or destroyed: it is not resurrected). An update
+/// refreshes the TTL first (PEXPIRE answers 0 for a missing key: the existence check for
+/// free); fields are set and deleted with one HSET / HDEL each (in bounded batches).
 const LUA_SAVE_FN: &str = r"
-local function ck_save(k, argv)
-  if argv[1] ~= 'create' and redis.call('EXISTS', k) == 0 then return 0 end
-  if argv[1] == 'create' then redis.call('HSET', k, '_ck:created', argv[3]) end
-  local n = tonumber(argv[4])
-  local i = 5
-  for _ = 1, n do
-    redis.call('HSET', k, argv[i], argv[i + 1])
-    i = i + 2
+local function ck_batches(cmd, k, argv, from, to, step)
+  while from <= to do
+    local last = math.min(to, from + step - 1)
+    redis.call(cmd, k, unpack(argv, from, last))
+    from = last + 1
   end
-  while i <= #argv do
-    redis.call('HDEL', k, argv[i])
-    i = i + 1
+end
+local function ck_save(k, argv, b)
+  local create = argv[b] == 'create'
+  if create then
+    redis.call('HSET', k, '_ck:created', argv[b + 2])
+  elseif redis.call('PEXPIRE', k, argv[b + 1]) == 0 then
+    return 0
   end
-  redis.call('PEXPIRE', k, argv[2])
+  local i = b + 4 + 2 * tonumber(argv[b + 3])
+  ck_batches('HSET', k, argv, b + 4, i - 1, 2000)
+  ck_batches('HDEL', k, argv, i, #argv, 2000)
+  if create then redis.call('PEXPIRE', k, argv[b + 1]) end
   return 1
 end
 ";
@@ -481,17 +487,15 @@ impl SessionStore {
                 prefix,
                 options,
                 scripts: Scripts {
-                    save: Script::new(&format!("{LUA_SAVE_FN}return ck_save(KEYS[1], ARGV)")),
+                    save: Script::new(&format!("{LUA_SAVE_FN}return ck_save(KEYS[1], ARGV, 1)")),
                     load_locked: Script::new(LUA_LOAD_LOCKED),
                     // KEYS: session, lock. ARGV: token, then the save arguments (none: only
                     // unlock). No PUBLISH: waiters poll (the id is a credential).
                     save_unlock: Script::new(&format!(
                         "{LUA_SAVE_FN}
                          if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
-                         local rest = {{}}
-                         for i = 2, #ARGV do rest[#rest + 1] = ARGV[i] end
                          local saved = 1
-                         if #rest > 0 then saved = ck_save(KEYS[1], rest) end
+                         if #ARGV > 1 then saved = ck_save(KEYS[1], ARGV, 2) end
                          redis.call('DEL', KEYS[2])
                          return saved"
                     )),
@@ -656,15 +660,30 @@ impl SessionStore {
                     let key = self.key(id);
                     let lock = self.lock_key(id);
                     let ttl = (self.inner.options.lock_ttl.as_millis() as u64).to_string();
-                    let v: redis::Value = eval(
-                        b,
-                        id,
-                        &self.inner.scripts.load_locked,
-                        &[&key, &lock],
-                        &[token.as_bytes(), ttl.as_bytes()],
-                    )
-                    .await?;
-                    match parse_locked(v)? {
+                    let locked = match load_locked_pipeline(b, id, &key, &lock, &token, &ttl).await
+                    {
+                        Some(r) => {
+                            let (locked, missing_but_locked) = r?;
+                            if missing_but_locked {
+                                // The lock was taken for a session that does not exist: give
+                                // it back (one more round trip, for unknown ids only).
+                                let _ = self.release_lock(b, id, &token).await;
+                            }
+                            locked
+                        }
+                        None => {
+                            let v: redis::Value = eval(
+                                b,
+                                id,
+                                &self.inner.scripts.load_locked,
+                                &[&key, &lock],
+                                &[token.as_bytes(), ttl.as_bytes()],
+                            )
+                            .await?;
+                            parse_locked(v)?
+                        }
+                    };
+                    match locked {
                         // No such session: no lock was taken, nothing was written.
                         Locked::Missing => return Ok(None),
                         Locked::Loaded(flat) => {
@@ -1024,14 +1043,22 @@ fn tagged(prefix: &[u8], id: &str) -> Vec<u8> {
 }
 
 /// LOAD LOCKED: KEYS[1] session, KEYS[2] its lock; ARGV token, lock ttl ms. `{2}` when the
-/// session does not exist (nothing is written: an unknown id leaves no key), `{1, HGETALL}`
+/// session does not exist (an unknown id leaves no key: a lock taken for it is deleted in the same script), `{1, HGETALL}`
 /// once locked, `{0, pttl}` while another request holds the lock. No fence counter: a
 /// session lock is released by its save, which checks the token.
+///
+/// The common case (the lock is free) runs two commands: SET NX, then HGETALL; a session
+/// found missing then has its lock deleted again in the same script (no key is left).
 const LUA_LOAD_LOCKED: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('HGETALL', KEYS[1])}
+  local h = redis.call('HGETALL', KEYS[1])
+  if #h == 0 then
+    redis.call('DEL', KEYS[2])
+    return {2}
+  end
+  return {1, h}
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {2} end
 return {0, redis.call('PTTL', KEYS[2])}";
 
 pub(crate) fn parse_locked(v: redis::Value) -> Result<Locked> {
@@ -1068,6 +1095,62 @@ pub(crate) fn parse_locked(v: redis::Value) -> Result<Locked> {
             "unexpected reply to the session lock script".into(),
         )),
     }
+}
+
+/// LOAD LOCKED without a script, for one server or a pool's owner (`None` for a Redis
+/// Cluster, which runs [`LUA_LOAD_LOCKED`]): `SET lock token NX PX ttl`, `HGETALL session` and
+/// `PTTL lock` in one pipeline (one round trip, no Lua: a script call costs the server about as
+/// much as the whole pipeline). The answer, and whether the lock was taken for a session that
+/// does not exist (the caller releases it then).
+///
+/// Same outcomes as the script: the lock is taken only when it was free; with the lock taken
+/// the HGETALL that follows runs while this request holds it (what another request's locked
+/// save could change is excluded); a missing session is `Missing` whether or not a lock exists.
+async fn load_locked_pipeline(
+    b: &Backend,
+    id: &str,
+    key: &[u8],
+    lock: &[u8],
+    token: &str,
+    ttl_ms: &str,
+) -> Option<Result<(Locked, bool)>> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(lock)
+        .arg(token)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .cmd("HGETALL")
+        .arg(key)
+        .cmd("PTTL")
+        .arg(lock);
+    let r: Result<(redis::Value, Vec<Vec<u8>>, i64)> = match b {
+        Backend::Redis(c) => c.pipeline(&pipe).await,
+        Backend::Distributed(d) => {
+            let (conn, node) = match d.owner_conn(id.as_bytes()) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let started = Instant::now();
+            let r = conn.pipeline(&pipe).await;
+            d.report(&node, r.is_ok(), started.elapsed());
+            r
+        }
+        _ => return None,
+    };
+    Some(r.map(|(set, flat, pttl)| {
+        let taken = !matches!(set, redis::Value::Nil);
+        match (taken, flat.is_empty()) {
+            (true, false) => (Locked::Loaded(flat), false),
+            (true, true) => (Locked::Missing, true),
+            (false, true) => (Locked::Missing, false),
+            (false, false) => (
+                Locked::Busy((pttl > 0).then(|| Duration::from_millis(pttl as u64))),
+                false,
+            ),
+        }
+    }))
 }
 
 /// True when every key lives on one server (so a two-key script can run).

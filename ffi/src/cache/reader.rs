@@ -110,6 +110,112 @@ pub unsafe extern "C" fn ck_reader_get(r: *mut ck_reader, key: *const u8, key_le
     }
 }
 
+/// Reads `count` keys at once into the reader (one call, one copy; the batch read for
+/// languages whose calls and string operations cost per item, like PHP's). `keys` is a key
+/// table of `keys_len` bytes: `count` 4-byte little-endian key lengths, then the keys one
+/// after the other (each 1..4096 bytes). Returns the length (>= 0) of the answer, which is
+/// at ck_reader_data(r) when it is <= the capacity, else at ck_reader_value(r): `count`
+/// 4-byte little-endian value lengths (0xFFFFFFFF for an absent key), then the values one
+/// after the other, in the keys' order (`count` 0: 0, no I/O). Returns minus the ck_status of a failure
+/// (-CK_INVALID_ARGUMENT for NULL `r`, a table whose lengths do not add up to `keys_len`, a
+/// bad key; the backend's errors), with the message in ck_last_error(). Keys are
+/// grouped per node like ck_cache_get_many. Blocks the calling thread for network backends.
+#[no_mangle]
+pub unsafe extern "C" fn ck_reader_get_many(
+    r: *mut ck_reader,
+    keys: *const u8,
+    keys_len: usize,
+    count: usize,
+) -> i64 {
+    let mut len = 0i64;
+    let status = ffi_call("ck_reader_get_many", || {
+        // SAFETY: a non-NULL reader is live and used by one thread (caller's promise).
+        let r = unsafe { r.as_mut() }.ok_or_else(|| null("reader"))?;
+        // SAFETY: checked by arg_bytes; validity is the caller's promise.
+        let table = unsafe { arg_bytes(keys, keys_len, "keys")? };
+        let list = key_table(table, count)?;
+        let values = r.dep.cache().get_many(&list);
+        let values = crate::status::run(values)?;
+        if values.len() != count {
+            return Err(Error::Internal(format!(
+                "the cache answered {} values for {count} keys",
+                values.len()
+            )));
+        }
+        let mut total = 4 * count;
+        for v in values.iter().flatten() {
+            if v.len() >= u32::MAX as usize {
+                return Err(Error::invalid("value", "is larger than 4 GiB - 2"));
+            }
+            total += v.len();
+        }
+        let fill = |dst: &mut [u8]| {
+            let (head, mut body) = dst.split_at_mut(4 * count);
+            for (slot, v) in head.chunks_exact_mut(4).zip(&values) {
+                let n = v.as_ref().map_or(u32::MAX, |v| v.len() as u32);
+                slot.copy_from_slice(&n.to_le_bytes());
+                if let Some(v) = v {
+                    let (d, rest) = std::mem::take(&mut body).split_at_mut(v.len());
+                    d.copy_from_slice(v);
+                    body = rest;
+                }
+            }
+        };
+        if let Some(dst) = r.buf.get_mut(..total) {
+            fill(dst);
+            // ck_reader_value points into the buffer for an answer that fits.
+            r.last = Some(Bytes::new());
+        } else {
+            let mut big = vec![0u8; total];
+            fill(&mut big);
+            r.last = Some(Bytes::from(big));
+        }
+        len = total as i64;
+        Ok(())
+    });
+    match status {
+        ck_status::CK_OK => len,
+        s => -(s as i64),
+    }
+}
+
+/// Splits a key table (`count` 4-byte LE lengths, then the keys) into the keys.
+fn key_table(table: &[u8], count: usize) -> Result<Vec<&[u8]>, Error> {
+    let head = count
+        .checked_mul(4)
+        .filter(|&h| h <= table.len())
+        .ok_or_else(|| {
+            Error::invalid(
+                "keys",
+                format!(
+                    "has {} bytes: too short for {count} key lengths",
+                    table.len()
+                ),
+            )
+        })?;
+    let (lens, mut body) = table.split_at(head);
+    let mut out = Vec::with_capacity(count);
+    for (i, l) in lens.chunks_exact(4).enumerate() {
+        let n = u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize;
+        if n > body.len() {
+            return Err(Error::invalid(
+                "keys",
+                format!("key {i} says {n} bytes but only {} follow", body.len()),
+            ));
+        }
+        let (k, rest) = body.split_at(n);
+        out.push(k);
+        body = rest;
+    }
+    if !body.is_empty() {
+        return Err(Error::invalid(
+            "keys",
+            format!("{} bytes follow the last key", body.len()),
+        ));
+    }
+    Ok(out)
+}
+
 /// Frees a reader. NULL is a no-op; never free twice.
 #[no_mangle]
 pub unsafe extern "C" fn ck_reader_free(r: *mut ck_reader) {

@@ -198,6 +198,15 @@ class Consumer:
         ``ack`` raises ConflictError for; a job repeated in the call is acked once)."""
         return list(self._n.ack_many(_receipts(jobs)))
 
+    def ack_and_reserve(
+        self, jobs: Sequence[Union[Job, str]], max: int, timeout: Seconds = 1.0
+    ) -> Tuple[List[bool], List[Job]]:
+        """Acks ``jobs`` and reserves up to ``max`` more: one round trip (one script run on
+        Redis) when jobs wait; else the reserve then waits up to ``timeout`` seconds, the acks
+        already done. Returns ``(acked, jobs)``, ``acked`` as ``ack_many`` returns it."""
+        acked, got = self._n.ack_and_reserve(_receipts(jobs), max, timeout)
+        return list(acked), list(got)
+
     def fail(self, job: Union[Job, str], error: str) -> Dict[str, Any]:
         """Retry after the backoff (``{"outcome": "retry", "at_ms", "attempt"}``) or dead
         letter (``{"outcome": "dead"}``). ``error`` is kept with the job, never logged."""
@@ -250,6 +259,13 @@ class AsyncConsumer:
     async def ack_many(self, jobs: Sequence[Union[Job, str]]) -> List[bool]:
         """``Consumer.ack_many``, awaitable."""
         return list(await self._n.ack_many_async(_receipts(jobs)))
+
+    async def ack_and_reserve(
+        self, jobs: Sequence[Union[Job, str]], max: int, timeout: Seconds = 1.0
+    ) -> Tuple[List[bool], List[Job]]:
+        """``Consumer.ack_and_reserve``, awaitable."""
+        acked, got = await self._n.ack_and_reserve_async(_receipts(jobs), max, timeout)
+        return list(acked), list(got)
 
     async def fail(self, job: Union[Job, str], error: str) -> Dict[str, Any]:
         return dict(await self._n.fail_async(_receipt(job), str(error)))

@@ -244,10 +244,21 @@ async fn unfenced(n: usize) {
     assert_eq!(f1.try_fencing_token().unwrap(), t1);
     f1.release().await.unwrap();
 
-    // The release and the fence store return at a majority; let the last master's finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The release and the fence store return at a majority; let the last master's finish
+    // (the lock key gone everywhere), so that no call of theirs is counted below.
+    for _ in 0..250 {
+        if servers
+            .iter()
+            .all(|s| s.cmd(&["EXISTS", "clusterkit:l:{u}"]) == ":0")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     reset_stats(&servers);
     let g = plain.try_acquire("u", TTL).await.unwrap().expect("free");
+    let validity_at_acquire = g.validity();
     // The acquisition returns at a quorum: the last master's script may still be running.
     let count = || -> u64 { servers.iter().map(|s| calls(s, "evalsha")).sum() };
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -256,9 +267,11 @@ async fn unfenced(n: usize) {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let evals = count();
-    assert_eq!(
-        evals, n as u64,
-        "an unfenced acquisition is one script call per master"
+    // At most one script call per master (no fencing phase); the last master's may not be
+    // sent at all when a quorum answered before its connection was made (a loaded machine).
+    assert!(
+        (n as u64 / 2 + 1..=n as u64).contains(&evals),
+        "an unfenced acquisition is one script call per master, at least a quorum: {evals} on {n}"
     );
     assert_eq!(g.fence(), None);
     assert_eq!(g.fencing_token(), 0, "0 is never a real token");
@@ -267,7 +280,7 @@ async fn unfenced(n: usize) {
     assert!(e.to_string().contains("fencing = false"), "{e}");
     assert!(!e.to_string().contains(g.token()), "{e}");
     assert!(format!("{g:?}").contains("None"), "{g:?}");
-    assert!(g.is_held() && g.validity() > Duration::from_secs(9));
+    assert!(g.is_held() && validity_at_acquire > Duration::from_secs(9));
     // Exclusive against both kinds.
     assert!(fenced.try_acquire("u", TTL).await.unwrap().is_none());
     assert!(plain.try_acquire("u", TTL).await.unwrap().is_none());

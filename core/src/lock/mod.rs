@@ -395,6 +395,16 @@ impl Backend {
             r.leave_queue(name);
         }
     }
+    /// True when a release may go unheard: some release subscription of this process is
+    /// not live (still starting, or reconnecting to a master). A waiter then retries at
+    /// least every [`UNHEARD_RETRY`] instead of sleeping out its backoff.
+    fn releases_may_go_unheard(&self) -> bool {
+        match self {
+            Backend::Redis(r) => !r.subscriptions_live(),
+            _ => false,
+        }
+    }
+
     /// A future that completes when `name` may have been released (a notification).
     fn released(&self, name: &str) -> Arc<tokio::sync::Notify> {
         match self {
@@ -405,6 +415,12 @@ impl Backend {
         }
     }
 }
+
+/// The longest a waiter sleeps between attempts while a release subscription of its process
+/// is not live (a loaded machine can take longer than the connect timeout to subscribe, and
+/// a reconnecting subscriber misses what is published meanwhile): bounded retries instead of
+/// a wake-up that may never come.
+const UNHEARD_RETRY: Duration = Duration::from_millis(250);
 
 /// Per-name wake-ups for waiters, shared by the backends. Names are known by their hash
 /// ([`name_hash`]): that is all a release notification carries.
@@ -437,6 +453,20 @@ impl Waiters {
             },
         );
         n
+    }
+
+    /// Wakes every waiter of this process once, whatever lock it waits for: called when a
+    /// release subscription becomes live (again), because a release published before that
+    /// moment was not heard (a first waiting attempt waits for the subscriptions only up to
+    /// the connect timeout, and a reconnecting subscriber misses what is published meanwhile).
+    /// Each waiter then retries once instead of sleeping out its backoff.
+    pub(crate) fn wake_all(&self) {
+        let m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for w in m.values() {
+            if let Some(n) = w.notify.upgrade() {
+                n.notify_one();
+            }
+        }
     }
 
     /// A release of the lock whose name hashes to `hash` (by the holder with fencing token
@@ -768,6 +798,9 @@ impl DistributedLock {
                     failure = Some(e);
                 }
                 Err(e) => return Err(e),
+            }
+            if self.backend.releases_may_go_unheard() {
+                sleep = sleep.min(UNHEARD_RETRY);
             }
             if let Some(d) = deadline {
                 sleep = sleep.min(d.saturating_duration_since(now));

@@ -785,6 +785,12 @@ impl RedisLocks {
         Ok(released)
     }
 
+    /// True when the release subscriptions of every master are live in this process.
+    pub(crate) fn subscriptions_live(&self) -> bool {
+        let (p, c) = *self.subscribed.borrow();
+        p == std::process::id() && c >= self.masters.len()
+    }
+
     /// On this process's first waiting attempt, waits (at most the connect timeout) until the
     /// release subscriptions of every master are live (a waiter queues on the masters that
     /// refused it, which need not be those of a live quorum). Only the first time: a master
@@ -940,6 +946,10 @@ async fn subscribe_loop(
                 *c += 1;
             });
             let _counted = Uncount(&live, pid);
+            // A release published before this subscription was live was not heard: every
+            // local waiter retries once now (a first waiting attempt waits for the
+            // subscriptions only up to the connect timeout; a reconnect misses messages).
+            waiters.wake_all();
             while let Some(push) = rx.recv().await {
                 match push.kind {
                     redis::PushKind::Message => {

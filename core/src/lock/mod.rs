@@ -68,7 +68,11 @@
 //!   waiting attempt of a process waits (bounded by the connect timeout) until the
 //!   subscriptions to every master are live (a quorum was not enough: the waiter can be
 //!   queued only where its subscription was not live yet; a fresh waiter then missed 1
-//!   release in 15); every attempt registers its wake-up,
+//!   release in 15). When that wait runs out (a loaded machine can take longer than the
+//!   connect timeout to subscribe), a subscription that becomes live wakes every local
+//!   waiter to retry once, and while any subscription is not live waiters retry at least
+//!   every 250 ms (`UNHEARD_RETRY`) instead of sleeping out their backoff; every attempt
+//!   registers its wake-up,
 //!   then tries; a refused attempt joins the queue in the same
 //!   script that found the lock held, so a release either ran before (the attempt found the
 //!   lock free or handed to it) or finds it queued and publishes. Several waiters of one process

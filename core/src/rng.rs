@@ -65,3 +65,19 @@ mod tests {
         assert!(seen.iter().all(|s| *s));
     }
 }
+
+/// Appends `n` in decimal ASCII, without allocating: the one decimal encoder of the crate
+/// (ketama point names, RESP length headers).
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}

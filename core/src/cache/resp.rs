@@ -278,11 +278,11 @@ impl RawConn {
         let mut w = std::mem::take(&mut self.wbuf);
         w.clear();
         w.push(b'*');
-        push_decimal(&mut w, keys.len() + 1);
+        crate::rng::push_decimal(&mut w, (keys.len() + 1) as u64);
         w.extend_from_slice(b"\r\n$4\r\nMGET\r\n");
         for k in keys {
             w.push(b'$');
-            push_decimal(&mut w, k.len());
+            crate::rng::push_decimal(&mut w, k.len() as u64);
             w.extend_from_slice(b"\r\n");
             w.extend_from_slice(k);
             w.extend_from_slice(b"\r\n");
@@ -522,21 +522,6 @@ fn int(text: &[u8]) -> RedisResult<i64> {
     Ok(if neg { -v } else { v })
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 /// Largest write buffer kept between commands.
 const WBUF_KEEP: usize = 64 << 10;
 
@@ -671,7 +656,7 @@ mod tests {
     fn decimals_and_lengths() {
         for n in [0usize, 7, 10, 99, 12345, usize::MAX] {
             let mut v = Vec::new();
-            push_decimal(&mut v, n);
+            crate::rng::push_decimal(&mut v, n as u64);
             assert_eq!(v, n.to_string().into_bytes());
         }
         assert_eq!(int(b"-1").unwrap(), -1);

@@ -70,19 +70,6 @@ pub fn points_for(weight: u32, total: u64, live: u32) -> u32 {
 }
 
 /// Appends the decimal digits of `n`.
-fn push_decimal(out: &mut Vec<u8>, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
 
 /// Sorts by the upper 32 bits (the point value), stable: equal values keep their order, which
 /// is the servers' order, as an ordinary sort of `(value, index)` would give. LSD radix, four
@@ -154,13 +141,13 @@ impl KetamaRing {
             prefix.extend_from_slice(s.host.as_bytes());
             if s.port != MEMCACHED_DEFAULT_PORT {
                 prefix.push(b':');
-                push_decimal(&mut prefix, s.port as u32);
+                crate::rng::push_decimal(&mut prefix, u64::from(s.port));
             }
             prefix.push(b'-');
             for i in 0..count / 4 {
                 let start = names.len();
                 names.extend_from_slice(&prefix);
-                push_decimal(&mut names, i);
+                crate::rng::push_decimal(&mut names, u64::from(i));
                 spans.push((start, names.len(), idx as u32));
             }
         }
@@ -338,8 +325,8 @@ mod tests {
     #[test]
     fn helpers() {
         let mut v = b"x-".to_vec();
-        push_decimal(&mut v, 0);
-        push_decimal(&mut v, 4_294_967_295);
+        crate::rng::push_decimal(&mut v, 0);
+        crate::rng::push_decimal(&mut v, 4_294_967_295);
         assert_eq!(v, b"x-04294967295");
         let mut p: Vec<u64> = (0..5000u64)
             .map(|i| (crate::hash::mix64(i) & 0xffff_ffff_0000_0000) | (i % 7))

@@ -54,18 +54,6 @@ pub(crate) fn below(n: usize) -> usize {
     crate::hash::reduce(next_u64(), n)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn below_covers_the_range() {
-        let mut seen = [false; 7];
-        for _ in 0..1000 {
-            seen[super::below(7)] = true;
-        }
-        assert!(seen.iter().all(|s| *s));
-    }
-}
-
 /// Appends `n` in decimal ASCII, without allocating: the one decimal encoder of the crate
 /// (ketama point names, RESP length headers).
 pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
@@ -80,4 +68,16 @@ pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn below_covers_the_range() {
+        let mut seen = [false; 7];
+        for _ in 0..1000 {
+            seen[super::below(7)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
 }

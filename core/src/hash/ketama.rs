@@ -69,8 +69,6 @@ pub fn points_for(weight: u32, total: u64, live: u32) -> u32 {
     (v.floor() as u32) * 4
 }
 
-/// Appends the decimal digits of `n`.
-
 /// Sorts by the upper 32 bits (the point value), stable: equal values keep their order, which
 /// is the servers' order, as an ordinary sort of `(value, index)` would give. LSD radix, four
 /// byte-wide passes.

@@ -114,8 +114,11 @@ return out
 const RESERVE: &str = r#"
 -- KEYS: lane h, n, l, delayed, dead, wake stream
 -- ARGV: consumer, count, visibility ms, reclaim (0/1), dead maxlen, then jobs to ack first
---       (3 per job, as ACK takes them): a worker's "ack the finished jobs and reserve the
---       next" is one round trip and one script run, as BullMQ's moveToFinished is.
+--       (the groups of ack_batch): a worker's "ack the finished jobs and reserve the next"
+--       is one round trip and one script run, as BullMQ's moveToFinished is.
+-- Returns {reclaimed rows, reclaimed, dead, next due, now, acked, read}: a reclaimed row is
+-- {lane, entry id, attempt, id, payload, max, t, e}; `read` is flat, per lane read: the
+-- lane and XREADGROUP's entries as they came (no table per job: the client parses them).
 local acked = ack_batch(6)
 local now = now_ms()
 if ARGV[4] == '1' then ensure_group(KEYS[6]) end
@@ -163,90 +166,93 @@ if ARGV[4] == '1' then
     end
   end
 end
+local read, got = {}, #out
 for li = 1, 3 do
-  if #out >= want then break end
+  if got >= want then break end
   -- An empty lane has nothing to read (XLEN is O(1); XREADGROUP is not cheap). On a reclaim
   -- round every lane is read, which creates missing groups.
   if ARGV[4] == '1' or redis.call('XLEN', KEYS[li]) > 0 then
-    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+    local ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - got,
       'STREAMS', KEYS[li], '>')
     if not ok then
       ensure_group(KEYS[li])
-      ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - #out,
+      ok, r = pcall(redis.call, 'XREADGROUP', 'GROUP', 'ck', ARGV[1], 'COUNT', want - got,
         'STREAMS', KEYS[li], '>')
     end
     if ok and r then
-      for _, e in ipairs(r[1][2]) do
-        local h = fields(e[2])
-        if h.w then
-          redis.call('XACK', KEYS[li], 'ck', e[1])
-          redis.call('XDEL', KEYS[li], e[1])
-        else
-          out[#out + 1] = {li, e[1], tonumber(h.a), h.i, h.p, h.m, h.t, h.e or ''}
+      local es = r[1][2]
+      -- A job's first field is its id ('i'); anything else is not a job: settled here.
+      local jobs = es
+      for _, e in ipairs(es) do
+        if not e[2] or e[2][1] ~= 'i' then
+          jobs = {}
+          for _, x in ipairs(es) do
+            if x[2] and x[2][1] == 'i' then
+              jobs[#jobs + 1] = x
+            else
+              redis.call('XACK', KEYS[li], 'ck', x[1])
+              redis.call('XDEL', KEYS[li], x[1])
+            end
+          end
+          break
         end
       end
+      read[#read + 1] = li
+      read[#read + 1] = jobs
+      got = got + #jobs
     end
   end
 end
 local nxt = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
-return {out, reclaimed, dead, nxt[2] or '-1', n2s(now), acked}
+return {out, reclaimed, dead, nxt[2] or '-1', n2s(now), acked, read}
 "#;
 
 const ACK_FN: &str = r#"
--- Acks the jobs in ARGV[from..]: 3 per job: lane (1..3), entry id, consumer. Returns per job
--- 1 (acked) or 0 (the lease is gone: reclaimed, or settled already, also earlier in this
--- batch). The owner check is one XPENDING per lane and consumer over the batch's id range
--- (the consumer's own pending list), then one XACK and one XDEL per lane and 1000 ids.
+-- Acks the jobs in ARGV[from..], grouped by the client (`AckPlan`): per lane and consumer,
+-- `lane (1..3), consumer, n`, then the group's n entry ids, ascending and without repeats.
+-- Returns per id, in that order, 1 (acked) or 0 (the lease is gone: reclaimed, or settled
+-- already). The owner check is one XPENDING per group over its id range (the consumer's own
+-- pending list), then one XACK per lane and 1000 ids; settled entries are trimmed.
 local function sid(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   if not ms then return nil end
   return tonumber(ms), tonumber(seq)
 end
+local function newer(a, b)
+  local am, aq = sid(a)
+  local bm, bq = sid(b)
+  return am > bm or (am == bm and aq > bq)
+end
 local function ack_batch(from)
-  local groups, order = {}, {}
-  for j = from, #ARGV, 3 do
-    local g = ARGV[j] .. '@' .. ARGV[j + 2]
-    local t = groups[g]
-    local id = ARGV[j + 1]
-    if not t then
-      t = {li = tonumber(ARGV[j]), c = ARGV[j + 2], n = 0, owned = {}}
-      groups[g] = t
-      order[#order + 1] = g
+  local out, done, top = {}, {{}, {}, {}}, {}
+  local j = from
+  while j + 2 <= #ARGV do
+    local li, c, n = tonumber(ARGV[j]), ARGV[j + 1], tonumber(ARGV[j + 2])
+    local first, last = j + 3, j + 2 + n
+    local cap = n + 1000
+    local p = redis.call('XPENDING', KEYS[li], 'ck', ARGV[first], ARGV[last], cap, c)
+    local owned = {}
+    for _, x in ipairs(p) do owned[x[1]] = true end
+    local full = #p >= cap
+    local d = done[li]
+    local hi = nil
+    for k = first, last do
+      local id = ARGV[k]
+      local mine = owned[id]
+      if not mine and full then
+        -- More pending entries in the range than fetched: look at this one alone.
+        mine = #redis.call('XPENDING', KEYS[li], 'ck', id, id, 1, c) > 0
+      end
+      if mine then
+        d[#d + 1] = id
+        hi = id
+        out[#out + 1] = 1
+      else
+        out[#out + 1] = 0
+      end
     end
-    t.n = t.n + 1
-    local m, q = sid(id)
-    if m then
-      if not t.lo or m < t.lm or (m == t.lm and q < t.lq) then t.lo, t.lm, t.lq = id, m, q end
-      if not t.hi or m > t.hm or (m == t.hm and q > t.hq) then t.hi, t.hm, t.hq = id, m, q end
-    end
-  end
-  for _, g in ipairs(order) do
-    local t = groups[g]
-    if t.lo then
-      local cap = t.n + 1000
-      local p = redis.call('XPENDING', KEYS[t.li], 'ck', t.lo, t.hi, cap, t.c)
-      for _, x in ipairs(p) do t.owned[x[1]] = true end
-      t.full = #p >= cap
-    end
-  end
-  local out, done, seen = {}, {{}, {}, {}}, {}
-  for j = from, #ARGV, 3 do
-    local t = groups[ARGV[j] .. '@' .. ARGV[j + 2]]
-    local id = ARGV[j + 1]
-    local key = ARGV[j] .. ':' .. id
-    local mine = t.owned[id]
-    if not mine and t.full and sid(id) then
-      -- More pending entries in the range than fetched: look at this one alone.
-      mine = #redis.call('XPENDING', KEYS[t.li], 'ck', id, id, 1, t.c) > 0
-    end
-    if mine and not seen[key] then
-      seen[key] = true
-      local d = done[t.li]
-      d[#d + 1] = id
-      out[#out + 1] = 1
-    else
-      out[#out + 1] = 0
-    end
+    if hi and (not top[li] or newer(hi, top[li])) then top[li] = hi end
+    j = last + 1
   end
   for li = 1, 3 do
     local d = done[li]
@@ -258,27 +264,24 @@ local function ack_batch(from)
       -- in one XTRIM (sequential, whole nodes at once) and XDEL only the acked entries at or
       -- after it (XDEL seeks each id: it was the most expensive command of an ack).
       local p = redis.call('XPENDING', KEYS[li], 'ck', '-', '+', 1)
-      local rest = d
       if p[1] then
-        local pm, pq = sid(p[1][1])
-        redis.call('XTRIM', KEYS[li], 'MINID', p[1][1])
-        rest = {}
-        for _, id in ipairs(d) do
-          local m, q = sid(id)
-          if m > pm or (m == pm and q >= pq) then rest[#rest + 1] = id end
+        local oldest = p[1][1]
+        redis.call('XTRIM', KEYS[li], 'MINID', oldest)
+        if not newer(oldest, top[li]) then
+          local pm, pq = sid(oldest)
+          local rest = {}
+          for _, id in ipairs(d) do
+            local m, q = sid(id)
+            if m > pm or (m == pm and q >= pq) then rest[#rest + 1] = id end
+          end
+          for k = 1, #rest, 1000 do
+            redis.call('XDEL', KEYS[li], unpack(rest, k, math.min(k + 999, #rest)))
+          end
         end
       else
         -- Nothing pending: everything up to the newest acked entry is settled.
-        local hi, hm, hq = d[1], sid(d[1])
-        for _, id in ipairs(d) do
-          local m, q = sid(id)
-          if m > hm or (m == hm and q > hq) then hi, hm, hq = id, m, q end
-        end
+        local hm, hq = sid(top[li])
         redis.call('XTRIM', KEYS[li], 'MINID', n2s(hm) .. '-' .. n2s(hq + 1))
-        rest = {}
-      end
-      for k = 1, #rest, 1000 do
-        redis.call('XDEL', KEYS[li], unpack(rest, k, math.min(k + 999, #rest)))
       end
     end
   end
@@ -288,7 +291,7 @@ end
 
 const ACK: &str = r#"
 -- Any number of acks in one call (ack is a batch of one).
--- KEYS: lane h, n, l; ARGV: 3 per job: lane (1..3), entry id, consumer
+-- KEYS: lane h, n, l; ARGV: the groups of ack_batch
 return ack_batch(1)
 "#;
 
@@ -635,6 +638,109 @@ fn parse_receipts<'a>(receipts: &[&'a str]) -> Result<Vec<(usize, &'a str, &'a s
         .collect()
 }
 
+/// A job from a lane's stream entry (`lane`: 0..3, `fields`: the entry's flat field list),
+/// or `None` when the entry is not a job.
+fn entry_job(lane: usize, id: &str, fields: &[Value], queue: &str, consumer: &str) -> Option<Job> {
+    let get = |n: &str| {
+        fields
+            .chunks(2)
+            .find(|c| c.len() == 2 && bytes_of(&c[0]) == Some(n.as_bytes()))
+            .map(|c| &c[1])
+    };
+    if get("w").is_some() {
+        return None;
+    }
+    Some(Job {
+        id: get("i").and_then(text_of)?,
+        queue: queue.to_string(),
+        payload: Bytes::copy_from_slice(get("p").and_then(bytes_of)?),
+        attempt: get("a").and_then(int_of)? as u32,
+        max_attempts: get("m").and_then(int_of)? as u32,
+        enqueued_at_ms: get("t").and_then(int_of)? as u64,
+        priority: Priority::from_index(lane as i64)?,
+        last_error: get("e").and_then(text_of),
+        receipt: receipt(lane + 1, id, consumer),
+    })
+}
+
+/// Receipts grouped as the scripts' `ack_batch` takes them: per lane and consumer, entry ids
+/// ascending and without repeats (so the server needs no parsing or sorting).
+struct AckPlan<'a> {
+    /// `(lane 1..3, consumer, ids)`.
+    groups: Vec<(usize, &'a str, Vec<&'a str>)>,
+    /// Per receipt, its position in the script's answer; `None` (answered `false`): a repeat
+    /// of an earlier receipt, or an id that is not a stream id.
+    slots: Vec<Option<usize>>,
+    /// How many ids are sent.
+    sent: usize,
+}
+
+impl<'a> AckPlan<'a> {
+    fn new(acks: &[(usize, &'a str, &'a str)]) -> AckPlan<'a> {
+        let mut keyed: Vec<(usize, &str, (u64, u64), usize)> = acks
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (lane, id, c))| stream_id(id).map(|n| (*lane, *c, n, i)))
+            .collect();
+        // Lane, consumer, id, then the receipt's index: a repeat sorts after its first.
+        keyed.sort_unstable();
+        let mut plan = AckPlan {
+            groups: Vec::new(),
+            slots: vec![None; acks.len()],
+            sent: 0,
+        };
+        let mut prev: Option<(usize, &str, (u64, u64))> = None;
+        for (lane, c, n, i) in keyed {
+            if prev == Some((lane, c, n)) {
+                continue;
+            }
+            let same_group = prev.is_some_and(|(l, pc, _)| l == lane && pc == c);
+            if !same_group {
+                plan.groups.push((lane, c, Vec::new()));
+            }
+            prev = Some((lane, c, n));
+            if let Some(g) = plan.groups.last_mut() {
+                g.2.push(acks[i].1);
+            }
+            plan.slots[i] = Some(plan.sent);
+            plan.sent += 1;
+        }
+        plan
+    }
+
+    fn push_args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        for (lane, consumer, ids) in &self.groups {
+            inv.arg(*lane).arg(*consumer).arg(ids.len());
+            for id in ids {
+                inv.arg(*id);
+            }
+        }
+    }
+
+    /// Per receipt, whether it was acked, from the script's answer.
+    fn answers(&self, v: Option<&Value>) -> Result<Vec<bool>> {
+        let a = v.map(array_of).unwrap_or(&[]);
+        if a.len() != self.sent {
+            return Err(protocol("ack"));
+        }
+        let sent = a
+            .iter()
+            .map(|x| int_of(x).map(|n| n == 1).ok_or_else(|| protocol("ack")))
+            .collect::<Result<Vec<bool>>>()?;
+        Ok(self
+            .slots
+            .iter()
+            .map(|s| s.is_some_and(|k| sent[k]))
+            .collect())
+    }
+}
+
+/// A stream entry id `ms-seq` as numbers (`None`: not one).
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 /// One job row of the reserve script: `{lane, entry id, attempt, id, payload, max, t, e}`.
 fn job_of(row: &Value, queue: &str, consumer: &str) -> Option<Job> {
     let r = array_of(row);
@@ -951,18 +1057,37 @@ impl RedisConsumer {
             .arg(self.options.visibility_timeout.as_millis() as u64)
             .arg(if reclaim { "1" } else { "0" })
             .arg(self.options.dead_history);
-        for (lane, entry, consumer) in acks {
-            inv.arg(*lane).arg(*entry).arg(*consumer);
-        }
+        let plan = AckPlan::new(acks);
+        plan.push_args(&mut inv);
         let v: Value = inv.run_on(self.srv()).await?;
         let a = array_of(&v);
-        let jobs: Vec<Job> = a
+        let mut jobs: Vec<Job> = a
             .first()
             .map(array_of)
             .unwrap_or(&[])
             .iter()
             .filter_map(|row| job_of(row, &self.queue, &self.name))
             .collect();
+        // Read entries: per lane read, the lane (1..3) and XREADGROUP's entries.
+        for pair in a.get(6).map(array_of).unwrap_or(&[]).chunks(2) {
+            let [lane, entries] = pair else {
+                return Err(protocol("reserve"));
+            };
+            let lane = match int_of(lane) {
+                Some(l @ 1..=3) => l as usize - 1,
+                _ => return Err(protocol("reserve")),
+            };
+            for e in array_of(entries) {
+                let e = array_of(e);
+                let (Some(id), Some(f)) = (e.first().and_then(text_of), e.get(1)) else {
+                    return Err(protocol("reserve"));
+                };
+                // An entry with unreadable fields stays pending: reclaimed, then dead-lettered.
+                if let Some(job) = entry_job(lane, &id, array_of(f), &self.queue, &self.name) {
+                    jobs.push(job);
+                }
+            }
+        }
         let reclaimed = a.get(1).and_then(int_of).unwrap_or(0).max(0) as u64;
         let dead = a.get(2).and_then(int_of).unwrap_or(0).max(0) as u64;
         if dead > 0 {
@@ -973,14 +1098,7 @@ impl RedisConsumer {
         let server_now = a.get(4).and_then(int_of).unwrap_or(0);
         // The wait until the next delayed job, by the server's clock.
         let wait = next_due.map(|d| (d - server_now).max(0) as u64);
-        let acked = a.get(5).map(array_of).unwrap_or(&[]);
-        if acked.len() != acks.len() {
-            return Err(protocol("ack"));
-        }
-        let acked = acked
-            .iter()
-            .map(|x| int_of(x).map(|n| n == 1).ok_or_else(|| protocol("ack")))
-            .collect::<Result<Vec<bool>>>()?;
+        let acked = plan.answers(a.get(5))?;
         Ok(Reserved {
             jobs,
             counts: reclaimed + (dead << 32),
@@ -1084,29 +1202,11 @@ impl RedisConsumer {
                 let (Some(id), Some(f)) = (e.first().and_then(text_of), e.get(1)) else {
                     continue;
                 };
-                let f = array_of(f);
-                let get = |n: &str| {
-                    f.chunks(2)
-                        .find(|c| c.len() == 2 && bytes_of(&c[0]) == Some(n.as_bytes()))
-                        .map(|c| &c[1])
+                let job = if lane == 3 {
+                    None
+                } else {
+                    entry_job(lane, &id, array_of(f), &self.queue, &self.name)
                 };
-                if lane == 3 || get("w").is_some() || get("i").is_none() {
-                    markers.push((lane, id));
-                    continue;
-                }
-                let job = (|| {
-                    Some(Job {
-                        id: get("i").and_then(text_of)?,
-                        queue: self.queue.clone(),
-                        payload: Bytes::copy_from_slice(get("p").and_then(bytes_of)?),
-                        attempt: get("a").and_then(int_of)? as u32,
-                        max_attempts: get("m").and_then(int_of)? as u32,
-                        enqueued_at_ms: get("t").and_then(int_of)? as u64,
-                        priority: Priority::from_index(lane as i64)?,
-                        last_error: get("e").and_then(text_of),
-                        receipt: receipt(lane + 1, &id, &self.name),
-                    })
-                })();
                 match job {
                     Some(j) => jobs.push(j),
                     None => markers.push((lane, id)),
@@ -1266,17 +1366,10 @@ impl RedisConsumer {
         inv.key(&self.keys.lanes[0])
             .key(&self.keys.lanes[1])
             .key(&self.keys.lanes[2]);
-        for (lane, entry, consumer) in acks {
-            inv.arg(*lane).arg(*entry).arg(*consumer);
-        }
+        let plan = AckPlan::new(acks);
+        plan.push_args(&mut inv);
         let v: Value = inv.run_on(self.srv()).await?;
-        let a = array_of(&v);
-        if a.len() != acks.len() {
-            return Err(protocol("ack"));
-        }
-        a.iter()
-            .map(|x| int_of(x).map(|n| n == 1).ok_or_else(|| protocol("ack")))
-            .collect()
+        plan.answers(Some(&v))
     }
 
     pub(crate) async fn extend(&self, r: &str) -> Result<bool> {
@@ -1356,5 +1449,69 @@ impl RedisConsumer {
             pool.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         Ok(n.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_plan_groups_sorts_and_drops_repeats() {
+        let acks = [
+            (1, "100-2", "a"),
+            (2, "50-0", "a"),
+            (1, "100-10", "a"),
+            (1, "99-7", "b"),
+            (1, "100-2", "a"),
+            (1, "9-0", "a"),
+            (1, "x-1", "a"),
+            (3, "7", "a"),
+        ];
+        let plan = AckPlan::new(&acks);
+        assert_eq!(
+            plan.groups,
+            vec![
+                (1, "a", vec!["9-0", "100-2", "100-10"]),
+                (1, "b", vec!["99-7"]),
+                (2, "a", vec!["50-0"]),
+            ]
+        );
+        assert_eq!(plan.sent, 5);
+        // Positions in the answer; the repeat and the two non-ids are not sent.
+        assert_eq!(
+            plan.slots,
+            vec![
+                Some(1),
+                Some(4),
+                Some(2),
+                Some(3),
+                None,
+                Some(0),
+                None,
+                None
+            ]
+        );
+        let answer = Value::Array([1, 0, 1, 1, 1].iter().map(|&n| Value::Int(n)).collect());
+        assert_eq!(
+            plan.answers(Some(&answer)).unwrap(),
+            vec![false, true, true, true, false, true, false, false]
+        );
+        // An answer of the wrong length is a protocol error, not a wrong result.
+        let short = Value::Array(vec![Value::Int(1)]);
+        assert!(plan.answers(Some(&short)).is_err());
+    }
+
+    #[test]
+    fn ack_plan_of_nothing_sends_nothing() {
+        let plan = AckPlan::new(&[]);
+        assert!(plan.groups.is_empty());
+        assert!(plan
+            .answers(Some(&Value::Array(vec![])))
+            .unwrap()
+            .is_empty());
+        assert_eq!(stream_id("12-3"), Some((12, 3)));
+        assert_eq!(stream_id("12"), None);
+        assert_eq!(stream_id("1-2-3"), None);
     }
 }

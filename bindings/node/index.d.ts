@@ -490,8 +490,9 @@ export interface WorkerOptions {
   /** Jobs in progress at once (default 1). */
   concurrency?: number
   /**
-   * Jobs reserved ahead of the free slots (default: `concurrency`; 0 = none): a slot that frees
-   * starts its next job without a round trip. They are leased (kept by the heartbeat) and
+   * Jobs reserved ahead of the free slots (default: 4 x `concurrency`, Celery's default; 0 =
+   * none): a slot that frees starts its next job without a round trip. Lower it for long jobs
+   * and many workers, so that one worker does not hold jobs others could run. They are leased (kept by the heartbeat) and
    * returned by `close()`; other workers cannot take them meanwhile.
    */
   prefetch?: number

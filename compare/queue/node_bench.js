@@ -5,6 +5,7 @@
 //   node node_bench.js <ck|bullmq> work <port> <concurrency>          -> "ready", waits for "go",
 //        processes until idle 500 ms -> {"count": ..., "last_done_ms": ...}
 // lib "ckbase" is clusterkit loaded from $QB_CK_BASE (another build, e.g. main's, for A/B).
+// QB_PREFETCH sets the clusterkit Worker's prefetch (default: the Worker's own default).
 const [libArg, mode, ...rest] = process.argv.slice(2)
 const lib = libArg === 'ckbase' ? 'ck' : libArg
 const CK_MODULE = libArg === 'ckbase' ? process.env.QB_CK_BASE : 'clusterkit'
@@ -76,7 +77,7 @@ async function work (port, concurrency) {
     await q.stats(QUEUE)
     console.log('ready')
     await waitGo()
-    const w = new Worker(q, QUEUE, async () => { count++; last = Date.now() }, { concurrency })
+    const w = new Worker(q, QUEUE, async () => { count++; last = Date.now() }, { concurrency, ...(process.env.QB_PREFETCH ? { prefetch: Number(process.env.QB_PREFETCH) } : {}) })
     closeFn = () => w.close()
   } else {
     const { Worker } = require('bullmq')

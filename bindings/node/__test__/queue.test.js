@@ -302,6 +302,21 @@ for (const kind of ['embedded', 'redis']) {
       }
     })
 
+    await t.test('Worker: the default prefetch is 4 x concurrency (Celery\'s)', async () => {
+      const q = mk().queue
+      await q.enqueueMany('d', Array.from({ length: 20 }, (_, i) => String(i)))
+      let started = 0
+      let release
+      const gate = new Promise((resolve) => { release = resolve })
+      const w = new Worker(q, 'd', async () => { started++; await gate }, { concurrency: 2 })
+      await until(async () => started === 2 && (await q.stats('d')).in_flight === 10, '2 running + 8 reserved ahead')
+      const closing = w.close()
+      release()
+      assert.equal(await closing, 8)
+      const s = await q.stats('d')
+      assert.deepEqual([s.in_flight, s.waiting], [0, 18])
+    })
+
     await t.test('Worker: close() waits for the job in progress, AbortSignal closes', async () => {
       const q = mk().queue
       await q.enqueueMany('c', ['1', '2', '3'])

@@ -412,7 +412,7 @@ function jobReceipt (j) { return j.receipt }
  * Runs `handler(job, signal)` for the jobs of `queue` with `concurrency` in flight. A resolved
  * handler acks the job, a rejection fails it (retry with backoff, or dead letter). `signal`
  * aborts when the job's lease is lost (it was reclaimed elsewhere). `prefetch` (default:
- * `concurrency`) jobs are reserved ahead of the free slots. Starts at once; `close()`
+ * 4 x `concurrency`, as Celery) jobs are reserved ahead of the free slots. Starts at once; `close()`
  * stops taking jobs, waits for the ones in progress and returns anything still leased.
  * Events: 'completed' (job, result), 'failed' (job, error, outcome), 'lost' (job), 'error' (err).
  */
@@ -428,7 +428,9 @@ class Worker extends EventEmitter {
     if (!Number.isInteger(concurrency) || concurrency < 1 || concurrency > 10000) {
       throw invalid('concurrency', `must be an integer between 1 and 10000, got ${String(concurrency)}`)
     }
-    if (prefetch === undefined) prefetch = concurrency
+    // Celery's default (worker_prefetch_multiplier = 4): short jobs arrive in batches big
+    // enough to amortize the round trip; long jobs want a lower value (0: none).
+    if (prefetch === undefined) prefetch = Math.min(4 * concurrency, 10000)
     if (!Number.isInteger(prefetch) || prefetch < 0 || prefetch > 10000) {
       throw invalid('prefetch', `must be an integer between 0 and 10000, got ${String(prefetch)}`)
     }

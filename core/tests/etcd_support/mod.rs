@@ -72,9 +72,68 @@ impl EtcdCluster {
         EtcdCluster::start_n(3)
     }
 
-    /// Starts an `n`-member cluster.
+    /// Starts an `n`-member cluster. A member whose port another process took between
+    /// `free_port` and etcd's own bind (tests run in parallel) exits at once with "address
+    /// already in use": the cluster is then started again on new ports, at most 3 times.
     pub fn start_n(n: usize) -> EtcdCluster {
         installed();
+        for attempt in 1..=3 {
+            let mut c = EtcdCluster::spawn_new(n);
+            match c.wait_started(START_TIMEOUT) {
+                Ok(()) => return c,
+                Err(Some(i)) if attempt < 3 => {
+                    eprintln!(
+                        "etcd member {} exited while starting (attempt {attempt}): new ports",
+                        c.members[i].name
+                    );
+                }
+                Err(_) => {
+                    panic!(
+                        "etcd cluster not healthy after {START_TIMEOUT:?}; logs:\n{}",
+                        c.logs()
+                    );
+                }
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Every member's log, for a failure message.
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    /// Waits until every member reports one leader; `Err(Some(i))`: member `i` exited,
+    /// `Err(None)`: the time ran out.
+    fn wait_started(&mut self, timeout: Duration) -> Result<(), Option<usize>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.leader_now().is_some() {
+                return Ok(());
+            }
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if let Some(c) = m.child.as_mut() {
+                    if matches!(c.try_wait(), Ok(Some(_))) {
+                        return Err(Some(i));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `n` members on fresh ports in a fresh directory, spawned, not yet waited for.
+    fn spawn_new(n: usize) -> EtcdCluster {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let base = if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
@@ -110,7 +169,6 @@ impl EtcdCluster {
         for i in 0..n {
             c.spawn(i, "new");
         }
-        c.wait_healthy(START_TIMEOUT);
         c
     }
 
@@ -217,17 +275,9 @@ impl EtcdCluster {
                 return;
             }
             if Instant::now() >= deadline {
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .map(|m| {
-                        std::fs::read_to_string(self.dir.join(format!("{}.log", m.name)))
-                            .unwrap_or_default()
-                    })
-                    .collect();
                 panic!(
                     "etcd cluster not healthy after {timeout:?}; logs:\n{}",
-                    logs.join("\n---\n")
+                    self.logs()
                 );
             }
             std::thread::sleep(Duration::from_millis(100));

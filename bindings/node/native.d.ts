@@ -50,8 +50,6 @@ export declare class Consumer {
   get isStopped(): boolean
   /** The next job within `timeoutMs` (0: do not wait), or null. */
   reserve(timeoutMs: number): Promise<JobData | null>
-  /** Up to `max` jobs in one round trip, waiting up to `timeoutMs` for the first. */
-  reserveMany(max: number, timeoutMs: number): Promise<JobData[]>
   /**
    * Acks `receipts` and reserves up to `max` jobs (one round trip and one script run on
    * Redis when jobs wait), waiting up to `timeoutMs` for the first. Resolves to the flat

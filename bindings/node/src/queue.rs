@@ -370,25 +370,6 @@ impl Consumer {
         )
     }
 
-    /// Up to `max` jobs in one round trip, waiting up to `timeoutMs` for the first.
-    #[napi(ts_return_type = "Promise<JobData[]>")]
-    pub fn reserve_many<'e>(
-        &self,
-        env: &'e Env,
-        max: f64,
-        timeout_ms: f64,
-    ) -> napi::Result<Unknown<'e>> {
-        let t = ms("timeout", timeout_ms)?;
-        let n = limit(max, "max")?;
-        let c = self.inner.clone();
-        spawn(
-            env,
-            self.inline,
-            async move { c.reserve_many(n, t).await },
-            |_, jobs| Ok(jobs.into_iter().map(job_data).collect::<Vec<_>>()),
-        )
-    }
-
     /// Acks `receipts` and reserves up to `max` jobs (one round trip and one script run on
     /// Redis when jobs wait), waiting up to `timeoutMs` for the first. Resolves to the flat
     /// batch lib/queue.js reads (`[acked, payloads, 8 slots per job]`).

@@ -232,23 +232,8 @@ final class DistributedCache implements CacheInterface
                 return [];
             }
         }
-        // One FFI call (ck_reader_get_many): a key-length table and the keys in; a
-        // value-length table and the values out, read with one unpack() and one substr()
-        // per value.
-        $count = \count($list);
-        $table = \pack('V*', ...$lens) . \implode('', $list);
-        $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
-        if ($len < 0) {
-            throw $this->cluster->library->error(-$len);
-        }
-        $s = $len <= self::BUFFER_SIZE
-            ? FFI::string($this->readerData, $len)
-            : FFI::string($this->ffi->ck_reader_value($this->reader), $len);
-        $vlens = \unpack('V' . $count, $s);
-        if ($vlens === false || $len < 4 * $count) {
-            throw new Exception\InternalException('ck_reader_get_many answered ' . $len . ' bytes for ' . $count . ' keys');
-        }
-        $off = 4 * $count;
+        [$s, $vlens] = $this->readMany($list, $lens);
+        $off = 4 * \count($list);
         $out = [];
         $php = $this->php;
         foreach ($list as $i => $k) {
@@ -282,19 +267,18 @@ final class DistributedCache implements CacheInterface
     }
 
     /**
-     * ck_reader_get_many of a non-empty key list: [the answer, its value lengths (keys 1..n,
-     * 0xFFFFFFFF for an absent key)]; the values follow the 4n-byte length table.
+     * One FFI call (ck_reader_get_many) for a non-empty key list and its key lengths: a
+     * key-length table and the keys in; [the answer, its value lengths (keys 1..n,
+     * 0xFFFFFFFF for an absent key)] out, read with one unpack(); the values follow the
+     * 4n-byte length table.
      *
      * @param list<string> $list
+     * @param list<int> $lens
      * @return array{0: string, 1: array<int, int>}
      */
-    private function readMany(array $list): array
+    private function readMany(array $list, array $lens): array
     {
         $count = \count($list);
-        $lens = [];
-        foreach ($list as $k) {
-            $lens[] = \strlen($k);
-        }
         $table = \pack('V*', ...$lens) . \implode('', $list);
         $len = $this->ffi->ck_reader_get_many($this->reader, $table, \strlen($table), $count);
         if ($len < 0) {
@@ -482,7 +466,7 @@ final class DistributedCache implements CacheInterface
     {
         if ($this->readMany && $keys !== []) {
             $list = \array_values($keys);
-            [$s, $lens] = $this->readMany($list);
+            [$s, $lens] = $this->readMany($list, \array_map('strlen', $list));
             $off = 4 * \count($list);
             $values = [];
             foreach ($lens as $n) {

@@ -314,50 +314,14 @@ impl SyncPool {
         )?)))
     }
 
-    fn take(&self, address: &str) -> Result<redis::Connection> {
-        if let Some(c) = self.idle()?.lock().pop() {
-            return Ok(c);
-        }
-        let r = &crate::metrics::counters::REDIS;
-        let c = self
-            .client
-            .get_connection_with_timeout(self.options.connect_timeout)
-            .map_err(|e| {
-                r.connect_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "clusterkit::connection", address, "Redis connection attempt failed");
-                map_err(e, address)
-            })?;
-        r.connections.fetch_add(1, Ordering::Relaxed);
-        if self.lost.swap(false, Ordering::Relaxed) {
-            r.reconnects.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(target: "clusterkit::connection", address, "Redis reconnected");
-        }
-        let t = Some(self.options.response_timeout);
-        c.set_read_timeout(t).map_err(|e| map_err(e, address))?;
-        c.set_write_timeout(t).map_err(|e| map_err(e, address))?;
-        Ok(c)
-    }
-
-    fn idle(&self) -> Result<Arc<crate::fork::Mutex<Vec<redis::Connection>>>> {
-        self.idle.get_or_try_init(|| Ok(Arc::default()))
-    }
-
-    fn give_back(&self, c: redis::Connection) {
-        let Ok(idle) = self.idle() else { return };
-        let mut idle = idle.lock();
-        if idle.len() < SYNC_IDLE_MAX {
-            idle.push(c);
-        }
-    }
-
     /// Whether [`SyncPool::with_raw`] can serve this server (plain TCP or Unix, RESP2).
     pub(crate) fn has_raw(&self) -> bool {
         self.raw.is_some()
     }
 
     /// Runs `f` on one of the RESP connections of [`crate::cache::resp`] (fails with
-    /// `internal` when [`SyncPool::has_raw`] is false); failures are handled like
-    /// [`SyncPool::with`]'s.
+    /// `internal` when [`SyncPool::has_raw`] is false); failures are handled as in
+    /// [`SyncPool::pooled`].
     pub(crate) fn with_raw<T>(
         &self,
         address: &str,
@@ -369,12 +333,60 @@ impl SyncPool {
             )));
         };
         let idle = self.raw_idle.get_or_try_init(|| Ok(Arc::default()))?;
+        self.pooled(address, &idle, || spec.connect(), f)
+    }
+
+    /// Runs `f` on a redis-rs connection (see [`SyncPool::pooled`]).
+    pub(crate) fn with<T>(
+        &self,
+        address: &str,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let idle = self.idle.get_or_try_init(|| Ok(Arc::default()))?;
+        let connect = || {
+            let c = self
+                .client
+                .get_connection_with_timeout(self.options.connect_timeout)?;
+            let t = Some(self.options.response_timeout);
+            c.set_read_timeout(t)?;
+            c.set_write_timeout(t)?;
+            Ok(c)
+        };
+        self.pooled(address, &idle, connect, f)
+    }
+
+    /// Runs `f` on the fastest connection this server allows: the library's own RESP
+    /// connection for plain TCP and Unix targets, redis-rs's otherwise (TLS).
+    pub(crate) fn with_conn<T>(
+        &self,
+        address: &str,
+        f: impl FnOnce(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        if self.has_raw() {
+            self.with_raw(address, |c| f(c))
+        } else {
+            self.with(address, |c| f(c))
+        }
+    }
+
+    /// Takes an idle connection from `idle` or makes one with `connect` (counted for
+    /// monitoring), runs `f`, and keeps the connection unless the failure may have left it
+    /// out of step (I/O error, timeout, dropped connection, unreadable reply). A lost server
+    /// drops every idle connection of both kinds: they are as dead as this one, and dropping
+    /// them now spares the next callers one failed request each.
+    fn pooled<C, T>(
+        &self,
+        address: &str,
+        idle: &crate::fork::Mutex<Vec<C>>,
+        connect: impl FnOnce() -> redis::RedisResult<C>,
+        f: impl FnOnce(&mut C) -> redis::RedisResult<T>,
+    ) -> Result<T> {
         let popped = idle.lock().pop();
         let mut c = match popped {
             Some(c) => c,
             None => {
                 let r = &crate::metrics::counters::REDIS;
-                let c = spec.connect().map_err(|e| {
+                let c = connect().map_err(|e| {
                     r.connect_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "clusterkit::connection", address, "Redis connection attempt failed");
                     map_err(e, address)
@@ -387,61 +399,29 @@ impl SyncPool {
                 c
             }
         };
-        match f(&mut c) {
-            Ok(v) => {
-                let mut idle = idle.lock();
-                if idle.len() < SYNC_IDLE_MAX {
-                    idle.push(c);
-                }
-                Ok(v)
+        let r = f(&mut c);
+        let keep = match &r {
+            Ok(_) => true,
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                self.raw_idle.update(|idle| idle.lock().clear());
+                self.idle.update(|idle| idle.lock().clear());
+                self.lost.store(true, Ordering::Relaxed);
+                tracing::warn!(target: "clusterkit::connection", address, "Redis connection lost");
+                false
             }
             Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() {
-                    self.raw_idle.update(|idle| idle.lock().clear());
-                    self.idle.update(|idle| idle.lock().clear());
-                    self.lost.store(true, Ordering::Relaxed);
-                    tracing::warn!(target: "clusterkit::connection", address, "Redis connection lost");
-                } else if !(e.is_timeout()
+                !(e.is_timeout()
                     || e.is_unrecoverable_error()
                     || e.kind() == redis::ErrorKind::Parse)
-                {
-                    let mut idle = idle.lock();
-                    if idle.len() < SYNC_IDLE_MAX {
-                        idle.push(c);
-                    }
-                }
-                Err(map_err(e, address))
+            }
+        };
+        if keep {
+            let mut idle = idle.lock();
+            if idle.len() < SYNC_IDLE_MAX {
+                idle.push(c);
             }
         }
-    }
-
-    /// Runs `f` on a connection; keeps the connection unless the failure may have left it
-    /// out of step (I/O error, timeout, dropped connection).
-    pub(crate) fn with<T>(
-        &self,
-        address: &str,
-        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
-    ) -> Result<T> {
-        let mut c = self.take(address)?;
-        match f(&mut c) {
-            Ok(v) => {
-                self.give_back(c);
-                Ok(v)
-            }
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() {
-                    // The server went away (restarted, killed): the idle connections are as
-                    // dead as this one. Dropping them now spares the next callers one failed
-                    // request each.
-                    self.idle.update(|idle| idle.lock().clear());
-                    self.lost.store(true, Ordering::Relaxed);
-                    tracing::warn!(target: "clusterkit::connection", address, "Redis connection lost");
-                } else if !(e.is_timeout() || e.is_unrecoverable_error()) {
-                    self.give_back(c);
-                }
-                Err(map_err(e, address))
-            }
-        }
+        r.map_err(|e| map_err(e, address))
     }
 }
 
@@ -516,10 +496,7 @@ impl RedisConn {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         if let Some(pool) = self.inline() {
-            if pool.has_raw() {
-                return pool.with_raw(&self.address, |c| cmd.query(c));
-            }
-            return pool.with(&self.address, |c| cmd.query(c));
+            return pool.with_conn(&self.address, |c| cmd.query(c));
         }
         let mut c = self.conn.get()?;
         cmd.query_async(&mut c)
@@ -536,10 +513,7 @@ impl RedisConn {
     ) -> Result<T> {
         let inv = invocation(script, keys, args);
         if let Some(pool) = self.inline() {
-            if pool.has_raw() {
-                return pool.with_raw(&self.address, |c| inv.invoke(c));
-            }
-            return pool.with(&self.address, |c| inv.invoke(c));
+            return pool.with_conn(&self.address, |c| inv.invoke(c));
         }
         let mut c = self.conn.get()?;
         inv.invoke_async(&mut c)
@@ -553,10 +527,7 @@ impl RedisConn {
         pipe: &redis::Pipeline,
     ) -> Result<T> {
         if let Some(pool) = self.inline() {
-            if pool.has_raw() {
-                return pool.with_raw(&self.address, |c| pipe.query(c));
-            }
-            return pool.with(&self.address, |c| pipe.query(c));
+            return pool.with_conn(&self.address, |c| pipe.query(c));
         }
         let mut c = self.conn.get()?;
         pipe.query_async(&mut c)

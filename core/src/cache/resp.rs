@@ -299,8 +299,12 @@ impl RawConn {
                 // An error or an unexpected shape: redis-rs decodes and converts it.
                 let v = generic(&frame)?;
                 let list: Vec<Option<Vec<u8>>> = redis::FromRedisValue::from_redis_value(v)
-                    .map_err(|e| {
-                        RedisError::from((ErrorKind::UnexpectedReturnType, "MGET", e.to_string()))
+                    .map_err(|_| {
+                        // Not redis-rs's message: it may quote the reply, values included.
+                        RedisError::from((
+                            ErrorKind::UnexpectedReturnType,
+                            "MGET: the reply is not a list of values",
+                        ))
                     })?;
                 Ok(list.into_iter().map(|x| x.map(Bytes::from)).collect())
             }
@@ -514,9 +518,10 @@ fn int(text: &[u8]) -> RedisResult<i64> {
             d.is_ascii_digit()
         });
     if !ok {
+        // The header is not quoted: out of step, it could be part of a value.
         return Err(parse_error(format!(
-            "bad length {:?}",
-            String::from_utf8_lossy(&text[..text.len().min(20)])
+            "bad length header ({} bytes)",
+            text.len()
         )));
     }
     Ok(if neg { -v } else { v })

@@ -336,17 +336,15 @@ impl RedisLocks {
     }
     /// This client's id and its hand-over marker `~h:<id>`, built once per process.
     fn ids(&self) -> Arc<(String, String)> {
+        let make = || {
+            let id = format!("{}.{}", self.client, std::process::id());
+            let mine = format!("~h:{id}");
+            Arc::new((id, mine))
+        };
+        // The init cannot fail; the fallback only satisfies the signature.
         self.ids
-            .get_or_try_init(|| {
-                let id = format!("{}.{}", self.client, std::process::id());
-                let mine = format!("~h:{id}");
-                Ok(Arc::new((id, mine)))
-            })
-            .unwrap_or_else(|_| {
-                let id = format!("{}.{}", self.client, std::process::id());
-                let mine = format!("~h:{id}");
-                Arc::new((id, mine))
-            })
+            .get_or_try_init(|| Ok(make()))
+            .unwrap_or_else(|_| make())
     }
 
     /// Runs `script` on master `m` within the per-master timeout.
